@@ -32,7 +32,7 @@ def model(with_head):
         out = "output"
     graph = helper.make_graph(nodes, "tiny",
                               [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 16, 16])],
-                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], inits)
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, ["batch", 3 if with_head else 4])], inits)
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="fastretrain-tests")
     m.ir_version = 7
     onnx.checker.check_model(m)
