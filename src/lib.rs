@@ -1,1 +1,20 @@
+//! fastretrain: adapt a pretrained ONNX classifier to local data on the device, with no
+//! backprop. A frozen backbone ([`backbone`], tract) turns samples ([`data`],
+//! [`preprocess`]) into penultimate features ([`features`]); they are folded into Gram
+//! statistics whose size does not grow with the number of samples ([`solver`]); the dense head
+//! is refit in closed form ([`head`]) and everything persists in one checksummed file
+//! ([`state`]). [`retrainer`] ties the chain together; the `fastretrain` binary is a thin CLI
+//! over it.
 
+pub mod backbone;
+pub mod data;
+pub mod error;
+pub mod features;
+pub mod head;
+pub mod preprocess;
+pub mod retrainer;
+pub mod solver;
+pub mod spec;
+pub mod state;
+
+pub use error::{Error, Result};

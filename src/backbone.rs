@@ -1,0 +1,234 @@
+//! The frozen backbone: an ONNX image classifier run by tract up to its penultimate tensor.
+//! This is the only module that touches tract.
+//!
+//! Loading finds the dense head (the last Gemm/MatMul whose weight is an initializer) and
+//! takes its input as the feature tensor, unless the caller names one. The input shape is
+//! fixed to a batch of one (faster per image than batching in tract 0.23) and the plan is
+//! optimised once.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tract_onnx::pb::ModelProto;
+use tract_onnx::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::spec::{Layout, ModelSpec};
+
+/// What identifies a backbone for a state: the model file's bytes and the tensor read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// sha256 of the ONNX file, hex.
+    pub model_sha256: String,
+    pub feature_tensor: String,
+    pub feature_dim: usize,
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sha256 {}…, tensor '{}', {} features",
+            &self.model_sha256[..12.min(self.model_sha256.len())],
+            self.feature_tensor,
+            self.feature_dim
+        )
+    }
+}
+
+/// The model's own final dense layer, as found in the graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenseHeadInfo {
+    pub node_name: String,
+    pub op_type: String,
+    /// Input of the head: the penultimate features.
+    pub input: String,
+    pub weight: String,
+    pub output: String,
+}
+
+/// Finds the last Gemm/MatMul whose weight (second input) is an initializer.
+pub fn find_dense_head(proto: &ModelProto) -> Option<DenseHeadInfo> {
+    let graph = proto.graph.as_ref()?;
+    let is_init = |name: &str| graph.initializer.iter().any(|t| t.name == name);
+    graph
+        .node
+        .iter()
+        .rev()
+        .find(|n| {
+            (n.op_type == "Gemm" || n.op_type == "MatMul")
+                && n.input.len() >= 2
+                && is_init(&n.input[1])
+        })
+        .map(|n| DenseHeadInfo {
+            node_name: n.name.clone(),
+            op_type: n.op_type.clone(),
+            input: n.input[0].clone(),
+            weight: n.input[1].clone(),
+            output: n.output.first().cloned().unwrap_or_default(),
+        })
+}
+
+/// Sets how many threads tract's matrix products use (process-wide, first call wins).
+pub fn set_threads(threads: usize) {
+    static SET: OnceLock<()> = OnceLock::new();
+    SET.get_or_init(|| {
+        if threads > 1 {
+            tract_linalg::multithread::set_default_executor(
+                tract_linalg::multithread::Executor::multithread(threads),
+            );
+        }
+    });
+}
+
+pub struct Backbone {
+    plan: Arc<TypedRunnableModel>,
+    spec: ModelSpec,
+    model_path: PathBuf,
+    fingerprint: Fingerprint,
+    head: Option<DenseHeadInfo>,
+    input_shape: [usize; 4],
+}
+
+impl std::fmt::Debug for Backbone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backbone")
+            .field("model_path", &self.model_path)
+            .field("fingerprint", &self.fingerprint)
+            .finish()
+    }
+}
+
+impl Backbone {
+    /// Loads `model` with its spec (`model.json` when `spec` is None). `feature_tensor`
+    /// overrides both the spec and the automatic choice.
+    pub fn load(model: &Path, spec: Option<ModelSpec>, feature_tensor: Option<&str>) -> Result<Self> {
+        let spec = match spec {
+            Some(s) => s,
+            None => ModelSpec::load(&ModelSpec::path_for_model(model))?,
+        };
+        let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
+        let model_sha256 = hex(&Sha256::digest(&bytes));
+        if let Some(expected) = &spec.sha256
+            && !expected.eq_ignore_ascii_case(&model_sha256)
+        {
+            return Err(Error::Model {
+                path: model.into(),
+                reason: format!(
+                    "sha256 is {model_sha256} but its spec expects {expected}; \
+                     the file was changed or belongs to another spec"
+                ),
+            });
+        }
+        let bad = |reason: String| Error::Model {
+            path: model.into(),
+            reason,
+        };
+        let proto = tract_onnx::onnx()
+            .proto_model_for_read(&mut &bytes[..])
+            .map_err(|e| bad(format!("cannot parse ONNX protobuf: {e}")))?;
+        if proto.graph.is_none() {
+            return Err(bad("the file holds no graph".into()));
+        }
+        let head = find_dense_head(&proto);
+        let feature_tensor = match (feature_tensor, &spec.feature_tensor, &head) {
+            (Some(name), _, _) => name.to_string(),
+            (None, Some(name), _) => name.clone(),
+            (None, None, Some(h)) => h.input.clone(),
+            (None, None, None) => return Err(Error::NoDenseHead { path: model.into() }),
+        };
+        let input_shape = match spec.input.layout {
+            Layout::Nchw => [1, 3, spec.input.height, spec.input.width],
+            Layout::Nhwc => [1, spec.input.height, spec.input.width, 3],
+        };
+        let plan = (|| -> TractResult<_> {
+            let mut m = tract_onnx::onnx().model_for_proto_model(&proto)?;
+            m = m.with_input_fact(0, f32::fact(input_shape).into())?;
+            m.select_outputs_by_name([feature_tensor.as_str()])?;
+            m.into_optimized()?.into_runnable()
+        })()
+        .map_err(|e| bad(format!("cannot prepare it for tensor '{feature_tensor}': {e:#}")))?;
+        let fact = plan
+            .model()
+            .output_fact(0)
+            .map_err(|e| bad(e.to_string()))?;
+        let feature_dim = fact
+            .shape
+            .as_concrete()
+            .map(|s| s.iter().product::<usize>())
+            .ok_or_else(|| bad(format!("tensor '{feature_tensor}' has no fixed shape")))?;
+        if let Some(expected) = spec.feature_dim
+            && expected != feature_dim
+        {
+            return Err(bad(format!(
+                "tensor '{feature_tensor}' has {feature_dim} values, the spec says {expected}"
+            )));
+        }
+        Ok(Backbone {
+            plan,
+            spec,
+            model_path: model.into(),
+            fingerprint: Fingerprint {
+                model_sha256,
+                feature_tensor,
+                feature_dim,
+            },
+            head,
+            input_shape,
+        })
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    pub fn model_path(&self) -> &Path {
+        &self.model_path
+    }
+
+    pub fn fingerprint(&self) -> &Fingerprint {
+        &self.fingerprint
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        self.fingerprint.feature_dim
+    }
+
+    /// The model's original dense head, if it has one.
+    pub fn dense_head(&self) -> Option<&DenseHeadInfo> {
+        self.head.as_ref()
+    }
+
+    /// Runs one preprocessed input (see [`crate::preprocess::Preprocessor`]) and writes its
+    /// features into `out`.
+    pub fn features_into(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
+        let fail = |reason: String| Error::Model {
+            path: self.model_path.clone(),
+            reason,
+        };
+        let tensor = Tensor::from_shape(&self.input_shape, input)
+            .map_err(|e| fail(format!("bad input tensor: {e}")))?;
+        let outputs = self
+            .plan
+            .run(tvec!(tensor.into()))
+            .map_err(|e| fail(format!("inference failed: {e:#}")))?;
+        let view = outputs[0]
+            .to_plain_array_view::<f32>()
+            .map_err(|e| fail(format!("feature tensor is not f32: {e}")))?;
+        if view.len() != out.len() {
+            return Err(Error::FeatureDim {
+                what: self.model_path.display().to_string(),
+                expected: out.len(),
+                got: view.len(),
+            });
+        }
+        out.iter_mut().zip(view.iter()).for_each(|(o, v)| *o = *v);
+        Ok(())
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

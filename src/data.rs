@@ -1,0 +1,322 @@
+//! Where samples come from: an image folder in torchvision's ImageFolder layout
+//! (`root/<label>/*.png|jpg`) or a pair of IDX files (the MNIST / Fashion-MNIST format,
+//! optionally gzip-compressed). Both stream: one image in memory at a time.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use flate2::read::GzDecoder;
+
+use crate::error::{Error, Result};
+use crate::preprocess::{Pixels, decode_image_file};
+
+/// One labelled (or unlabelled) image.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Where it came from: a file path, or `file#index` for IDX records.
+    pub id: String,
+    pub label: Option<String>,
+    pub pixels: Pixels,
+}
+
+/// How to open a data path.
+#[derive(Debug, Clone, Default)]
+pub struct DataOptions {
+    /// IDX labels file; derived from the images file name when absent.
+    pub idx_labels: Option<PathBuf>,
+    /// Names for IDX label numbers, one per line; `labels.txt` beside the images by default.
+    pub label_names: Option<PathBuf>,
+    /// Stop after this many samples.
+    pub limit: Option<usize>,
+}
+
+/// A streamed data set.
+pub enum DataSource {
+    Folder(ImageFolder),
+    Idx(IdxSource),
+}
+
+impl DataSource {
+    /// A folder is read as ImageFolder; a file as IDX images.
+    pub fn open(path: &Path, options: &DataOptions) -> Result<Self> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() {
+            Ok(DataSource::Folder(ImageFolder::open(path, options.limit)?))
+        } else {
+            Ok(DataSource::Idx(IdxSource::open(path, options)?))
+        }
+    }
+
+    /// Number of samples that will be yielded.
+    pub fn len(&self) -> usize {
+        match self {
+            DataSource::Folder(f) => f.files.len(),
+            DataSource::Idx(i) => i.count,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A stable name for this source, recorded in states.
+    pub fn id(&self) -> String {
+        match self {
+            DataSource::Folder(f) => f.root.display().to_string(),
+            DataSource::Idx(i) => i.images_path.display().to_string(),
+        }
+    }
+}
+
+impl Iterator for DataSource {
+    type Item = Result<Sample>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            DataSource::Folder(f) => f.next(),
+            DataSource::Idx(i) => i.next(),
+        }
+    }
+}
+
+fn is_image_name(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+        .unwrap_or(false)
+}
+
+/// `root/<label>/*.png|jpg|jpeg`, labels and files in sorted order.
+pub struct ImageFolder {
+    root: PathBuf,
+    files: Vec<(PathBuf, String)>,
+    next: usize,
+}
+
+impl ImageFolder {
+    pub fn open(root: &Path, limit: Option<usize>) -> Result<Self> {
+        let read_dir = |dir: &Path| -> Result<Vec<PathBuf>> {
+            let mut entries = std::fs::read_dir(dir)
+                .map_err(|e| Error::io(dir, e))?
+                .map(|e| e.map(|e| e.path()).map_err(|err| Error::io(dir, err)))
+                .collect::<Result<Vec<_>>>()?;
+            entries.sort();
+            Ok(entries)
+        };
+        let mut files = Vec::new();
+        for class_dir in read_dir(root)? {
+            if !class_dir.is_dir() {
+                continue;
+            }
+            let label = class_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| Error::data(&class_dir, "folder name is not valid UTF-8"))?
+                .to_string();
+            for file in read_dir(&class_dir)? {
+                if file.is_file() && is_image_name(&file) {
+                    files.push((file, label.clone()));
+                }
+            }
+        }
+        if files.is_empty() {
+            return Err(Error::data(
+                root,
+                "no images found (expected root/<label>/*.png|jpg|jpeg)",
+            ));
+        }
+        if let Some(limit) = limit {
+            files.truncate(limit);
+        }
+        Ok(ImageFolder {
+            root: root.into(),
+            files,
+            next: 0,
+        })
+    }
+}
+
+impl Iterator for ImageFolder {
+    type Item = Result<Sample>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (path, label) = self.files.get(self.next)?.clone();
+        self.next += 1;
+        Some(decode_image_file(&path).map(|pixels| Sample {
+            id: path.display().to_string(),
+            label: Some(label),
+            pixels,
+        }))
+    }
+}
+
+fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = BufReader::new(file);
+    Ok(if path.extension().and_then(|e| e.to_str()) == Some("gz") {
+        Box::new(BufReader::new(GzDecoder::new(reader)))
+    } else {
+        Box::new(reader)
+    })
+}
+
+/// Reads an IDX header: the element type must be unsigned bytes; returns the dimensions.
+fn read_idx_header(reader: &mut dyn Read, path: &Path, ndim: u8) -> Result<Vec<usize>> {
+    let mut magic = [0u8; 4];
+    reader
+        .read_exact(&mut magic)
+        .map_err(|e| Error::data(path, format!("not an IDX file: cannot read header ({e})")))?;
+    if magic[0] != 0 || magic[1] != 0 || magic[2] != 0x08 || magic[3] != ndim {
+        return Err(Error::data(
+            path,
+            format!(
+                "not an IDX file of unsigned bytes with {ndim} dimension(s) (magic {:02x}{:02x}{:02x}{:02x})",
+                magic[0], magic[1], magic[2], magic[3]
+            ),
+        ));
+    }
+    (0..ndim)
+        .map(|_| {
+            let mut d = [0u8; 4];
+            reader
+                .read_exact(&mut d)
+                .map_err(|_| Error::data(path, "IDX header is truncated"))?;
+            Ok(u32::from_be_bytes(d) as usize)
+        })
+        .collect()
+}
+
+/// The labels file that goes with an images file: `*-images-idx3-ubyte*` → `*-labels-idx1-ubyte*`.
+pub fn default_idx_labels(images: &Path) -> Option<PathBuf> {
+    let name = images.file_name()?.to_str()?;
+    name.contains("images-idx3")
+        .then(|| images.with_file_name(name.replace("images-idx3", "labels-idx1")))
+}
+
+/// IDX images + labels, read in step.
+pub struct IdxSource {
+    images_path: PathBuf,
+    labels_path: PathBuf,
+    images: Box<dyn Read>,
+    labels: Box<dyn Read>,
+    names: Option<Vec<String>>,
+    rows: usize,
+    cols: usize,
+    count: usize,
+    next: usize,
+    failed: bool,
+}
+
+impl IdxSource {
+    pub fn open(images_path: &Path, options: &DataOptions) -> Result<Self> {
+        let labels_path = match &options.idx_labels {
+            Some(p) => p.clone(),
+            None => default_idx_labels(images_path).ok_or_else(|| {
+                Error::data(
+                    images_path,
+                    "cannot tell which labels file goes with these IDX images; pass --labels",
+                )
+            })?,
+        };
+        let mut images = open_maybe_gz(images_path)?;
+        let mut labels = open_maybe_gz(&labels_path)?;
+        let dims = read_idx_header(images.as_mut(), images_path, 3)?;
+        let (n, rows, cols) = (dims[0], dims[1], dims[2]);
+        let n_labels = read_idx_header(labels.as_mut(), &labels_path, 1)?[0];
+        if n != n_labels {
+            return Err(Error::data(
+                &labels_path,
+                format!("holds {n_labels} labels but the images file holds {n} images"),
+            ));
+        }
+        if rows == 0 || cols == 0 || (rows as u64) * (cols as u64) > crate::preprocess::MAX_PIXELS {
+            return Err(Error::data(
+                images_path,
+                format!("image size {rows}×{cols} in the header is not plausible"),
+            ));
+        }
+        let names_path = options.label_names.clone().or_else(|| {
+            let p = images_path.with_file_name("labels.txt");
+            p.is_file().then_some(p)
+        });
+        let names = match names_path {
+            Some(p) => {
+                let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+                let names: Vec<String> = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect();
+                if names.is_empty() {
+                    return Err(Error::data(&p, "label names file is empty"));
+                }
+                Some(names)
+            }
+            None => None,
+        };
+        Ok(IdxSource {
+            images_path: images_path.into(),
+            labels_path,
+            images,
+            labels,
+            names,
+            rows,
+            cols,
+            count: options.limit.map_or(n, |l| l.min(n)),
+            next: 0,
+            failed: false,
+        })
+    }
+
+    fn read_one(&mut self) -> Result<Sample> {
+        let index = self.next;
+        let mut label = [0u8; 1];
+        self.labels.read_exact(&mut label).map_err(|e| {
+            Error::data(
+                &self.labels_path,
+                format!("ends after {index} of {} labels ({e})", self.count),
+            )
+        })?;
+        let mut data = vec![0u8; self.rows * self.cols];
+        self.images.read_exact(&mut data).map_err(|e| {
+            Error::data(
+                &self.images_path,
+                format!("ends after {index} of {} images ({e})", self.count),
+            )
+        })?;
+        let label = match &self.names {
+            Some(names) => names.get(label[0] as usize).cloned().ok_or_else(|| {
+                Error::data(
+                    &self.labels_path,
+                    format!(
+                        "record {index} has label {} but only {} names are given",
+                        label[0],
+                        names.len()
+                    ),
+                )
+            })?,
+            None => label[0].to_string(),
+        };
+        Ok(Sample {
+            id: format!("{}#{index}", self.images_path.display()),
+            label: Some(label),
+            pixels: Pixels::grey(self.cols, self.rows, data),
+        })
+    }
+}
+
+impl Iterator for IdxSource {
+    type Item = Result<Sample>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.next >= self.count {
+            return None;
+        }
+        let sample = self.read_one();
+        self.next += 1;
+        self.failed = sample.is_err();
+        Some(sample)
+    }
+}

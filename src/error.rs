@@ -1,0 +1,82 @@
+//! The library's one error type. Every message names the file (or input) and what to do about it.
+
+use std::path::PathBuf;
+
+/// Result alias used across the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: cannot read image: {reason}", path.display())]
+    Image { path: PathBuf, reason: String },
+    #[error("{}: not a usable ONNX model: {reason}", path.display())]
+    Model { path: PathBuf, reason: String },
+    #[error(
+        "{}: no dense head found (no Gemm/MatMul whose weight is an initializer); \
+         pass --feature-tensor NAME to choose the feature tensor explicitly",
+        path.display()
+    )]
+    NoDenseHead { path: PathBuf },
+    #[error("{}: bad model spec: {reason}", path.display())]
+    Spec { path: PathBuf, reason: String },
+    #[error("{}: {reason}", path.display())]
+    Data { path: PathBuf, reason: String },
+    #[error("{}: state file is damaged ({reason}); nothing was changed", path.display())]
+    CorruptState { path: PathBuf, reason: String },
+    #[error(
+        "{}: state file format version {found} is newer than this build reads ({supported}); \
+         upgrade fastretrain",
+        path.display()
+    )]
+    StateVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error(
+        "{}: state was learned with another backbone ({state}) but the model is {model}; \
+         use the same model file or a new state",
+        path.display()
+    )]
+    BackboneMismatch {
+        path: PathBuf,
+        state: String,
+        model: String,
+    },
+    #[error("{what}: features contain NaN or infinite values; the batch was rejected")]
+    NonFiniteFeatures { what: String },
+    #[error("{what}: expected {expected} features per sample, got {got}")]
+    FeatureDim {
+        what: String,
+        expected: usize,
+        got: usize,
+    },
+    #[error("label '{label}' is not known to this state (known: {known})")]
+    UnknownLabel { label: String, known: String },
+    #[error("{0}")]
+    Solver(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn data(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Data {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Image decoding and preprocessing: the pixels a backbone expects, built exactly as the spec
+//! says. Resizing reproduces PIL's antialiased BILINEAR filter evaluated in float (the
+//! reference in `scripts/reference.py`), so features can be checked against onnxruntime's.
+
+use std::io::{BufReader, Cursor};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::spec::{ChannelOrder, Layout, ModelSpec, PreprocessSpec};
+
+/// Images over this many pixels are refused before decoding (decompression bombs).
+pub const MAX_PIXELS: u64 = 50_000_000;
+const MAX_SIDE: u32 = 32_768;
+
+/// A decoded 8-bit image, one or three channels, rows top to bottom.
+#[derive(Debug, Clone)]
+pub struct Pixels {
+    pub width: usize,
+    pub height: usize,
+    /// 1 (grey) or 3 (RGB, interleaved).
+    pub channels: usize,
+    pub data: Vec<u8>,
+}
+
+impl Pixels {
+    pub fn grey(width: usize, height: usize, data: Vec<u8>) -> Self {
+        Pixels {
+            width,
+            height,
+            channels: 1,
+            data,
+        }
+    }
+}
+
+/// Decodes PNG or JPEG (by content, not extension) into RGB or grey pixels.
+/// Palette, alpha and 16-bit images are converted; alpha is dropped.
+pub fn decode_image_file(path: &Path) -> Result<Pixels> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_image_bytes(&bytes, path)
+}
+
+pub fn decode_image_bytes(bytes: &[u8], path: &Path) -> Result<Pixels> {
+    let bad = |reason: String| Error::Image {
+        path: path.into(),
+        reason,
+    };
+    if bytes.is_empty() {
+        return Err(bad("file is empty".into()));
+    }
+    let mut reader = image::ImageReader::new(BufReader::new(Cursor::new(bytes)))
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?;
+    match reader.format() {
+        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => {}
+        _ => return Err(bad("not a PNG or JPEG file".into())),
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_PIXELS * 8);
+    reader.limits(limits);
+    let (w, h) = reader
+        .into_dimensions()
+        .map_err(|e| bad(format!("cannot read header: {e}")))?;
+    if (w as u64) * (h as u64) > MAX_PIXELS {
+        return Err(bad(format!(
+            "{w}×{h} pixels is over the limit of {MAX_PIXELS}"
+        )));
+    }
+    if w == 0 || h == 0 {
+        return Err(bad("image has no pixels".into()));
+    }
+    let mut reader = image::ImageReader::new(BufReader::new(Cursor::new(bytes)))
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_PIXELS * 8);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| bad(e.to_string()))?;
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    Ok(if img.color().has_color() {
+        Pixels {
+            width,
+            height,
+            channels: 3,
+            data: img.into_rgb8().into_raw(),
+        }
+    } else {
+        Pixels::grey(width, height, img.into_luma8().into_raw())
+    })
+}
+
+/// One output sample's filter taps: the first input index and the normalised weights.
+#[derive(Debug, Clone)]
+struct Taps {
+    first: usize,
+    weights: Vec<f64>,
+}
+
+/// PIL's `precompute_coeffs` for the bilinear (triangle) filter, support scaled when
+/// downsampling so that it antialiases. Only the outputs in `outputs` are computed.
+fn taps(in_size: usize, out_size: usize, outputs: std::ops::Range<usize>) -> Vec<Taps> {
+    let scale = in_size as f64 / out_size as f64;
+    let filterscale = scale.max(1.0);
+    let support = filterscale; // the triangle filter's support is 1
+    outputs
+        .map(|xx| {
+            let center = (xx as f64 + 0.5) * scale;
+            // `as i64` truncates toward zero, like the C cast in PIL.
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+            let mut weights: Vec<f64> = (xmin..xmax)
+                .map(|x| {
+                    let t = ((x as f64 - center + 0.5) / filterscale).abs();
+                    if t < 1.0 { 1.0 - t } else { 0.0 }
+                })
+                .collect();
+            let total: f64 = weights.iter().sum();
+            if total != 0.0 {
+                weights.iter_mut().for_each(|w| *w /= total);
+            }
+            Taps {
+                first: xmin,
+                weights,
+            }
+        })
+        .collect()
+}
+
+/// Resize + centre-crop plan for one input size; reused while the size stays the same.
+#[derive(Debug)]
+struct CropResize {
+    input: (usize, usize),
+    cols: Vec<Taps>,
+    rows: Vec<Taps>,
+    row_lo: usize,
+    row_hi: usize,
+}
+
+impl CropResize {
+    fn new(width: usize, height: usize, short_side: usize, crop: usize) -> Self {
+        // torchvision's Resize(int): the long side is truncated, not rounded.
+        let (nw, nh) = if width <= height {
+            (short_side, short_side * height / width)
+        } else {
+            (short_side * width / height, short_side)
+        };
+        let (nw, nh) = (nw.max(crop), nh.max(crop));
+        // torchvision's CenterCrop rounds half to even (Python's round()).
+        let left = ((nw - crop) as f64 / 2.0).round_ties_even() as usize;
+        let top = ((nh - crop) as f64 / 2.0).round_ties_even() as usize;
+        let cols = taps(width, nw, left..left + crop);
+        let rows = taps(height, nh, top..top + crop);
+        let row_lo = rows.iter().map(|t| t.first).min().unwrap_or(0);
+        let row_hi = rows
+            .iter()
+            .map(|t| t.first + t.weights.len())
+            .max()
+            .unwrap_or(0);
+        CropResize {
+            input: (width, height),
+            cols,
+            rows,
+            row_lo,
+            row_hi,
+        }
+    }
+
+    /// Resizes one channel (`stride` apart in `src`) into `out` (crop × crop, row major).
+    /// Horizontal pass first into f32 rows, then vertical, accumulating in f64 as PIL does.
+    fn apply(&self, src: &[u8], channel: usize, stride: usize, tmp: &mut Vec<f32>, out: &mut [f32]) {
+        let (width, _) = self.input;
+        let crop = self.cols.len();
+        let rows_needed = self.row_hi - self.row_lo;
+        tmp.clear();
+        tmp.resize(rows_needed * crop, 0.0);
+        for (r, y) in (self.row_lo..self.row_hi).enumerate() {
+            let row = &src[y * width * stride..(y + 1) * width * stride];
+            for (j, t) in self.cols.iter().enumerate() {
+                let mut acc = 0.0f64;
+                for (k, w) in t.weights.iter().enumerate() {
+                    acc += row[(t.first + k) * stride + channel] as f64 * w;
+                }
+                tmp[r * crop + j] = acc as f32;
+            }
+        }
+        for (i, t) in self.rows.iter().enumerate() {
+            let base = t.first - self.row_lo;
+            for j in 0..crop {
+                let mut acc = 0.0f64;
+                for (k, w) in t.weights.iter().enumerate() {
+                    acc += tmp[(base + k) * crop + j] as f64 * w;
+                }
+                out[i * crop + j] = acc as f32;
+            }
+        }
+    }
+}
+
+/// Turns decoded pixels into the backbone's input tensor (batch of one), per the spec.
+#[derive(Debug)]
+pub struct Preprocessor {
+    spec: PreprocessSpec,
+    layout: Layout,
+    order: ChannelOrder,
+    plan: Option<CropResize>,
+    plane: Vec<f32>,
+    tmp: Vec<f32>,
+}
+
+impl Preprocessor {
+    pub fn new(spec: &ModelSpec) -> Self {
+        Preprocessor {
+            spec: spec.preprocess.clone(),
+            layout: spec.input.layout,
+            order: spec.input.channels,
+            plan: None,
+            plane: Vec::new(),
+            tmp: Vec::new(),
+        }
+    }
+
+    /// Number of f32 values in one input tensor.
+    pub fn input_len(&self) -> usize {
+        3 * self.spec.crop * self.spec.crop
+    }
+
+    /// Fills `out` (length [`Self::input_len`]) with the normalised tensor for `pixels`.
+    pub fn tensor_into(&mut self, pixels: &Pixels, out: &mut [f32]) {
+        assert_eq!(out.len(), self.input_len(), "output buffer of the wrong size");
+        assert!(pixels.channels == 1 || pixels.channels == 3);
+        let crop = self.spec.crop;
+        let key = (pixels.width, pixels.height);
+        if self.plan.as_ref().map(|p| p.input) != Some(key) {
+            self.plan = Some(CropResize::new(
+                pixels.width,
+                pixels.height,
+                self.spec.resize_short_side,
+                crop,
+            ));
+        }
+        let plan = self.plan.as_ref().expect("plan set above");
+        let area = crop * crop;
+        self.plane.resize(area, 0.0);
+        for rgb in 0..3 {
+            // A grey image is the same plane three times: resize it once.
+            if pixels.channels == 3 || rgb == 0 {
+                let channel = if pixels.channels == 3 { rgb } else { 0 };
+                plan.apply(&pixels.data, channel, pixels.channels, &mut self.tmp, &mut self.plane);
+            }
+            let target = match self.order {
+                ChannelOrder::Rgb => rgb,
+                ChannelOrder::Bgr => 2 - rgb,
+            };
+            let (scale, mean, std) = (self.spec.scale, self.spec.mean[rgb], self.spec.std[rgb]);
+            for (i, v) in self.plane.iter().enumerate() {
+                let x = (v * scale - mean) / std;
+                match self.layout {
+                    Layout::Nchw => out[target * area + i] = x,
+                    Layout::Nhwc => out[i * 3 + target] = x,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taps_are_normalised_and_identity_at_scale_one() {
+        for t in taps(7, 7, 0..7) {
+            assert_eq!(t.weights[0], 1.0);
+            assert!(t.weights[1..].iter().all(|w| *w == 0.0));
+        }
+        for t in taps(512, 256, 0..256) {
+            let s: f64 = t.weights.iter().sum();
+            assert!((s - 1.0).abs() < 1e-12);
+            assert_eq!(t.weights.len(), 4);
+        }
+    }
+
+    #[test]
+    fn constant_image_stays_constant() {
+        let spec = ModelSpec::parse(
+            r#"{"name":"t","input":{"layout":"NCHW","channels":"RGB","height":8,"width":8},
+                "preprocess":{"resize_short_side":10,"crop":8,"scale":1.0,"mean":[0,0,0],"std":[1,1,1]}}"#,
+            Path::new("t.json"),
+        )
+        .unwrap();
+        let mut pre = Preprocessor::new(&spec);
+        let pixels = Pixels::grey(5, 13, vec![77; 65]);
+        let mut out = vec![0.0; pre.input_len()];
+        pre.tensor_into(&pixels, &mut out);
+        assert!(out.iter().all(|v| (v - 77.0).abs() < 1e-4), "{out:?}");
+    }
+}

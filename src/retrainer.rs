@@ -1,0 +1,267 @@
+//! The edge retrainer: stream samples through the frozen backbone into a state, refit the
+//! head, evaluate and predict. The CLI is a thin shell over this.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::backbone::Backbone;
+use crate::data::DataSource;
+use crate::error::{Error, Result};
+use crate::features::FeatureExtractor;
+use crate::head::{Head, LambdaSource, Scored, argmax};
+use crate::solver::{LambdaSearch, default_lambda_grid};
+use crate::state::State;
+
+/// Samples folded into the Gram matrix per rank-k update.
+const BATCH: usize = 64;
+
+#[derive(Debug, Clone, Default)]
+pub struct LearnOptions {
+    /// Fixed λ; chosen by GCV when absent.
+    pub lambda: Option<f64>,
+    /// Skip images that cannot be decoded (reported) instead of failing.
+    pub skip_bad: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FitReport {
+    pub lambda: f64,
+    pub lambda_source: LambdaSource,
+    pub gcv: Option<LambdaSearch>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LearnReport {
+    pub source: String,
+    pub samples: u64,
+    pub skipped: Vec<String>,
+    pub total_samples: f64,
+    pub labels: Vec<String>,
+    pub seconds_features: f64,
+    pub images_per_second: f64,
+    pub fit: FitReport,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassAccuracy {
+    pub label: String,
+    pub samples: u64,
+    pub correct: u64,
+    pub accuracy: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub samples: u64,
+    pub accuracy: f64,
+    pub per_class: Vec<ClassAccuracy>,
+    /// `confusion[true][predicted]`, in the state's label order.
+    pub labels: Vec<String>,
+    pub confusion: Vec<Vec<u64>>,
+    pub seconds: f64,
+    pub images_per_second: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Prediction {
+    pub file: String,
+    pub top: Vec<Scored>,
+}
+
+pub struct Retrainer {
+    extractor: FeatureExtractor,
+    state: State,
+}
+
+impl Retrainer {
+    /// Pairs a backbone with a state; fails if the state was learned with another backbone.
+    /// `state_path` is only used in messages.
+    pub fn new(backbone: Backbone, state: State, state_path: &Path) -> Result<Self> {
+        state.check_backbone(backbone.fingerprint(), state_path)?;
+        Ok(Retrainer {
+            extractor: FeatureExtractor::new(backbone),
+            state,
+        })
+    }
+
+    /// A fresh, empty state for `backbone`.
+    pub fn fresh(backbone: Backbone) -> Self {
+        let state = State::new(backbone.fingerprint().clone(), backbone.model_path());
+        Retrainer {
+            extractor: FeatureExtractor::new(backbone),
+            state,
+        }
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn into_state(self) -> State {
+        self.state
+    }
+
+    pub fn head(&self) -> Result<&Head> {
+        self.state.head.as_ref().ok_or_else(|| {
+            Error::Solver("the state has no head yet: run `learn` (or `fit`) first".into())
+        })
+    }
+
+    /// Streams `source` into the statistics, then refits the head. On error the state
+    /// file is untouched (the caller saves only on success).
+    pub fn learn(
+        &mut self,
+        source: DataSource,
+        options: &LearnOptions,
+        mut progress: impl FnMut(usize),
+    ) -> Result<LearnReport> {
+        let started = Instant::now();
+        let source_id = source.id();
+        let dim = self.extractor.dim();
+        let mut batch = Vec::with_capacity(BATCH * dim);
+        let mut batch_labels = Vec::with_capacity(BATCH);
+        let mut feature = vec![0.0f32; dim];
+        let (mut samples, mut skipped) = (0u64, Vec::new());
+        for (i, sample) in source.enumerate() {
+            progress(i + 1);
+            let sample = match sample {
+                Ok(s) => s,
+                Err(e @ Error::Image { .. }) if options.skip_bad => {
+                    skipped.push(e.to_string());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let label = sample.label.as_deref().ok_or_else(|| {
+                Error::InvalidArgument(format!("{}: sample has no label", sample.id))
+            })?;
+            self.extractor
+                .pixels_into(&sample.pixels, &sample.id, &mut feature)?;
+            batch.extend_from_slice(&feature);
+            batch_labels.push(self.state.stats.label_index(label));
+            samples += 1;
+            if batch_labels.len() == BATCH {
+                self.state
+                    .stats
+                    .accumulate(&batch, &batch_labels, &source_id)?;
+                batch.clear();
+                batch_labels.clear();
+            }
+        }
+        self.state
+            .stats
+            .accumulate(&batch, &batch_labels, &source_id)?;
+        if samples == 0 {
+            return Err(Error::data(&source_id, "no usable samples"));
+        }
+        self.state.record_source(&source_id, samples);
+        let seconds_features = started.elapsed().as_secs_f64();
+        let fit = self.fit(options.lambda)?;
+        Ok(LearnReport {
+            source: source_id,
+            samples,
+            skipped,
+            total_samples: self.state.stats.samples(),
+            labels: self.state.stats.labels().to_vec(),
+            seconds_features,
+            images_per_second: samples as f64 / seconds_features.max(1e-9),
+            fit,
+        })
+    }
+
+    /// Re-solves the head from the statistics: at `lambda`, or at the GCV choice.
+    pub fn fit(&mut self, lambda: Option<f64>) -> Result<FitReport> {
+        let started = Instant::now();
+        let stats = &self.state.stats;
+        let (lambda, source, gcv) = match lambda {
+            Some(l) => (l, LambdaSource::Fixed, None),
+            None => {
+                let search = stats.gcv(&default_lambda_grid())?;
+                (search.best, LambdaSource::Gcv, Some(search))
+            }
+        };
+        let solution = stats.solve(lambda)?;
+        self.state.head = Some(Head::from_solution(
+            solution.as_ref(),
+            stats.labels().to_vec(),
+            lambda,
+            source,
+        ));
+        Ok(FitReport {
+            lambda,
+            lambda_source: source,
+            gcv,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Accuracy, per-class accuracy and confusion matrix on a labelled source.
+    pub fn evaluate(
+        &mut self,
+        source: DataSource,
+        mut progress: impl FnMut(usize),
+    ) -> Result<EvalReport> {
+        let started = Instant::now();
+        let head = self.head()?.clone();
+        let c = head.classes();
+        let mut confusion = vec![vec![0u64; c]; c];
+        let mut feature = vec![0.0f32; self.extractor.dim()];
+        for (i, sample) in source.enumerate() {
+            progress(i + 1);
+            let sample = sample?;
+            let label = sample.label.as_deref().ok_or_else(|| {
+                Error::InvalidArgument(format!("{}: sample has no label", sample.id))
+            })?;
+            let truth = head.labels.iter().position(|l| l == label).ok_or_else(|| {
+                Error::UnknownLabel {
+                    label: label.into(),
+                    known: head.labels.join(", "),
+                }
+            })?;
+            self.extractor
+                .pixels_into(&sample.pixels, &sample.id, &mut feature)?;
+            confusion[truth][argmax(&head.scores(&feature)?)] += 1;
+        }
+        let samples: u64 = confusion.iter().flatten().sum();
+        if samples == 0 {
+            return Err(Error::InvalidArgument("no samples to evaluate".into()));
+        }
+        let correct: u64 = (0..c).map(|i| confusion[i][i]).sum();
+        let per_class = head
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, label)| {
+                let n: u64 = confusion[i].iter().sum();
+                ClassAccuracy {
+                    label: label.clone(),
+                    samples: n,
+                    correct: confusion[i][i],
+                    accuracy: if n == 0 { 0.0 } else { confusion[i][i] as f64 / n as f64 },
+                }
+            })
+            .collect();
+        let seconds = started.elapsed().as_secs_f64();
+        Ok(EvalReport {
+            samples,
+            accuracy: correct as f64 / samples as f64,
+            per_class,
+            labels: head.labels.clone(),
+            confusion,
+            seconds,
+            images_per_second: samples as f64 / seconds.max(1e-9),
+        })
+    }
+
+    /// Top-`k` labels of an image file.
+    pub fn predict_file(&mut self, path: &Path, k: usize) -> Result<Prediction> {
+        let feature = self.extractor.image_file(path)?;
+        Ok(Prediction {
+            file: path.display().to_string(),
+            top: self.head()?.top_k(&feature, k)?,
+        })
+    }
+}

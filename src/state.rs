@@ -1,0 +1,218 @@
+//! The persisted state of one adapted model: which backbone it belongs to, the Gram
+//! statistics, the labels, and the solved head.
+//!
+//! File layout (all integers little endian):
+//! `magic "FRSTATE\0" | format version u32 | payload length u64 | payload (postcard) | sha256`
+//! where the sha256 covers everything before it.
+//!
+//! Writes are atomic: the bytes go to a temporary file in the same folder, which is fsynced,
+//! renamed over the target, and the folder is fsynced. A crash at any instant therefore leaves
+//! either the old complete file or the new complete file, never a mix; a failed write (full
+//! disk, read-only folder) leaves the old file untouched and removes the temporary one.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::backbone::Fingerprint;
+use crate::error::{Error, Result};
+use crate::head::Head;
+use crate::solver::{GramRecord, GramStats};
+
+pub const MAGIC: [u8; 8] = *b"FRSTATE\0";
+pub const FORMAT_VERSION: u32 = 1;
+const HEADER_LEN: usize = 8 + 4 + 8;
+const CHECKSUM_LEN: usize = 32;
+
+/// How many samples a data source has contributed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    pub id: String,
+    pub samples: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    pub backbone: Fingerprint,
+    /// Where the model was when the state was made: the default for later commands.
+    pub model_path: PathBuf,
+    pub stats: GramStats,
+    pub head: Option<Head>,
+    pub sources: Vec<SourceRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Payload {
+    backbone: Fingerprint,
+    model_path: String,
+    stats: GramRecord,
+    head: Option<Head>,
+    sources: Vec<SourceRecord>,
+}
+
+impl State {
+    pub fn new(backbone: Fingerprint, model_path: &Path) -> Self {
+        State {
+            stats: GramStats::new(backbone.feature_dim),
+            backbone,
+            model_path: model_path.into(),
+            head: None,
+            sources: Vec::new(),
+        }
+    }
+
+    /// Adds `samples` to the count of source `id`.
+    pub fn record_source(&mut self, id: &str, samples: u64) {
+        match self.sources.iter_mut().find(|s| s.id == id) {
+            Some(s) => s.samples += samples,
+            None => self.sources.push(SourceRecord {
+                id: id.into(),
+                samples,
+            }),
+        }
+    }
+
+    /// Fails unless this state was learned with `backbone`.
+    pub fn check_backbone(&self, backbone: &Fingerprint, path: &Path) -> Result<()> {
+        if &self.backbone != backbone {
+            return Err(Error::BackboneMismatch {
+                path: path.into(),
+                state: self.backbone.to_string(),
+                model: backbone.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let payload = Payload {
+            backbone: self.backbone.clone(),
+            model_path: self.model_path.display().to_string(),
+            stats: self.stats.to_record(),
+            head: self.head.clone(),
+            sources: self.sources.clone(),
+        };
+        let body = postcard::to_stdvec(&payload)
+            .map_err(|e| Error::InvalidArgument(format!("cannot encode state: {e}")))?;
+        let mut out = Vec::with_capacity(HEADER_LEN + body.len() + CHECKSUM_LEN);
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&body);
+        let digest = Sha256::digest(&out);
+        out.extend_from_slice(&digest);
+        Ok(out)
+    }
+
+    /// Decodes and verifies a state; `path` is only used in messages.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let corrupt = |reason: &str| Error::CorruptState {
+            path: path.into(),
+            reason: reason.into(),
+        };
+        if bytes.len() < 8 || bytes[..8] != MAGIC {
+            return Err(corrupt("not a fastretrain state file (bad magic bytes)"));
+        }
+        if bytes.len() < HEADER_LEN + CHECKSUM_LEN {
+            return Err(corrupt("file is truncated"));
+        }
+        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        if version > FORMAT_VERSION {
+            return Err(Error::StateVersion {
+                path: path.into(),
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if version == 0 {
+            return Err(corrupt("format version 0 does not exist"));
+        }
+        let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+        let expected = (HEADER_LEN + CHECKSUM_LEN) as u64 + len;
+        if (bytes.len() as u64) < expected {
+            return Err(corrupt("file is truncated"));
+        }
+        if (bytes.len() as u64) > expected {
+            return Err(corrupt("unexpected bytes after the end of the state"));
+        }
+        let end = HEADER_LEN + len as usize;
+        if Sha256::digest(&bytes[..end]).as_slice() != &bytes[end..] {
+            return Err(corrupt("checksum mismatch"));
+        }
+        let payload: Payload = postcard::from_bytes(&bytes[HEADER_LEN..end])
+            .map_err(|e| corrupt(&format!("cannot decode: {e}")))?;
+        if payload.stats.dim != payload.backbone.feature_dim {
+            return Err(corrupt("statistics dimension differs from the backbone's"));
+        }
+        let stats = GramStats::from_record(payload.stats).map_err(|e| corrupt(&e))?;
+        if let Some(head) = &payload.head {
+            head.validate().map_err(|e| corrupt(&e))?;
+            if head.dim != stats.dim() {
+                return Err(corrupt("head dimension differs from the statistics'"));
+            }
+        }
+        Ok(State {
+            backbone: payload.backbone,
+            model_path: payload.model_path.into(),
+            stats,
+            head: payload.head,
+            sources: payload.sources,
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Writes the state atomically (see the module docs).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_atomically(path, &self.to_bytes()?)
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash or an error leaves either the old or the new
+/// complete file: temporary file in the same folder, fsync, rename, fsync of the folder.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::InvalidArgument(format!("{} is not a file path", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let fail = |e: std::io::Error, tmp: &Path| {
+        let _ = std::fs::remove_file(tmp);
+        Error::Io {
+            path: path.into(),
+            source: std::io::Error::new(
+                e.kind(),
+                format!("could not save ({e}); the previous file, if any, is unchanged"),
+            ),
+        }
+    };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| fail(e, &tmp))?;
+    file.write_all(bytes)
+        .and_then(|_| file.sync_all())
+        .map_err(|e| fail(e, &tmp))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(|e| fail(e, &tmp))?;
+    // Make the rename itself durable. Not every platform can open a folder; that is not an error.
+    if let Ok(d) = File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
