@@ -174,28 +174,7 @@ impl Retrainer {
 
     /// Re-solves the head from the statistics: at `lambda`, or at the GCV choice.
     pub fn fit(&mut self, lambda: Option<f64>) -> Result<FitReport> {
-        let started = Instant::now();
-        let stats = &self.state.stats;
-        let (lambda, source, gcv) = match lambda {
-            Some(l) => (l, LambdaSource::Fixed, None),
-            None => {
-                let search = stats.gcv(&default_lambda_grid())?;
-                (search.best, LambdaSource::Gcv, Some(search))
-            }
-        };
-        let solution = stats.solve(lambda)?;
-        self.state.head = Some(Head::from_solution(
-            solution.as_ref(),
-            stats.labels().to_vec(),
-            lambda,
-            source,
-        ));
-        Ok(FitReport {
-            lambda,
-            lambda_source: source,
-            gcv,
-            seconds: started.elapsed().as_secs_f64(),
-        })
+        fit_state(&mut self.state, lambda)
     }
 
     /// Accuracy, per-class accuracy and confusion matrix on a labelled source.
@@ -264,4 +243,31 @@ impl Retrainer {
             top: self.head()?.top_k(&feature, k)?,
         })
     }
+}
+
+/// Re-solves a state's head from its statistics (no backbone needed): at `lambda`, or at the
+/// λ that generalised cross-validation picks from the default grid.
+pub fn fit_state(state: &mut State, lambda: Option<f64>) -> Result<FitReport> {
+    let started = Instant::now();
+    let stats = &state.stats;
+    let (lambda, source, gcv) = match lambda {
+        Some(l) => (l, LambdaSource::Fixed, None),
+        None => {
+            let search = stats.gcv(&default_lambda_grid())?;
+            (search.best, LambdaSource::Gcv, Some(search))
+        }
+    };
+    let solution = stats.solve(lambda)?;
+    state.head = Some(Head::from_solution(
+        solution.as_ref(),
+        stats.labels().to_vec(),
+        lambda,
+        source,
+    ));
+    Ok(FitReport {
+        lambda,
+        lambda_source: source,
+        gcv,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }

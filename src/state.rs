@@ -75,6 +75,18 @@ impl State {
         }
     }
 
+    /// Adds another state's statistics and source counts (same backbone required; `path`
+    /// names `other` in messages). The head is dropped: refit after merging.
+    pub fn merge(&mut self, other: &State, path: &Path) -> Result<()> {
+        other.check_backbone(&self.backbone, path)?;
+        self.stats.merge(&other.stats)?;
+        for s in &other.sources {
+            self.record_source(&s.id, s.samples);
+        }
+        self.head = None;
+        Ok(())
+    }
+
     /// Fails unless this state was learned with `backbone`.
     pub fn check_backbone(&self, backbone: &Fingerprint, path: &Path) -> Result<()> {
         if &self.backbone != backbone {

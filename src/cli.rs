@@ -1,0 +1,543 @@
+//! Command-line interface: argument parsing and printing only; the work is in the library.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use fastretrain::backbone::{self, Backbone};
+use fastretrain::data::{DataOptions, DataSource};
+use fastretrain::retrainer::{EvalReport, LearnOptions, LearnReport, Retrainer};
+use fastretrain::state::State;
+
+const DEFAULT_MODEL: &str = "models/mobilenetv2.onnx";
+const DEFAULT_DEMO_DATA: &str = "data/fashion-mnist";
+
+#[derive(Parser)]
+#[command(
+    name = "fastretrain",
+    version,
+    about = "Adapt a pretrained ONNX classifier to your own data on the device: frozen backbone, \
+             streamed Gram statistics, closed-form (ridge / Moore–Penrose) head refit.",
+    after_help = "Exit codes: 0 success, 1 a check failed (eval --min-accuracy), 2 error \
+                  (bad input, bad arguments).\n\
+                  Data: a folder root/<label>/*.png|jpg, or an IDX images file \
+                  (MNIST format, .gz allowed) with its labels file beside it."
+)]
+pub struct Cli {
+    /// Threads for the backbone's matrix products (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Stream labelled data through the backbone into a state (created or added to), then refit.
+    Learn(LearnArgs),
+    /// Refit the head from the state's statistics (choose λ by GCV, or fix it).
+    Fit(FitArgs),
+    /// Top-k labels with scores for image files.
+    Predict(PredictArgs),
+    /// Accuracy, per-class accuracy and confusion matrix on labelled data.
+    Eval(EvalArgs),
+    /// What a state holds.
+    Info(InfoArgs),
+    /// Add up the statistics of several states (same backbone) into one, then refit.
+    Merge(MergeArgs),
+    /// Learn + eval on the shipped model and Fashion-MNIST subset, with timings.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct DataArgs {
+    /// Image folder (root/<label>/*.png|jpg) or IDX images file.
+    #[arg(long)]
+    data: PathBuf,
+    /// IDX labels file (default: the images file name with images-idx3 → labels-idx1).
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// File with one name per IDX label number (default: labels.txt beside the images).
+    #[arg(long)]
+    label_names: Option<PathBuf>,
+    /// Use at most this many samples.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+impl DataArgs {
+    fn open(&self) -> Result<DataSource> {
+        Ok(DataSource::open(
+            &self.data,
+            &DataOptions {
+                idx_labels: self.labels.clone(),
+                label_names: self.label_names.clone(),
+                limit: self.limit,
+            },
+        )?)
+    }
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// ONNX model (default: the state's model, else models/mobilenetv2.onnx).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Tensor to read features from (default: the input of the model's last dense layer).
+    #[arg(long)]
+    feature_tensor: Option<String>,
+}
+
+#[derive(Args)]
+struct LearnArgs {
+    /// State file to create or add to.
+    #[arg(long)]
+    state: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Ridge term λ (default: chosen by generalised cross-validation).
+    #[arg(long)]
+    lambda: Option<f64>,
+    /// Skip undecodable images (listed in the report) instead of stopping.
+    #[arg(long)]
+    skip_bad: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct FitArgs {
+    #[arg(long)]
+    state: PathBuf,
+    #[arg(long)]
+    lambda: Option<f64>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    #[arg(long)]
+    state: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// How many labels to show per image.
+    #[arg(long, short = 'k', default_value_t = 3)]
+    top_k: usize,
+    #[arg(long)]
+    json: bool,
+    /// PNG or JPEG files.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[arg(long)]
+    state: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Exit with code 1 if the accuracy is below this (0..1).
+    #[arg(long)]
+    min_accuracy: Option<f64>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    #[arg(long)]
+    state: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct MergeArgs {
+    /// State to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// States to add up (at least one).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    #[arg(long)]
+    lambda: Option<f64>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Folder with Fashion-MNIST IDX files (train-* and t10k-*).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Training images to use.
+    #[arg(long, default_value_t = 2000)]
+    train: usize,
+    /// Test images to use.
+    #[arg(long, default_value_t = 1000)]
+    test: usize,
+    /// Keep the learned state here (default: not saved).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the command; `Ok(false)` means a check failed (exit code 1).
+pub fn run(cli: Cli) -> Result<bool> {
+    let threads = cli
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    backbone::set_threads(threads);
+    match cli.command {
+        Command::Learn(a) => learn(a),
+        Command::Fit(a) => fit(a),
+        Command::Predict(a) => predict(a),
+        Command::Eval(a) => eval(a),
+        Command::Info(a) => info(a),
+        Command::Merge(a) => merge(a),
+        Command::Demo(a) => demo(a),
+    }
+}
+
+/// A path shipped with the project: as given if it exists, else relative to the source tree.
+fn shipped(path: &str) -> PathBuf {
+    let p = PathBuf::from(path);
+    if p.exists() {
+        return p;
+    }
+    let in_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    if in_tree.exists() { in_tree } else { p }
+}
+
+fn progress_bar(len: usize, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Loads the backbone for an existing state (its model and feature tensor by default).
+fn backbone_for_state(state: &State, model: &ModelArgs) -> Result<Backbone> {
+    let path = model.model.clone().unwrap_or_else(|| state.model_path.clone());
+    let tensor = model
+        .feature_tensor
+        .clone()
+        .unwrap_or_else(|| state.backbone.feature_tensor.clone());
+    Ok(Backbone::load(&path, None, Some(&tensor))?)
+}
+
+fn open_retrainer(state_path: &Path, model: &ModelArgs) -> Result<Retrainer> {
+    let state = State::load(state_path)?;
+    let backbone = backbone_for_state(&state, model)?;
+    Ok(Retrainer::new(backbone, state, state_path)?)
+}
+
+fn print_json(value: &impl Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn print_learn(r: &LearnReport) {
+    println!(
+        "learned {} samples from {} ({:.1} images/s); state holds {} samples, {} labels",
+        r.samples,
+        r.source,
+        r.images_per_second,
+        r.total_samples,
+        r.labels.len()
+    );
+    for s in &r.skipped {
+        println!("skipped: {s}");
+    }
+    println!(
+        "head refit: λ = {:.4} ({:?}) in {:.3} s",
+        r.fit.lambda, r.fit.lambda_source, r.fit.seconds
+    );
+}
+
+fn print_eval(r: &EvalReport) {
+    println!(
+        "accuracy {:.4} on {} samples ({:.1} images/s)",
+        r.accuracy, r.samples, r.images_per_second
+    );
+    let width = r.labels.iter().map(|l| l.chars().count()).max().unwrap_or(5).max(5);
+    println!("{:width$}  {:>7}  {:>8}", "label", "samples", "accuracy");
+    for c in &r.per_class {
+        println!("{:width$}  {:>7}  {:>8.4}", c.label, c.samples, c.accuracy);
+    }
+    println!("confusion matrix (rows: true label, columns: predicted, same order):");
+    for (label, row) in r.labels.iter().zip(&r.confusion) {
+        let cells: Vec<String> = row.iter().map(|v| format!("{v:>5}")).collect();
+        println!("{label:width$} {}", cells.join(""));
+    }
+}
+
+fn learn(a: LearnArgs) -> Result<bool> {
+    let mut retrainer = if a.state.exists() {
+        open_retrainer(&a.state, &a.model)?
+    } else {
+        let model = a.model.model.clone().unwrap_or_else(|| shipped(DEFAULT_MODEL));
+        Retrainer::fresh(Backbone::load(&model, None, a.model.feature_tensor.as_deref())?)
+    };
+    let source = a.data.open()?;
+    let bar = progress_bar(source.len(), "learn");
+    let report = retrainer.learn(
+        source,
+        &LearnOptions {
+            lambda: a.lambda,
+            skip_bad: a.skip_bad,
+        },
+        |i| bar.set_position(i as u64),
+    )?;
+    bar.finish_and_clear();
+    retrainer.state().save(&a.state)?;
+    if a.json {
+        print_json(&report)?;
+    } else {
+        print_learn(&report);
+        println!("saved {}", a.state.display());
+    }
+    Ok(true)
+}
+
+fn fit(a: FitArgs) -> Result<bool> {
+    let mut state = State::load(&a.state)?;
+    let report = fastretrain::retrainer::fit_state(&mut state, a.lambda)?;
+    state.save(&a.state)?;
+    if a.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "head refit: λ = {:.4} ({:?}) in {:.3} s; saved {}",
+            report.lambda,
+            report.lambda_source,
+            report.seconds,
+            a.state.display()
+        );
+    }
+    Ok(true)
+}
+
+fn predict(a: PredictArgs) -> Result<bool> {
+    let mut retrainer = open_retrainer(&a.state, &a.model)?;
+    let mut predictions = Vec::new();
+    for image in &a.images {
+        predictions.push(retrainer.predict_file(image, a.top_k.max(1))?);
+    }
+    if a.json {
+        print_json(&predictions)?;
+    } else {
+        for p in &predictions {
+            let top: Vec<String> = p
+                .top
+                .iter()
+                .map(|s| format!("{} ({:.3})", s.label, s.score))
+                .collect();
+            println!("{}: {}", p.file, top.join(", "));
+        }
+    }
+    Ok(true)
+}
+
+fn eval(a: EvalArgs) -> Result<bool> {
+    if let Some(m) = a.min_accuracy
+        && !(0.0..=1.0).contains(&m)
+    {
+        bail!("--min-accuracy must be between 0 and 1, got {m}");
+    }
+    let mut retrainer = open_retrainer(&a.state, &a.model)?;
+    let source = a.data.open()?;
+    let bar = progress_bar(source.len(), "eval");
+    let report = retrainer.evaluate(source, |i| bar.set_position(i as u64))?;
+    bar.finish_and_clear();
+    if a.json {
+        print_json(&report)?;
+    } else {
+        print_eval(&report);
+    }
+    match a.min_accuracy {
+        Some(min) if report.accuracy < min => {
+            eprintln!(
+                "check failed: accuracy {:.4} is below --min-accuracy {min}",
+                report.accuracy
+            );
+            Ok(false)
+        }
+        _ => Ok(true),
+    }
+}
+
+#[derive(Serialize)]
+struct InfoReport<'a> {
+    format_version: u32,
+    model_path: String,
+    backbone: &'a fastretrain::backbone::Fingerprint,
+    samples: f64,
+    labels: Vec<(String, f64)>,
+    sources: &'a [fastretrain::state::SourceRecord],
+    head: Option<HeadInfo>,
+}
+
+#[derive(Serialize)]
+struct HeadInfo {
+    classes: usize,
+    lambda: f64,
+    lambda_source: fastretrain::head::LambdaSource,
+}
+
+fn info(a: InfoArgs) -> Result<bool> {
+    let state = State::load(&a.state)?;
+    let report = InfoReport {
+        format_version: fastretrain::state::FORMAT_VERSION,
+        model_path: state.model_path.display().to_string(),
+        backbone: &state.backbone,
+        samples: state.stats.samples(),
+        labels: state
+            .stats
+            .labels()
+            .iter()
+            .cloned()
+            .zip(state.stats.class_counts().iter().copied())
+            .collect(),
+        sources: &state.sources,
+        head: state.head.as_ref().map(|h| HeadInfo {
+            classes: h.classes(),
+            lambda: h.lambda,
+            lambda_source: h.lambda_source,
+        }),
+    };
+    if a.json {
+        return print_json(&report).map(|_| true);
+    }
+    println!("state {}", a.state.display());
+    println!("  model     {}", report.model_path);
+    println!("  backbone  {}", report.backbone);
+    println!("  samples   {}", report.samples);
+    println!("  labels    {}", report.labels.len());
+    for (label, n) in &report.labels {
+        println!("    {label}: {n}");
+    }
+    for s in report.sources {
+        println!("  source    {} ({} samples)", s.id, s.samples);
+    }
+    match &report.head {
+        Some(h) => println!(
+            "  head      {} classes, λ = {:.4} ({:?})",
+            h.classes, h.lambda, h.lambda_source
+        ),
+        None => println!("  head      none (run fit)"),
+    }
+    Ok(true)
+}
+
+fn merge(a: MergeArgs) -> Result<bool> {
+    let mut states = a.inputs.iter().map(|p| State::load(p));
+    let mut merged = states.next().context("no input states")??;
+    for (path, state) in a.inputs.iter().skip(1).zip(states) {
+        merged.merge(&state?, path)?;
+    }
+    let report = fastretrain::retrainer::fit_state(&mut merged, a.lambda)?;
+    merged.save(&a.out)?;
+    if a.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "merged {} states: {} samples, {} labels; λ = {:.4}; saved {}",
+            a.inputs.len(),
+            merged.stats.samples(),
+            merged.stats.labels().len(),
+            report.lambda,
+            a.out.display()
+        );
+    }
+    Ok(true)
+}
+
+#[derive(Serialize)]
+struct DemoReport {
+    model: String,
+    data: String,
+    seconds_load: f64,
+    learn: LearnReport,
+    eval: EvalReport,
+    seconds_total: f64,
+}
+
+fn demo(a: DemoArgs) -> Result<bool> {
+    let started = Instant::now();
+    let model = a.model.unwrap_or_else(|| shipped(DEFAULT_MODEL));
+    let dir = a.data_dir.unwrap_or_else(|| shipped(DEFAULT_DEMO_DATA));
+    let backbone = Backbone::load(&model, None, None)?;
+    let seconds_load = started.elapsed().as_secs_f64();
+    let mut retrainer = Retrainer::fresh(backbone);
+    let open = |split: &str, limit: usize| -> Result<DataSource> {
+        Ok(DataSource::open(
+            &dir.join(format!("{split}-images-idx3-ubyte.gz")),
+            &DataOptions {
+                limit: Some(limit),
+                ..Default::default()
+            },
+        )?)
+    };
+    let train = open("train", a.train)?;
+    let bar = progress_bar(train.len(), "learn");
+    let learned = retrainer.learn(train, &LearnOptions::default(), |i| {
+        bar.set_position(i as u64)
+    })?;
+    bar.finish_and_clear();
+    let test = open("t10k", a.test)?;
+    let bar = progress_bar(test.len(), "eval");
+    let evaluated = retrainer.evaluate(test, |i| bar.set_position(i as u64))?;
+    bar.finish_and_clear();
+    if let Some(path) = &a.state {
+        retrainer.state().save(path)?;
+    }
+    let report = DemoReport {
+        model: model.display().to_string(),
+        data: dir.display().to_string(),
+        seconds_load,
+        learn: learned,
+        eval: evaluated,
+        seconds_total: started.elapsed().as_secs_f64(),
+    };
+    if a.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "fastretrain demo: {} on Fashion-MNIST ({} train / {} test images from {})",
+            report.model, report.learn.samples, report.eval.samples, report.data
+        );
+        print_learn(&report.learn);
+        print_eval(&report.eval);
+        println!(
+            "timings: load {:.2} s, learn {:.2} s, fit {:.3} s, eval {:.2} s, total {:.2} s",
+            report.seconds_load,
+            report.learn.seconds_features,
+            report.learn.fit.seconds,
+            report.eval.seconds,
+            report.seconds_total
+        );
+    }
+    Ok(true)
+}

@@ -1,0 +1,161 @@
+//! The streamed Gram solver equals NumPy's ridge on the full matrix (reference:
+//! scripts/make_test_vectors.py, onnxruntime features of the 2,000 shipped training images).
+
+mod common;
+
+use fastretrain::solver::{GramStats, default_lambda_grid};
+
+struct Reference {
+    features: Vec<f32>,
+    labels: Vec<usize>,
+    dim: usize,
+    json: serde_json::Value,
+}
+
+fn reference() -> Reference {
+    let json = common::json("fashion_reference.json");
+    let dim = json["dim"].as_u64().unwrap() as usize;
+    let bytes = std::fs::read(common::data("fashion_features_f32.bin")).unwrap();
+    let features: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let labels: Vec<usize> = json["train_labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(features.len(), labels.len() * dim);
+    Reference {
+        features,
+        labels,
+        dim,
+        json,
+    }
+}
+
+/// Learns rows `range` in chunks of at most `chunk` rows; labels "0".."9" in numeric order.
+fn learn(r: &Reference, range: std::ops::Range<usize>, chunk: usize) -> GramStats {
+    let mut stats = GramStats::new(r.dim);
+    for k in 0..10 {
+        stats.label_index(&k.to_string());
+    }
+    let mut start = range.start;
+    while start < range.end {
+        let end = (start + chunk).min(range.end);
+        stats
+            .accumulate(
+                &r.features[start * r.dim..end * r.dim],
+                &r.labels[start..end],
+                "reference",
+            )
+            .unwrap();
+        start = end;
+    }
+    stats
+}
+
+/// Row-major (d+1) × c, as NumPy's `ravel()` writes it.
+fn row_major(w: faer::MatRef<'_, f64>) -> Vec<f64> {
+    (0..w.nrows())
+        .flat_map(|i| (0..w.ncols()).map(move |j| w[(i, j)]))
+        .collect()
+}
+
+#[test]
+fn streamed_solution_equals_numpy_ridge() {
+    let r = reference();
+    let stats = learn(&r, 0..r.labels.len(), 64);
+    let w1 = row_major(stats.solve(1.0).unwrap().as_ref());
+    let err = common::relative_error(&w1, &common::f64s(&r.json["weights_lambda_1"]));
+    assert!(err < 1e-6, "λ = 1: relative error {err}");
+    let lambda = r.json["gcv_lambda"].as_f64().unwrap();
+    let w = row_major(stats.solve(lambda).unwrap().as_ref());
+    let err = common::relative_error(&w, &common::f64s(&r.json["weights_gcv"]));
+    assert!(err < 1e-6, "GCV λ: relative error {err}");
+}
+
+#[test]
+fn gcv_matches_numpy_and_picks_the_same_lambda() {
+    let r = reference();
+    let stats = learn(&r, 0..r.labels.len(), 64);
+    let grid = default_lambda_grid();
+    let expected_grid = common::f64s(&r.json["lambda_grid"]);
+    assert_eq!(grid.len(), expected_grid.len());
+    for (a, b) in grid.iter().zip(&expected_grid) {
+        assert!((a - b).abs() <= 1e-12 * b);
+    }
+    let search = stats.gcv(&grid).unwrap();
+    let expected = common::f64s(&r.json["gcv_scores"]);
+    for (lambda, (a, b)) in grid.iter().zip(search.gcv.iter().zip(&expected)) {
+        assert!(
+            ((a - b) / b).abs() < 1e-6,
+            "GCV at λ = {lambda}: {a} vs NumPy {b}"
+        );
+    }
+    assert_eq!(search.best, r.json["gcv_lambda"].as_f64().unwrap());
+}
+
+#[test]
+fn seven_chunks_equal_one_batch() {
+    let r = reference();
+    let n = r.labels.len();
+    let once = learn(&r, 0..n, n);
+    let chunked = learn(&r, 0..n, n.div_ceil(7));
+    let a = row_major(once.solve(1.0).unwrap().as_ref());
+    let b = row_major(chunked.solve(1.0).unwrap().as_ref());
+    let err = common::relative_error(&b, &a);
+    assert!(err < 1e-9, "relative error {err}");
+}
+
+#[test]
+fn merged_halves_equal_the_union() {
+    let r = reference();
+    let n = r.labels.len();
+    let union = learn(&r, 0..n, 64);
+    let mut first = learn(&r, 0..n / 2, 64);
+    let second = learn(&r, n / 2..n, 64);
+    first.merge(&second).unwrap();
+    let a = row_major(union.solve(1.0).unwrap().as_ref());
+    let b = row_major(first.solve(1.0).unwrap().as_ref());
+    let err = common::relative_error(&b, &a);
+    assert!(err < 1e-9, "relative error {err}");
+    assert_eq!(first.samples(), union.samples());
+    assert_eq!(first.class_counts(), union.class_counts());
+}
+
+#[test]
+fn merge_with_disjoint_labels_equals_streaming_both() {
+    // Device A saw only labels < 5, device B only labels ≥ 5: merging must equal one
+    // device that saw everything.
+    let r = reference();
+    let (mut a_rows, mut b_rows) = (Vec::new(), Vec::new());
+    for i in 0..600 {
+        if r.labels[i] < 5 { a_rows.push(i) } else { b_rows.push(i) }
+    }
+    let collect = |rows: &[usize]| -> (Vec<f32>, Vec<String>) {
+        let f = rows
+            .iter()
+            .flat_map(|&i| r.features[i * r.dim..(i + 1) * r.dim].iter().copied())
+            .collect();
+        (f, rows.iter().map(|&i| r.labels[i].to_string()).collect())
+    };
+    let learn_rows = |stats: &mut GramStats, rows: &[usize]| {
+        let (f, l) = collect(rows);
+        let idx: Vec<usize> = l.iter().map(|l| stats.label_index(l)).collect();
+        stats.accumulate(&f, &idx, "t").unwrap();
+    };
+    let mut a = GramStats::new(r.dim);
+    learn_rows(&mut a, &a_rows);
+    let mut b = GramStats::new(r.dim);
+    learn_rows(&mut b, &b_rows);
+    let mut both = GramStats::new(r.dim);
+    learn_rows(&mut both, &a_rows);
+    learn_rows(&mut both, &b_rows);
+    a.merge(&b).unwrap();
+    assert_eq!(a.labels(), both.labels());
+    let x = row_major(a.solve(10.0).unwrap().as_ref());
+    let y = row_major(both.solve(10.0).unwrap().as_ref());
+    assert!(common::relative_error(&x, &y) < 1e-9);
+}
