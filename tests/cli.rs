@@ -1,0 +1,225 @@
+//! End-to-end tests of the `fastretrain` binary: the demo against the NumPy reference, the
+//! learn / predict / eval / info / fit / merge chain, and bad input (exit code 2, a clear
+//! message, no panic, no change to an existing state).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{run, stderr, stdout};
+use fastretrain::state::State;
+
+/// root/<x|y>/*.png from the shipped photos: the first four are "x", the rest "y".
+fn photo_folder(dir: &Path) -> PathBuf {
+    let root = dir.join("photos");
+    let mut photos: Vec<PathBuf> = std::fs::read_dir(common::data("images"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    photos.sort();
+    for (i, p) in photos.iter().enumerate() {
+        let label = if i < 4 { "x" } else { "y" };
+        std::fs::create_dir_all(root.join(label)).unwrap();
+        std::fs::copy(p, root.join(label).join(p.file_name().unwrap())).unwrap();
+    }
+    root
+}
+
+fn tiny_model() -> String {
+    common::data("models/tiny_cnn.onnx").display().to_string()
+}
+
+fn assert_error(out: &std::process::Output, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert!(err.starts_with("error: "), "stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(needle), "expected '{needle}' in: {err}");
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "stderr: {}", stderr(out));
+    serde_json::from_str(&stdout(out)).expect("JSON on stdout")
+}
+
+#[test]
+fn demo_reaches_the_numpy_reference_accuracy() {
+    let reference = common::json("fashion_reference.json");
+    let expected = reference["test_accuracy_gcv"].as_f64().unwrap();
+    let out = run(&common::root(), &["demo", "--json"]);
+    let report = json_of(&out);
+    assert_eq!(report["learn"]["samples"], 2000);
+    assert_eq!(report["eval"]["samples"], 1000);
+    let accuracy = report["eval"]["accuracy"].as_f64().unwrap();
+    assert!(
+        (accuracy - expected).abs() <= 0.005,
+        "demo accuracy {accuracy} vs NumPy ridge+GCV {expected}"
+    );
+}
+
+#[test]
+fn learn_predict_eval_info_fit_on_an_image_folder() {
+    let dir = common::temp_dir("chain");
+    let folder = photo_folder(&dir);
+    let state = dir.join("photos.frs");
+    let (folder_s, state_s) = (folder.to_str().unwrap(), state.to_str().unwrap());
+    let model = common::root().join("models/mobilenetv2.onnx");
+    let model_s = model.to_str().unwrap();
+
+    let learned = json_of(&run(
+        &dir,
+        &["learn", "--state", state_s, "--data", folder_s, "--model", model_s, "--lambda", "0.01", "--json"],
+    ));
+    assert_eq!(learned["samples"], 8);
+    assert_eq!(learned["labels"], serde_json::json!(["x", "y"]));
+
+    // A nearly unregularised head reproduces its own training labels.
+    let photo = folder.join("y").read_dir().unwrap().next().unwrap().unwrap().path();
+    let predicted = json_of(&run(
+        &dir,
+        &["predict", "--state", state_s, "-k", "2", "--json", photo.to_str().unwrap()],
+    ));
+    assert_eq!(predicted[0]["top"][0]["label"], "y");
+    assert_eq!(predicted[0]["top"].as_array().unwrap().len(), 2);
+
+    let evaluated = run(&dir, &["eval", "--state", state_s, "--data", folder_s, "--min-accuracy", "1.0"]);
+    assert!(evaluated.status.success(), "{}", stderr(&evaluated));
+    assert!(stdout(&evaluated).contains("accuracy 1.0000 on 8 samples"));
+
+    // Swapped labels: accuracy 0, so the bar fails with exit code 1.
+    let swapped = dir.join("swapped");
+    std::fs::create_dir_all(&swapped).unwrap();
+    std::fs::rename(folder.join("x"), swapped.join("y")).unwrap();
+    std::fs::rename(folder.join("y"), swapped.join("x")).unwrap();
+    let failed = run(
+        &dir,
+        &["eval", "--state", state_s, "--data", swapped.to_str().unwrap(), "--min-accuracy", "0.5"],
+    );
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
+    assert!(stderr(&failed).contains("below --min-accuracy"));
+
+    // Learning again adds to the state.
+    json_of(&run(&dir, &["learn", "--state", state_s, "--data", swapped.to_str().unwrap(), "--json"]));
+    let info = json_of(&run(&dir, &["info", "--state", state_s, "--json"]));
+    assert_eq!(info["samples"], 16.0);
+    assert_eq!(info["head"]["lambda_source"], "Gcv");
+
+    let fitted = json_of(&run(&dir, &["fit", "--state", state_s, "--lambda", "5", "--json"]));
+    assert_eq!(fitted["lambda"], 5.0);
+    let info = json_of(&run(&dir, &["info", "--state", state_s, "--json"]));
+    assert_eq!(info["head"]["lambda"], 5.0);
+}
+
+#[test]
+fn merged_states_equal_learning_the_union() {
+    let dir = common::temp_dir("merge");
+    let folder = photo_folder(&dir);
+    let model = tiny_model();
+    let learn = |data: &Path, state: &str| {
+        let out = run(
+            &dir,
+            &["learn", "--state", state, "--data", data.to_str().unwrap(), "--model", &model, "--lambda", "0.5"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    // Split by label: device A saw only "x", device B only "y".
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::rename(folder.join("x"), a.join("x")).unwrap();
+    std::fs::rename(folder.join("y"), b.join("y")).unwrap();
+    learn(&a, "a.frs");
+    learn(&b, "b.frs");
+    learn(&a, "union.frs");
+    learn(&b, "union.frs");
+    let merged = run(&dir, &["merge", "--out", "merged.frs", "a.frs", "b.frs", "--lambda", "0.5"]);
+    assert!(merged.status.success(), "{}", stderr(&merged));
+    let m = State::load(&dir.join("merged.frs")).unwrap();
+    let u = State::load(&dir.join("union.frs")).unwrap();
+    let (hm, hu) = (m.head.unwrap(), u.head.unwrap());
+    assert_eq!(hm.labels, hu.labels);
+    assert!(common::relative_error(&hm.weights, &hu.weights) < 1e-9);
+    assert_eq!(m.stats.samples(), 8.0);
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_changes_nothing() {
+    let dir = common::temp_dir("bad");
+    let folder = photo_folder(&dir);
+    let model = tiny_model();
+    let state = dir.join("tiny.frs");
+    let state_s = state.to_str().unwrap();
+    let ok = run(&dir, &["learn", "--state", state_s, "--data", folder.to_str().unwrap(), "--model", &model]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let before = std::fs::read(&state).unwrap();
+
+    // A corrupt image in a folder: named in the message, state untouched.
+    let corrupt = dir.join("corrupt");
+    std::fs::create_dir_all(corrupt.join("x")).unwrap();
+    std::fs::copy(folder.join("x").read_dir().unwrap().next().unwrap().unwrap().path(), corrupt.join("x/good.png")).unwrap();
+    std::fs::write(corrupt.join("x/broken.png"), b"\x89PNG\r\n\x1a\nthis is not a png").unwrap();
+    let out = run(&dir, &["learn", "--state", state_s, "--data", corrupt.to_str().unwrap()]);
+    assert_error(&out, "broken.png");
+    assert_eq!(std::fs::read(&state).unwrap(), before);
+    // ... unless the user asks to skip it.
+    let skipped = json_of(&run(&dir, &["learn", "--state", "skip.frs", "--model", &model, "--data", corrupt.to_str().unwrap(), "--skip-bad", "--json"]));
+    assert_eq!(skipped["samples"], 1);
+    assert!(skipped["skipped"][0].as_str().unwrap().contains("broken.png"));
+
+    // An empty folder.
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    assert_error(&run(&dir, &["learn", "--state", state_s, "--data", "empty"]), "no images found");
+
+    // A state from another backbone.
+    let mobilenet = common::root().join("models/mobilenetv2.onnx");
+    let out = run(&dir, &["learn", "--state", state_s, "--data", folder.to_str().unwrap(), "--model", mobilenet.to_str().unwrap()]);
+    assert_error(&out, "another backbone");
+    assert_eq!(std::fs::read(&state).unwrap(), before);
+
+    // A truncated state file, for every command that reads one.
+    let truncated = dir.join("truncated.frs");
+    std::fs::write(&truncated, &before[..before.len() / 2]).unwrap();
+    let t = truncated.to_str().unwrap();
+    assert_error(&run(&dir, &["info", "--state", t]), "truncated");
+    assert_error(&run(&dir, &["learn", "--state", t, "--data", folder.to_str().unwrap()]), "truncated");
+    assert_eq!(std::fs::read(&truncated).unwrap(), &before[..before.len() / 2]);
+    let photo = folder.join("x").read_dir().unwrap().next().unwrap().unwrap().path();
+    assert_error(&run(&dir, &["predict", "--state", t, photo.to_str().unwrap()]), "truncated");
+
+    // A flipped bit.
+    let mut flipped = before.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x10;
+    std::fs::write(dir.join("flipped.frs"), &flipped).unwrap();
+    assert_error(&run(&dir, &["info", "--state", "flipped.frs"]), "checksum mismatch");
+
+    // A model without a dense head: no state is created.
+    let nohead = common::data("models/tiny_nohead.onnx");
+    let out = run(&dir, &["learn", "--state", "new.frs", "--data", folder.to_str().unwrap(), "--model", nohead.to_str().unwrap()]);
+    assert_error(&out, "no dense head");
+    assert!(!dir.join("new.frs").exists());
+
+    // A file that is not ONNX at all (with a valid spec beside it).
+    std::fs::copy(common::data("models/not_onnx.onnx"), dir.join("junk.onnx")).unwrap();
+    std::fs::copy(common::data("models/tiny_cnn.json"), dir.join("junk.json")).unwrap();
+    let out = run(&dir, &["learn", "--state", "junk.frs", "--data", folder.to_str().unwrap(), "--model", "junk.onnx"]);
+    assert_error(&out, "not a usable ONNX model");
+
+    // A model with no spec beside it.
+    std::fs::copy(common::data("models/tiny_cnn.onnx"), dir.join("nospec.onnx")).unwrap();
+    let out = run(&dir, &["learn", "--state", "nospec.frs", "--data", folder.to_str().unwrap(), "--model", "nospec.onnx"]);
+    assert_error(&out, "spec JSON");
+
+    // Eval data with a label the head has never seen.
+    let other = dir.join("other");
+    std::fs::create_dir_all(other.join("z")).unwrap();
+    std::fs::copy(&photo, other.join("z/p.png")).unwrap();
+    assert_error(&run(&dir, &["eval", "--state", state_s, "--data", "other"]), "label 'z' is not known");
+
+    // A missing image for predict, and a missing data path.
+    assert_error(&run(&dir, &["predict", "--state", state_s, "nope.png"]), "nope.png");
+    assert_error(&run(&dir, &["learn", "--state", state_s, "--data", "nowhere"]), "nowhere");
+    assert_eq!(std::fs::read(&state).unwrap(), before);
+}
