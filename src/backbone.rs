@@ -104,7 +104,11 @@ impl std::fmt::Debug for Backbone {
 impl Backbone {
     /// Loads `model` with its spec (`model.json` when `spec` is None). `feature_tensor`
     /// overrides both the spec and the automatic choice.
-    pub fn load(model: &Path, spec: Option<ModelSpec>, feature_tensor: Option<&str>) -> Result<Self> {
+    pub fn load(
+        model: &Path,
+        spec: Option<ModelSpec>,
+        feature_tensor: Option<&str>,
+    ) -> Result<Self> {
         let spec = match spec {
             Some(s) => s,
             None => ModelSpec::load(&ModelSpec::path_for_model(model))?,
@@ -149,7 +153,11 @@ impl Backbone {
             m.select_outputs_by_name([feature_tensor.as_str()])?;
             m.into_optimized()?.into_runnable()
         })()
-        .map_err(|e| bad(format!("cannot prepare it for tensor '{feature_tensor}': {e:#}")))?;
+        .map_err(|e| {
+            bad(format!(
+                "cannot prepare it for tensor '{feature_tensor}': {e:#}"
+            ))
+        })?;
         let fact = plan
             .model()
             .output_fact(0)

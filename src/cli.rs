@@ -239,7 +239,10 @@ fn progress_bar(len: usize, what: &str) -> ProgressBar {
 
 /// Loads the backbone for an existing state (its model and feature tensor by default).
 fn backbone_for_state(state: &State, model: &ModelArgs) -> Result<Backbone> {
-    let path = model.model.clone().unwrap_or_else(|| state.model_path.clone());
+    let path = model
+        .model
+        .clone()
+        .unwrap_or_else(|| state.model_path.clone());
     let tensor = model
         .feature_tensor
         .clone()
@@ -281,7 +284,13 @@ fn print_eval(r: &EvalReport) {
         "accuracy {:.4} on {} samples ({:.1} images/s)",
         r.accuracy, r.samples, r.images_per_second
     );
-    let width = r.labels.iter().map(|l| l.chars().count()).max().unwrap_or(5).max(5);
+    let width = r
+        .labels
+        .iter()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     println!("{:width$}  {:>7}  {:>8}", "label", "samples", "accuracy");
     for c in &r.per_class {
         println!("{:width$}  {:>7}  {:>8.4}", c.label, c.samples, c.accuracy);
@@ -297,8 +306,16 @@ fn learn(a: LearnArgs) -> Result<bool> {
     let mut retrainer = if a.state.exists() {
         open_retrainer(&a.state, &a.model)?
     } else {
-        let model = a.model.model.clone().unwrap_or_else(|| shipped(DEFAULT_MODEL));
-        Retrainer::fresh(Backbone::load(&model, None, a.model.feature_tensor.as_deref())?)
+        let model = a
+            .model
+            .model
+            .clone()
+            .unwrap_or_else(|| shipped(DEFAULT_MODEL));
+        Retrainer::fresh(Backbone::load(
+            &model,
+            None,
+            a.model.feature_tensor.as_deref(),
+        )?)
     };
     let source = a.data.open()?;
     let bar = progress_bar(source.len(), "learn");

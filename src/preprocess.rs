@@ -169,7 +169,14 @@ impl CropResize {
 
     /// Resizes one channel (`stride` apart in `src`) into `out` (crop × crop, row major).
     /// Horizontal pass first into f32 rows, then vertical, accumulating in f64 as PIL does.
-    fn apply(&self, src: &[u8], channel: usize, stride: usize, tmp: &mut Vec<f32>, out: &mut [f32]) {
+    fn apply(
+        &self,
+        src: &[u8],
+        channel: usize,
+        stride: usize,
+        tmp: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
         let (width, _) = self.input;
         let crop = self.cols.len();
         let rows_needed = self.row_hi - self.row_lo;
@@ -228,7 +235,11 @@ impl Preprocessor {
 
     /// Fills `out` (length [`Self::input_len`]) with the normalised tensor for `pixels`.
     pub fn tensor_into(&mut self, pixels: &Pixels, out: &mut [f32]) {
-        assert_eq!(out.len(), self.input_len(), "output buffer of the wrong size");
+        assert_eq!(
+            out.len(),
+            self.input_len(),
+            "output buffer of the wrong size"
+        );
         assert!(pixels.channels == 1 || pixels.channels == 3);
         let crop = self.spec.crop;
         let key = (pixels.width, pixels.height);
@@ -247,7 +258,13 @@ impl Preprocessor {
             // A grey image is the same plane three times: resize it once.
             if pixels.channels == 3 || rgb == 0 {
                 let channel = if pixels.channels == 3 { rgb } else { 0 };
-                plan.apply(&pixels.data, channel, pixels.channels, &mut self.tmp, &mut self.plane);
+                plan.apply(
+                    &pixels.data,
+                    channel,
+                    pixels.channels,
+                    &mut self.tmp,
+                    &mut self.plane,
+                );
             }
             let target = match self.order {
                 ChannelOrder::Rgb => rgb,

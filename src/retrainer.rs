@@ -194,12 +194,14 @@ impl Retrainer {
             let label = sample.label.as_deref().ok_or_else(|| {
                 Error::InvalidArgument(format!("{}: sample has no label", sample.id))
             })?;
-            let truth = head.labels.iter().position(|l| l == label).ok_or_else(|| {
-                Error::UnknownLabel {
-                    label: label.into(),
-                    known: head.labels.join(", "),
-                }
-            })?;
+            let truth =
+                head.labels
+                    .iter()
+                    .position(|l| l == label)
+                    .ok_or_else(|| Error::UnknownLabel {
+                        label: label.into(),
+                        known: head.labels.join(", "),
+                    })?;
             self.extractor
                 .pixels_into(&sample.pixels, &sample.id, &mut feature)?;
             confusion[truth][argmax(&head.scores(&feature)?)] += 1;
@@ -219,7 +221,11 @@ impl Retrainer {
                     label: label.clone(),
                     samples: n,
                     correct: confusion[i][i],
-                    accuracy: if n == 0 { 0.0 } else { confusion[i][i] as f64 / n as f64 },
+                    accuracy: if n == 0 {
+                        0.0
+                    } else {
+                        confusion[i][i] as f64 / n as f64
+                    },
                 }
             })
             .collect();

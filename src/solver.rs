@@ -227,10 +227,14 @@ impl GramStats {
 
     fn check_solvable(&self) -> Result<()> {
         if self.samples <= 0.0 {
-            return Err(Error::Solver("no samples learned yet: nothing to fit".into()));
+            return Err(Error::Solver(
+                "no samples learned yet: nothing to fit".into(),
+            ));
         }
         if self.labels.is_empty() {
-            return Err(Error::Solver("no labels learned yet: nothing to fit".into()));
+            return Err(Error::Solver(
+                "no labels learned yet: nothing to fit".into(),
+            ));
         }
         Ok(())
     }
@@ -271,12 +275,7 @@ impl GramStats {
             .gram()
             .self_adjoint_eigen(Side::Lower)
             .map_err(|e| Error::Solver(format!("eigendecomposition failed: {e:?}")))?;
-        let eig: Vec<f64> = evd
-            .S()
-            .column_vector()
-            .iter()
-            .map(|v| v.max(0.0))
-            .collect();
+        let eig: Vec<f64> = evd.S().column_vector().iter().map(|v| v.max(0.0)).collect();
         let qtb = evd.U().transpose() * self.cross();
         let r: Vec<f64> = (0..qtb.nrows())
             .map(|i| (0..qtb.ncols()).map(|j| qtb[(i, j)].powi(2)).sum())
@@ -337,12 +336,17 @@ impl GramStats {
         if r.dim == 0 || r.dim > 1 << 16 {
             return Err(format!("implausible feature dimension {}", r.dim));
         }
-        if r.gram_lower.len() != p * (p + 1) / 2 || r.cross.len() != p * c || r.class_counts.len() != c
+        if r.gram_lower.len() != p * (p + 1) / 2
+            || r.cross.len() != p * c
+            || r.class_counts.len() != c
         {
             return Err("statistics sizes do not match the dimension and labels".into());
         }
         let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
-        if !finite(&r.gram_lower) || !finite(&r.cross) || !r.samples.is_finite() || !r.target_sq.is_finite()
+        if !finite(&r.gram_lower)
+            || !finite(&r.cross)
+            || !r.samples.is_finite()
+            || !r.target_sq.is_finite()
         {
             return Err("statistics hold NaN or infinite values".into());
         }
@@ -376,7 +380,9 @@ mod tests {
     use super::*;
 
     fn toy() -> (Vec<f32>, Vec<&'static str>) {
-        let feats: Vec<f32> = (0..40).map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0).collect();
+        let feats: Vec<f32> = (0..40)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0)
+            .collect();
         let labels = vec!["a", "b", "c", "a", "b", "c", "a", "b", "a", "c"];
         (feats, labels)
     }

@@ -128,7 +128,8 @@ impl ModelSpec {
         if !(p.scale.is_finite() && p.scale > 0.0) {
             return Err("scale must be a positive number".into());
         }
-        if p.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) || p.mean.iter().any(|m| !m.is_finite())
+        if p.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
+            || p.mean.iter().any(|m| !m.is_finite())
         {
             return Err("mean must be finite and std positive".into());
         }

@@ -48,9 +48,13 @@ fn dense_head_is_found_automatically() {
 #[test]
 fn jpeg_photos_decode_to_rgb() {
     // Sizes as PIL reports them for the files shipped in foolbox.
-    for (name, w, h) in [("imagenet_10_541.jpg", 1024, 683), ("imagenet_12_741.jpg", 512, 512)] {
-        let p = fastretrain::preprocess::decode_image_file(&common::data(&format!("images/{name}")))
-            .unwrap();
+    for (name, w, h) in [
+        ("imagenet_10_541.jpg", 1024, 683),
+        ("imagenet_12_741.jpg", 512, 512),
+    ] {
+        let p =
+            fastretrain::preprocess::decode_image_file(&common::data(&format!("images/{name}")))
+                .unwrap();
         assert_eq!((p.width, p.height, p.channels), (w, h, 3));
     }
 }

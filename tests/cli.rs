@@ -70,21 +70,50 @@ fn learn_predict_eval_info_fit_on_an_image_folder() {
 
     let learned = json_of(&run(
         &dir,
-        &["learn", "--state", state_s, "--data", folder_s, "--model", model_s, "--lambda", "0.01", "--json"],
+        &[
+            "learn", "--state", state_s, "--data", folder_s, "--model", model_s, "--lambda",
+            "0.01", "--json",
+        ],
     ));
     assert_eq!(learned["samples"], 8);
     assert_eq!(learned["labels"], serde_json::json!(["x", "y"]));
 
     // A nearly unregularised head reproduces its own training labels.
-    let photo = folder.join("y").read_dir().unwrap().next().unwrap().unwrap().path();
+    let photo = folder
+        .join("y")
+        .read_dir()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let predicted = json_of(&run(
         &dir,
-        &["predict", "--state", state_s, "-k", "2", "--json", photo.to_str().unwrap()],
+        &[
+            "predict",
+            "--state",
+            state_s,
+            "-k",
+            "2",
+            "--json",
+            photo.to_str().unwrap(),
+        ],
     ));
     assert_eq!(predicted[0]["top"][0]["label"], "y");
     assert_eq!(predicted[0]["top"].as_array().unwrap().len(), 2);
 
-    let evaluated = run(&dir, &["eval", "--state", state_s, "--data", folder_s, "--min-accuracy", "1.0"]);
+    let evaluated = run(
+        &dir,
+        &[
+            "eval",
+            "--state",
+            state_s,
+            "--data",
+            folder_s,
+            "--min-accuracy",
+            "1.0",
+        ],
+    );
     assert!(evaluated.status.success(), "{}", stderr(&evaluated));
     assert!(stdout(&evaluated).contains("accuracy 1.0000 on 8 samples"));
 
@@ -95,18 +124,39 @@ fn learn_predict_eval_info_fit_on_an_image_folder() {
     std::fs::rename(folder.join("y"), swapped.join("x")).unwrap();
     let failed = run(
         &dir,
-        &["eval", "--state", state_s, "--data", swapped.to_str().unwrap(), "--min-accuracy", "0.5"],
+        &[
+            "eval",
+            "--state",
+            state_s,
+            "--data",
+            swapped.to_str().unwrap(),
+            "--min-accuracy",
+            "0.5",
+        ],
     );
     assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
     assert!(stderr(&failed).contains("below --min-accuracy"));
 
     // Learning again adds to the state.
-    json_of(&run(&dir, &["learn", "--state", state_s, "--data", swapped.to_str().unwrap(), "--json"]));
+    json_of(&run(
+        &dir,
+        &[
+            "learn",
+            "--state",
+            state_s,
+            "--data",
+            swapped.to_str().unwrap(),
+            "--json",
+        ],
+    ));
     let info = json_of(&run(&dir, &["info", "--state", state_s, "--json"]));
     assert_eq!(info["samples"], 16.0);
     assert_eq!(info["head"]["lambda_source"], "Gcv");
 
-    let fitted = json_of(&run(&dir, &["fit", "--state", state_s, "--lambda", "5", "--json"]));
+    let fitted = json_of(&run(
+        &dir,
+        &["fit", "--state", state_s, "--lambda", "5", "--json"],
+    ));
     assert_eq!(fitted["lambda"], 5.0);
     let info = json_of(&run(&dir, &["info", "--state", state_s, "--json"]));
     assert_eq!(info["head"]["lambda"], 5.0);
@@ -120,7 +170,17 @@ fn merged_states_equal_learning_the_union() {
     let learn = |data: &Path, state: &str| {
         let out = run(
             &dir,
-            &["learn", "--state", state, "--data", data.to_str().unwrap(), "--model", &model, "--lambda", "0.5"],
+            &[
+                "learn",
+                "--state",
+                state,
+                "--data",
+                data.to_str().unwrap(),
+                "--model",
+                &model,
+                "--lambda",
+                "0.5",
+            ],
         );
         assert!(out.status.success(), "{}", stderr(&out));
     };
@@ -134,7 +194,18 @@ fn merged_states_equal_learning_the_union() {
     learn(&b, "b.frs");
     learn(&a, "union.frs");
     learn(&b, "union.frs");
-    let merged = run(&dir, &["merge", "--out", "merged.frs", "a.frs", "b.frs", "--lambda", "0.5"]);
+    let merged = run(
+        &dir,
+        &[
+            "merge",
+            "--out",
+            "merged.frs",
+            "a.frs",
+            "b.frs",
+            "--lambda",
+            "0.5",
+        ],
+    );
     assert!(merged.status.success(), "{}", stderr(&merged));
     let m = State::load(&dir.join("merged.frs")).unwrap();
     let u = State::load(&dir.join("union.frs")).unwrap();
@@ -151,30 +222,97 @@ fn bad_input_is_a_clear_error_and_changes_nothing() {
     let model = tiny_model();
     let state = dir.join("tiny.frs");
     let state_s = state.to_str().unwrap();
-    let ok = run(&dir, &["learn", "--state", state_s, "--data", folder.to_str().unwrap(), "--model", &model]);
+    let ok = run(
+        &dir,
+        &[
+            "learn",
+            "--state",
+            state_s,
+            "--data",
+            folder.to_str().unwrap(),
+            "--model",
+            &model,
+        ],
+    );
     assert!(ok.status.success(), "{}", stderr(&ok));
     let before = std::fs::read(&state).unwrap();
 
     // A corrupt image in a folder: named in the message, state untouched.
     let corrupt = dir.join("corrupt");
     std::fs::create_dir_all(corrupt.join("x")).unwrap();
-    std::fs::copy(folder.join("x").read_dir().unwrap().next().unwrap().unwrap().path(), corrupt.join("x/good.png")).unwrap();
-    std::fs::write(corrupt.join("x/broken.png"), b"\x89PNG\r\n\x1a\nthis is not a png").unwrap();
-    let out = run(&dir, &["learn", "--state", state_s, "--data", corrupt.to_str().unwrap()]);
+    std::fs::copy(
+        folder
+            .join("x")
+            .read_dir()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+        corrupt.join("x/good.png"),
+    )
+    .unwrap();
+    std::fs::write(
+        corrupt.join("x/broken.png"),
+        b"\x89PNG\r\n\x1a\nthis is not a png",
+    )
+    .unwrap();
+    let out = run(
+        &dir,
+        &[
+            "learn",
+            "--state",
+            state_s,
+            "--data",
+            corrupt.to_str().unwrap(),
+        ],
+    );
     assert_error(&out, "broken.png");
     assert_eq!(std::fs::read(&state).unwrap(), before);
     // ... unless the user asks to skip it.
-    let skipped = json_of(&run(&dir, &["learn", "--state", "skip.frs", "--model", &model, "--data", corrupt.to_str().unwrap(), "--skip-bad", "--json"]));
+    let skipped = json_of(&run(
+        &dir,
+        &[
+            "learn",
+            "--state",
+            "skip.frs",
+            "--model",
+            &model,
+            "--data",
+            corrupt.to_str().unwrap(),
+            "--skip-bad",
+            "--json",
+        ],
+    ));
     assert_eq!(skipped["samples"], 1);
-    assert!(skipped["skipped"][0].as_str().unwrap().contains("broken.png"));
+    assert!(
+        skipped["skipped"][0]
+            .as_str()
+            .unwrap()
+            .contains("broken.png")
+    );
 
     // An empty folder.
     std::fs::create_dir_all(dir.join("empty")).unwrap();
-    assert_error(&run(&dir, &["learn", "--state", state_s, "--data", "empty"]), "no images found");
+    assert_error(
+        &run(&dir, &["learn", "--state", state_s, "--data", "empty"]),
+        "no images found",
+    );
 
     // A state from another backbone.
     let mobilenet = common::root().join("models/mobilenetv2.onnx");
-    let out = run(&dir, &["learn", "--state", state_s, "--data", folder.to_str().unwrap(), "--model", mobilenet.to_str().unwrap()]);
+    let out = run(
+        &dir,
+        &[
+            "learn",
+            "--state",
+            state_s,
+            "--data",
+            folder.to_str().unwrap(),
+            "--model",
+            mobilenet.to_str().unwrap(),
+        ],
+    );
     assert_error(&out, "another backbone");
     assert_eq!(std::fs::read(&state).unwrap(), before);
 
@@ -183,43 +321,111 @@ fn bad_input_is_a_clear_error_and_changes_nothing() {
     std::fs::write(&truncated, &before[..before.len() / 2]).unwrap();
     let t = truncated.to_str().unwrap();
     assert_error(&run(&dir, &["info", "--state", t]), "truncated");
-    assert_error(&run(&dir, &["learn", "--state", t, "--data", folder.to_str().unwrap()]), "truncated");
-    assert_eq!(std::fs::read(&truncated).unwrap(), &before[..before.len() / 2]);
-    let photo = folder.join("x").read_dir().unwrap().next().unwrap().unwrap().path();
-    assert_error(&run(&dir, &["predict", "--state", t, photo.to_str().unwrap()]), "truncated");
+    assert_error(
+        &run(
+            &dir,
+            &["learn", "--state", t, "--data", folder.to_str().unwrap()],
+        ),
+        "truncated",
+    );
+    assert_eq!(
+        std::fs::read(&truncated).unwrap(),
+        &before[..before.len() / 2]
+    );
+    let photo = folder
+        .join("x")
+        .read_dir()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_error(
+        &run(&dir, &["predict", "--state", t, photo.to_str().unwrap()]),
+        "truncated",
+    );
 
     // A flipped bit.
     let mut flipped = before.clone();
     let mid = flipped.len() / 2;
     flipped[mid] ^= 0x10;
     std::fs::write(dir.join("flipped.frs"), &flipped).unwrap();
-    assert_error(&run(&dir, &["info", "--state", "flipped.frs"]), "checksum mismatch");
+    assert_error(
+        &run(&dir, &["info", "--state", "flipped.frs"]),
+        "checksum mismatch",
+    );
 
     // A model without a dense head: no state is created.
     let nohead = common::data("models/tiny_nohead.onnx");
-    let out = run(&dir, &["learn", "--state", "new.frs", "--data", folder.to_str().unwrap(), "--model", nohead.to_str().unwrap()]);
+    let out = run(
+        &dir,
+        &[
+            "learn",
+            "--state",
+            "new.frs",
+            "--data",
+            folder.to_str().unwrap(),
+            "--model",
+            nohead.to_str().unwrap(),
+        ],
+    );
     assert_error(&out, "no dense head");
     assert!(!dir.join("new.frs").exists());
 
     // A file that is not ONNX at all (with a valid spec beside it).
     std::fs::copy(common::data("models/not_onnx.onnx"), dir.join("junk.onnx")).unwrap();
     std::fs::copy(common::data("models/tiny_cnn.json"), dir.join("junk.json")).unwrap();
-    let out = run(&dir, &["learn", "--state", "junk.frs", "--data", folder.to_str().unwrap(), "--model", "junk.onnx"]);
+    let out = run(
+        &dir,
+        &[
+            "learn",
+            "--state",
+            "junk.frs",
+            "--data",
+            folder.to_str().unwrap(),
+            "--model",
+            "junk.onnx",
+        ],
+    );
     assert_error(&out, "not a usable ONNX model");
 
     // A model with no spec beside it.
-    std::fs::copy(common::data("models/tiny_cnn.onnx"), dir.join("nospec.onnx")).unwrap();
-    let out = run(&dir, &["learn", "--state", "nospec.frs", "--data", folder.to_str().unwrap(), "--model", "nospec.onnx"]);
+    std::fs::copy(
+        common::data("models/tiny_cnn.onnx"),
+        dir.join("nospec.onnx"),
+    )
+    .unwrap();
+    let out = run(
+        &dir,
+        &[
+            "learn",
+            "--state",
+            "nospec.frs",
+            "--data",
+            folder.to_str().unwrap(),
+            "--model",
+            "nospec.onnx",
+        ],
+    );
     assert_error(&out, "spec JSON");
 
     // Eval data with a label the head has never seen.
     let other = dir.join("other");
     std::fs::create_dir_all(other.join("z")).unwrap();
     std::fs::copy(&photo, other.join("z/p.png")).unwrap();
-    assert_error(&run(&dir, &["eval", "--state", state_s, "--data", "other"]), "label 'z' is not known");
+    assert_error(
+        &run(&dir, &["eval", "--state", state_s, "--data", "other"]),
+        "label 'z' is not known",
+    );
 
     // A missing image for predict, and a missing data path.
-    assert_error(&run(&dir, &["predict", "--state", state_s, "nope.png"]), "nope.png");
-    assert_error(&run(&dir, &["learn", "--state", state_s, "--data", "nowhere"]), "nowhere");
+    assert_error(
+        &run(&dir, &["predict", "--state", state_s, "nope.png"]),
+        "nope.png",
+    );
+    assert_error(
+        &run(&dir, &["learn", "--state", state_s, "--data", "nowhere"]),
+        "nowhere",
+    );
     assert_eq!(std::fs::read(&state).unwrap(), before);
 }

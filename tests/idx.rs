@@ -10,7 +10,10 @@ use fastretrain::data::{DataOptions, DataSource};
 use fastretrain::error::Error;
 
 fn write_gz(path: &Path, bytes: &[u8]) {
-    let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::fast(),
+    );
     enc.write_all(bytes).unwrap();
     enc.finish().unwrap();
 }
@@ -27,7 +30,10 @@ fn label_counts(source: DataSource) -> std::collections::BTreeMap<String, usize>
     let mut counts = std::collections::BTreeMap::new();
     for s in source {
         let s = s.unwrap();
-        assert_eq!((s.pixels.width, s.pixels.height, s.pixels.channels), (28, 28, 1));
+        assert_eq!(
+            (s.pixels.width, s.pixels.height, s.pixels.channels),
+            (28, 28, 1)
+        );
         *counts.entry(s.label.unwrap()).or_insert(0) += 1;
     }
     counts
@@ -47,7 +53,14 @@ fn shipped_subset_streams_with_class_names() {
     let names = reference["class_names"].as_array().unwrap();
     let mut expected = std::collections::BTreeMap::new();
     for l in reference["train_labels"].as_array().unwrap() {
-        *expected.entry(names[l.as_u64().unwrap() as usize].as_str().unwrap().to_string()).or_insert(0) += 1;
+        *expected
+            .entry(
+                names[l.as_u64().unwrap() as usize]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+            .or_insert(0) += 1;
     }
     assert_eq!(counts, expected);
 }
@@ -56,11 +69,20 @@ fn shipped_subset_streams_with_class_names() {
 fn full_fashion_mnist_from_debian() {
     let dir = Path::new("/usr/share/datasets/fashion-mnist");
     if !dir.exists() {
-        assert!(std::env::var_os("CI").is_none(), "CI must install dataset-fashion-mnist");
-        eprintln!("skipped: {} not installed (apt-get install dataset-fashion-mnist)", dir.display());
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install dataset-fashion-mnist"
+        );
+        eprintln!(
+            "skipped: {} not installed (apt-get install dataset-fashion-mnist)",
+            dir.display()
+        );
         return;
     }
-    for (file, n) in [("train-images-idx3-ubyte.gz", 60_000), ("t10k-images-idx3-ubyte.gz", 10_000)] {
+    for (file, n) in [
+        ("train-images-idx3-ubyte.gz", 60_000),
+        ("t10k-images-idx3-ubyte.gz", 10_000),
+    ] {
         let source = DataSource::open(&dir.join(file), &DataOptions::default()).unwrap();
         assert_eq!(source.len(), n);
         let counts = label_counts(source);
@@ -82,23 +104,41 @@ fn lying_headers_are_clear_errors() {
     let mut lab = idx_header(1, &[100]);
     lab.extend(vec![1u8; 100]);
     write_gz(&labels, &lab);
-    let results: Vec<_> = DataSource::open(&images, &DataOptions::default()).unwrap().collect();
-    assert_eq!(results.len(), 4, "three samples, then one error, then the end");
+    let results: Vec<_> = DataSource::open(&images, &DataOptions::default())
+        .unwrap()
+        .collect();
+    assert_eq!(
+        results.len(),
+        4,
+        "three samples, then one error, then the end"
+    );
     let err = results[3].as_ref().unwrap_err().to_string();
     assert!(err.contains("ends after 3 of 100 images"), "{err}");
 
     // Label count differs from image count.
     write_gz(&labels, &idx_header(1, &[99]));
-    let err = DataSource::open(&images, &DataOptions::default()).err().unwrap().to_string();
-    assert!(err.contains("holds 99 labels but the images file holds 100"), "{err}");
+    let err = DataSource::open(&images, &DataOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("holds 99 labels but the images file holds 100"),
+        "{err}"
+    );
 
     // Not IDX at all; implausible sizes.
     write_gz(&images, b"hello world, not idx");
-    let err = DataSource::open(&images, &DataOptions::default()).err().unwrap().to_string();
+    let err = DataSource::open(&images, &DataOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("not an IDX file"), "{err}");
     write_gz(&images, &idx_header(3, &[1, 100_000, 100_000]));
     write_gz(&labels, &idx_header(1, &[1]));
-    let err = DataSource::open(&images, &DataOptions::default()).err().unwrap().to_string();
+    let err = DataSource::open(&images, &DataOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("not plausible"), "{err}");
 
     // A label number without a name.
@@ -116,5 +156,8 @@ fn lying_headers_are_clear_errors() {
     let mut source = DataSource::open(&images, &options).unwrap();
     let err = source.next().unwrap().unwrap_err();
     assert!(matches!(err, Error::Data { .. }));
-    assert!(err.to_string().contains("label 12 but only 2 names"), "{err}");
+    assert!(
+        err.to_string().contains("label 12 but only 2 names"),
+        "{err}"
+    );
 }

@@ -132,7 +132,11 @@ fn merge_with_disjoint_labels_equals_streaming_both() {
     let r = reference();
     let (mut a_rows, mut b_rows) = (Vec::new(), Vec::new());
     for i in 0..600 {
-        if r.labels[i] < 5 { a_rows.push(i) } else { b_rows.push(i) }
+        if r.labels[i] < 5 {
+            a_rows.push(i)
+        } else {
+            b_rows.push(i)
+        }
     }
     let collect = |rows: &[usize]| -> (Vec<f32>, Vec<String>) {
         let f = rows

@@ -15,10 +15,12 @@ fn sample_state() -> State {
     };
     let mut state = State::new(fp, "model.onnx".as_ref());
     let feats: Vec<f32> = (0..60).map(|i| ((i * 7 % 13) as f32) / 5.0 - 1.0).collect();
-    let labels: Vec<usize> = ["cat", "dog", "cat", "bird", "dog", "cat", "dog", "bird", "cat", "dog", "bird", "cat"]
-        .iter()
-        .map(|l| state.stats.label_index(l))
-        .collect();
+    let labels: Vec<usize> = [
+        "cat", "dog", "cat", "bird", "dog", "cat", "dog", "bird", "cat", "dog", "bird", "cat",
+    ]
+    .iter()
+    .map(|l| state.stats.label_index(l))
+    .collect();
     state.stats.accumulate(&feats, &labels, "test").unwrap();
     state.record_source("somewhere", 12);
     fit_state(&mut state, None).unwrap();
@@ -55,7 +57,10 @@ fn every_single_bit_flip_is_detected() {
         b[i] ^= 1 << (i % 8);
         let r = State::from_bytes(&b, "f.frs".as_ref());
         assert!(
-            matches!(r, Err(Error::CorruptState { .. } | Error::StateVersion { .. })),
+            matches!(
+                r,
+                Err(Error::CorruptState { .. } | Error::StateVersion { .. })
+            ),
             "flip at {i}: {r:?}"
         );
     }
@@ -73,7 +78,9 @@ fn future_format_version_is_refused_with_advice() {
 #[test]
 fn saving_into_a_missing_folder_fails_cleanly() {
     let dir = common::temp_dir("state-missing");
-    let err = sample_state().save(&dir.join("no/such/dir/s.frs")).unwrap_err();
+    let err = sample_state()
+        .save(&dir.join("no/such/dir/s.frs"))
+        .unwrap_err();
     assert!(err.to_string().contains("could not save"), "{err}");
 }
 
