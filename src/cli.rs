@@ -12,7 +12,7 @@ use serde::Serialize;
 use fastretrain::backbone::{self, Backbone};
 use fastretrain::data::{DataOptions, DataSource};
 use fastretrain::retrainer::{EvalReport, LearnOptions, LearnReport, Retrainer};
-use fastretrain::state::State;
+use fastretrain::state::{State, StateLock};
 
 const DEFAULT_MODEL: &str = "models/mobilenetv2.onnx";
 const DEFAULT_DEMO_DATA: &str = "data/fashion-mnist";
@@ -108,6 +108,17 @@ struct LearnArgs {
     /// Skip undecodable images (listed in the report) instead of stopping.
     #[arg(long)]
     skip_bad: bool,
+    /// Read the data from its start even if this state already learned part of it
+    /// (by default a source is resumed after the records the state has absorbed).
+    #[arg(long)]
+    relearn: bool,
+    /// Save the state after about every N samples, so a killed run loses at most N
+    /// (a later `learn` on the same data resumes). Default: save only at the end.
+    #[arg(long, value_name = "N")]
+    checkpoint_every: Option<usize>,
+    /// Fail at once if another process is writing the state (default: wait for it).
+    #[arg(long)]
+    no_wait: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -117,6 +128,9 @@ struct LearnArgs {
 struct FitArgs {
     #[arg(long)]
     state: PathBuf,
+    /// Fail at once if another process is writing the state (default: wait for it).
+    #[arg(long)]
+    no_wait: bool,
     #[arg(long)]
     lambda: Option<f64>,
     #[arg(long)]
@@ -262,6 +276,12 @@ fn print_json(value: &impl Serialize) -> Result<()> {
 }
 
 fn print_learn(r: &LearnReport) {
+    if r.resumed_after > 0 {
+        println!(
+            "resumed {} after the {} records this state had already read",
+            r.source, r.resumed_after
+        );
+    }
     println!(
         "learned {} samples from {} ({:.1} images/s); state holds {} samples, {} labels",
         r.samples,
@@ -302,7 +322,22 @@ fn print_eval(r: &EvalReport) {
     }
 }
 
+/// Takes the state's writer lock, saying so on stderr if another process holds it.
+fn lock_state(path: &Path, no_wait: bool) -> Result<StateLock> {
+    match StateLock::acquire(path, false) {
+        Err(fastretrain::Error::Locked { .. }) if !no_wait => {
+            eprintln!(
+                "waiting: another fastretrain process is writing {}",
+                path.display()
+            );
+            Ok(StateLock::acquire(path, true)?)
+        }
+        other => Ok(other?),
+    }
+}
+
 fn learn(a: LearnArgs) -> Result<bool> {
+    let _lock = lock_state(&a.state, a.no_wait)?;
     let mut retrainer = if a.state.exists() {
         open_retrainer(&a.state, &a.model)?
     } else {
@@ -324,8 +359,11 @@ fn learn(a: LearnArgs) -> Result<bool> {
         &LearnOptions {
             lambda: a.lambda,
             skip_bad: a.skip_bad,
+            relearn: a.relearn,
+            checkpoint_every: a.checkpoint_every,
         },
         |i| bar.set_position(i as u64),
+        |state| state.save(&a.state),
     )?;
     bar.finish_and_clear();
     retrainer.state().save(&a.state)?;
@@ -339,6 +377,7 @@ fn learn(a: LearnArgs) -> Result<bool> {
 }
 
 fn fit(a: FitArgs) -> Result<bool> {
+    let _lock = lock_state(&a.state, a.no_wait)?;
     let mut state = State::load(&a.state)?;
     let report = fastretrain::retrainer::fit_state(&mut state, a.lambda)?;
     state.save(&a.state)?;
@@ -411,6 +450,7 @@ struct InfoReport<'a> {
     model_path: String,
     backbone: &'a fastretrain::backbone::Fingerprint,
     samples: f64,
+    statistics_sha256: String,
     labels: Vec<(String, f64)>,
     sources: &'a [fastretrain::state::SourceRecord],
     head: Option<HeadInfo>,
@@ -419,6 +459,7 @@ struct InfoReport<'a> {
 #[derive(Serialize)]
 struct HeadInfo {
     classes: usize,
+    fitted_samples: f64,
     lambda: f64,
     lambda_source: fastretrain::head::LambdaSource,
 }
@@ -430,6 +471,7 @@ fn info(a: InfoArgs) -> Result<bool> {
         model_path: state.model_path.display().to_string(),
         backbone: &state.backbone,
         samples: state.stats.samples(),
+        statistics_sha256: state.statistics_digest(),
         labels: state
             .stats
             .labels()
@@ -440,6 +482,7 @@ fn info(a: InfoArgs) -> Result<bool> {
         sources: &state.sources,
         head: state.head.as_ref().map(|h| HeadInfo {
             classes: h.classes(),
+            fitted_samples: h.fitted_samples,
             lambda: h.lambda,
             lambda_source: h.lambda_source,
         }),
@@ -456,7 +499,10 @@ fn info(a: InfoArgs) -> Result<bool> {
         println!("    {label}: {n}");
     }
     for s in report.sources {
-        println!("  source    {} ({} samples)", s.id, s.samples);
+        println!(
+            "  source    {} ({} records read, {} samples learned)",
+            s.id, s.consumed, s.samples
+        );
     }
     match &report.head {
         Some(h) => println!(
@@ -465,10 +511,19 @@ fn info(a: InfoArgs) -> Result<bool> {
         ),
         None => println!("  head      none (run fit)"),
     }
+    if let Some(h) = &report.head
+        && h.fitted_samples < report.samples
+    {
+        println!(
+            "  note      the head was fit on {} of {} samples; run fit to update it",
+            h.fitted_samples, report.samples
+        );
+    }
     Ok(true)
 }
 
 fn merge(a: MergeArgs) -> Result<bool> {
+    let _lock = lock_state(&a.out, false)?;
     let mut states = a.inputs.iter().map(|p| State::load(p));
     let mut merged = states.next().context("no input states")??;
     for (path, state) in a.inputs.iter().skip(1).zip(states) {
@@ -519,9 +574,12 @@ fn demo(a: DemoArgs) -> Result<bool> {
     };
     let train = open("train", a.train)?;
     let bar = progress_bar(train.len(), "learn");
-    let learned = retrainer.learn(train, &LearnOptions::default(), |i| {
-        bar.set_position(i as u64)
-    })?;
+    let learned = retrainer.learn(
+        train,
+        &LearnOptions::default(),
+        |i| bar.set_position(i as u64),
+        |_| Ok(()),
+    )?;
     bar.finish_and_clear();
     let test = open("t10k", a.test)?;
     let bar = progress_bar(test.len(), "eval");

@@ -60,11 +60,26 @@ impl DataSource {
         self.len() == 0
     }
 
-    /// A stable name for this source, recorded in states.
+    /// A stable name for this source, recorded in states: its canonical path.
     pub fn id(&self) -> String {
+        let path = match self {
+            DataSource::Folder(f) => &f.root,
+            DataSource::Idx(i) => &i.images_path,
+        };
+        std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.clone())
+            .display()
+            .to_string()
+    }
+
+    /// Passes over the next `n` records without decoding images (resuming a source).
+    pub fn skip_records(&mut self, n: usize) -> Result<()> {
         match self {
-            DataSource::Folder(f) => f.root.display().to_string(),
-            DataSource::Idx(i) => i.images_path.display().to_string(),
+            DataSource::Folder(f) => {
+                f.next = (f.next + n).min(f.files.len());
+                Ok(())
+            }
+            DataSource::Idx(i) => i.skip_records(n),
         }
     }
 }
@@ -268,6 +283,29 @@ impl IdxSource {
             next: 0,
             failed: false,
         })
+    }
+
+    fn skip_records(&mut self, n: usize) -> Result<()> {
+        let n = n.min(self.count - self.next);
+        let skip_bytes = |reader: &mut Box<dyn Read>, bytes: u64, path: &Path| {
+            let copied = std::io::copy(&mut reader.take(bytes), &mut std::io::sink())
+                .map_err(|e| Error::io(path, e))?;
+            if copied < bytes {
+                return Err(Error::data(
+                    path,
+                    "file ends before the records already learned",
+                ));
+            }
+            Ok(())
+        };
+        skip_bytes(&mut self.labels, n as u64, &self.labels_path)?;
+        skip_bytes(
+            &mut self.images,
+            (n * self.rows * self.cols) as u64,
+            &self.images_path,
+        )?;
+        self.next += n;
+        Ok(())
     }
 
     fn read_one(&mut self) -> Result<Sample> {

@@ -59,6 +59,11 @@ pub enum Error {
     },
     #[error("label '{label}' is not known to this state (known: {known})")]
     UnknownLabel { label: String, known: String },
+    #[error(
+        "{}: another fastretrain process is writing this state; wait for it or drop --no-wait",
+        path.display()
+    )]
+    Locked { path: PathBuf },
     #[error("{0}")]
     Solver(String),
     #[error("{0}")]

@@ -23,6 +23,9 @@ pub struct Head {
     pub weights: Vec<f64>,
     pub lambda: f64,
     pub lambda_source: LambdaSource,
+    /// Samples in the statistics when this head was solved (less than the state's count
+    /// after a checkpoint: run `fit`).
+    pub fitted_samples: f64,
 }
 
 /// One ranked label.
@@ -39,6 +42,7 @@ impl Head {
         labels: Vec<String>,
         lambda: f64,
         lambda_source: LambdaSource,
+        fitted_samples: f64,
     ) -> Self {
         let (p, c) = (solution.nrows(), solution.ncols());
         let mut weights = Vec::with_capacity(p * c);
@@ -53,6 +57,7 @@ impl Head {
             weights,
             lambda,
             lambda_source,
+            fitted_samples,
         }
     }
 

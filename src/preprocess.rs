@@ -295,7 +295,7 @@ mod tests {
         for t in taps(512, 256, 0..256) {
             let s: f64 = t.weights.iter().sum();
             assert!((s - 1.0).abs() < 1e-12);
-            assert_eq!(t.weights.len(), 4);
+            assert!((3..=4).contains(&t.weights.len())); // 4, or 3 where clamped at an edge
         }
     }
 

@@ -23,6 +23,11 @@ pub struct LearnOptions {
     pub lambda: Option<f64>,
     /// Skip images that cannot be decoded (reported) instead of failing.
     pub skip_bad: bool,
+    /// Read the source from its start even if the state already absorbed part of it.
+    pub relearn: bool,
+    /// Hand the state to the checkpoint callback after about this many samples
+    /// (rounded up to whole batches).
+    pub checkpoint_every: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -36,6 +41,8 @@ pub struct FitReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct LearnReport {
     pub source: String,
+    /// Records of this source absorbed by earlier runs and skipped now.
+    pub resumed_after: u64,
     pub samples: u64,
     pub skipped: Vec<String>,
     pub total_samples: f64,
@@ -110,23 +117,42 @@ impl Retrainer {
         })
     }
 
-    /// Streams `source` into the statistics, then refits the head. On error the state
-    /// file is untouched (the caller saves only on success).
+    /// Streams `source` into the statistics, then refits the head.
+    ///
+    /// Resuming: a source the state has already read from is continued after the records it
+    /// absorbed (unless `relearn`). Checkpoints: with `checkpoint_every`, after each batch
+    /// boundary past that many samples, the source's counts are brought up to date and
+    /// `checkpoint` gets the state, which then holds exactly the records read so far; the
+    /// head is refit only at the end. Without checkpoints nothing leaves this function
+    /// before success, so a failure leaves the state file as it was.
     pub fn learn(
         &mut self,
-        source: DataSource,
+        mut source: DataSource,
         options: &LearnOptions,
         mut progress: impl FnMut(usize),
+        mut checkpoint: impl FnMut(&State) -> Result<()>,
     ) -> Result<LearnReport> {
         let started = Instant::now();
         let source_id = source.id();
+        let resumed_after = if options.relearn {
+            0
+        } else {
+            self.state.consumed(&source_id)
+        };
+        source.skip_records(resumed_after as usize)?;
+        let every = options
+            .checkpoint_every
+            .map(|n| n.div_ceil(BATCH).max(1) * BATCH);
         let dim = self.extractor.dim();
         let mut batch = Vec::with_capacity(BATCH * dim);
         let mut batch_labels = Vec::with_capacity(BATCH);
         let mut feature = vec![0.0f32; dim];
         let (mut samples, mut skipped) = (0u64, Vec::new());
+        // Counts not yet recorded in the state, and samples since the last checkpoint.
+        let (mut consumed_pending, mut samples_pending, mut since_checkpoint) = (0u64, 0u64, 0);
         for (i, sample) in source.enumerate() {
-            progress(i + 1);
+            progress(resumed_after as usize + i + 1);
+            consumed_pending += 1;
             let sample = match sample {
                 Ok(s) => s,
                 Err(e @ Error::Image { .. }) if options.skip_bad => {
@@ -143,25 +169,35 @@ impl Retrainer {
             batch.extend_from_slice(&feature);
             batch_labels.push(self.state.stats.label_index(label));
             samples += 1;
+            samples_pending += 1;
             if batch_labels.len() == BATCH {
                 self.state
                     .stats
                     .accumulate(&batch, &batch_labels, &source_id)?;
                 batch.clear();
                 batch_labels.clear();
+                since_checkpoint += BATCH;
+                if every.is_some_and(|n| since_checkpoint >= n) {
+                    self.state
+                        .record_source(&source_id, consumed_pending, samples_pending);
+                    (consumed_pending, samples_pending, since_checkpoint) = (0, 0, 0);
+                    checkpoint(&self.state)?;
+                }
             }
         }
         self.state
             .stats
             .accumulate(&batch, &batch_labels, &source_id)?;
-        if samples == 0 {
+        self.state
+            .record_source(&source_id, consumed_pending, samples_pending);
+        if samples == 0 && resumed_after == 0 {
             return Err(Error::data(&source_id, "no usable samples"));
         }
-        self.state.record_source(&source_id, samples);
         let seconds_features = started.elapsed().as_secs_f64();
         let fit = self.fit(options.lambda)?;
         Ok(LearnReport {
             source: source_id,
+            resumed_after,
             samples,
             skipped,
             total_samples: self.state.stats.samples(),
@@ -269,6 +305,7 @@ pub fn fit_state(state: &mut State, lambda: Option<f64>) -> Result<FitReport> {
         stats.labels().to_vec(),
         lambda,
         source,
+        stats.samples(),
     ));
     Ok(FitReport {
         lambda,

@@ -27,10 +27,15 @@ pub const FORMAT_VERSION: u32 = 1;
 const HEADER_LEN: usize = 8 + 4 + 8;
 const CHECKSUM_LEN: usize = 32;
 
-/// How many samples a data source has contributed.
+/// How far a data source has been absorbed. Sources are read in a fixed order, so a later
+/// `learn` on the same source resumes after `consumed` records: nothing is skipped or counted
+/// twice, whether the earlier run finished or was killed after a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceRecord {
     pub id: String,
+    /// Records read from the source (absorbed or skipped as undecodable).
+    pub consumed: u64,
+    /// Samples folded into the statistics.
     pub samples: u64,
 }
 
@@ -64,15 +69,34 @@ impl State {
         }
     }
 
-    /// Adds `samples` to the count of source `id`.
-    pub fn record_source(&mut self, id: &str, samples: u64) {
+    /// Adds to the counts of source `id`.
+    pub fn record_source(&mut self, id: &str, consumed: u64, samples: u64) {
         match self.sources.iter_mut().find(|s| s.id == id) {
-            Some(s) => s.samples += samples,
+            Some(s) => {
+                s.consumed += consumed;
+                s.samples += samples;
+            }
             None => self.sources.push(SourceRecord {
                 id: id.into(),
+                consumed,
                 samples,
             }),
         }
+    }
+
+    /// Records of `id` already read by earlier runs.
+    pub fn consumed(&self, id: &str) -> u64 {
+        self.sources
+            .iter()
+            .find(|s| s.id == id)
+            .map_or(0, |s| s.consumed)
+    }
+
+    /// sha256 of the statistics alone (not the head or sources): equal digests mean
+    /// bit-identical G, B, counts and labels.
+    pub fn statistics_digest(&self) -> String {
+        let bytes = postcard::to_stdvec(&self.stats.to_record()).unwrap_or_default();
+        crate::backbone::hex(&Sha256::digest(&bytes))
     }
 
     /// Adds another state's statistics and source counts (same backbone required; `path`
@@ -81,7 +105,7 @@ impl State {
         other.check_backbone(&self.backbone, path)?;
         self.stats.merge(&other.stats)?;
         for s in &other.sources {
-            self.record_source(&s.id, s.samples);
+            self.record_source(&s.id, s.consumed, s.samples);
         }
         self.head = None;
         Ok(())
@@ -186,9 +210,30 @@ impl State {
     }
 }
 
+/// A file being written: what [`write_atomically_to`] needs from it.
+pub trait DurableWrite: Write {
+    /// Flushes the bytes to stable storage (fsync).
+    fn sync(&mut self) -> std::io::Result<()>;
+}
+
+impl DurableWrite for File {
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.sync_all()
+    }
+}
+
 /// Writes `bytes` to `path` so that a crash or an error leaves either the old or the new
 /// complete file: temporary file in the same folder, fsync, rename, fsync of the folder.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically_to(path, bytes, Ok)
+}
+
+/// [`write_atomically`] with the temporary file wrapped by `wrap` (tests inject a full disk).
+pub fn write_atomically_to<W: DurableWrite>(
+    path: &Path,
+    bytes: &[u8],
+    wrap: impl FnOnce(File) -> std::io::Result<W>,
+) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -211,14 +256,15 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
             ),
         }
     };
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(&tmp)
         .map_err(|e| fail(e, &tmp))?;
+    let mut file = wrap(file).map_err(|e| fail(e, &tmp))?;
     file.write_all(bytes)
-        .and_then(|_| file.sync_all())
+        .and_then(|_| file.sync())
         .map_err(|e| fail(e, &tmp))?;
     drop(file);
     std::fs::rename(&tmp, path).map_err(|e| fail(e, &tmp))?;
@@ -227,4 +273,42 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// An exclusive advisory lock that serialises writers of one state file, so that two
+/// processes learning into the same state cannot lose each other's update. It locks
+/// `<state>.lock` (never the state itself, which is replaced by rename) and is released when
+/// dropped or when the process dies. Readers need no lock: they always see a complete file.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
+}
+
+impl StateLock {
+    pub fn lock_path(state: &Path) -> PathBuf {
+        let mut name = state.file_name().unwrap_or_default().to_os_string();
+        name.push(".lock");
+        state.with_file_name(name)
+    }
+
+    /// Takes the lock, waiting for another writer if `wait`, else failing at once.
+    pub fn acquire(state: &Path, wait: bool) -> Result<Self> {
+        let path = Self::lock_path(state);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        if wait {
+            file.lock().map_err(|e| Error::io(&path, e))?;
+        } else {
+            file.try_lock().map_err(|e| match e {
+                std::fs::TryLockError::WouldBlock => Error::Locked { path: state.into() },
+                std::fs::TryLockError::Error(e) => Error::io(&path, e),
+            })?;
+        }
+        Ok(StateLock { _file: file })
+    }
 }

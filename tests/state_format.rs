@@ -22,7 +22,7 @@ fn sample_state() -> State {
     .map(|l| state.stats.label_index(l))
     .collect();
     state.stats.accumulate(&feats, &labels, "test").unwrap();
-    state.record_source("somewhere", 12);
+    state.record_source("somewhere", 12, 12);
     fit_state(&mut state, None).unwrap();
     state
 }
@@ -90,7 +90,7 @@ fn saving_over_an_existing_state_replaces_it_whole() {
     let path = dir.join("s.frs");
     let mut state = sample_state();
     state.save(&path).unwrap();
-    state.record_source("more", 1);
+    state.record_source("more", 1, 1);
     state.save(&path).unwrap();
     assert_eq!(State::load(&path).unwrap(), state);
 }
