@@ -95,6 +95,20 @@ impl Iterator for DataSource {
     }
 }
 
+/// Labels are free text (unicode, separators) but must be printable: no control characters,
+/// not empty, at most 256 bytes.
+pub fn check_label(label: &str, path: &Path) -> Result<()> {
+    if label.is_empty() || label.len() > 256 || label.chars().any(char::is_control) {
+        return Err(Error::data(
+            path,
+            format!(
+                "label {label:?} is not usable: labels must be 1 to 256 bytes without control characters"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn is_image_name(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
@@ -129,6 +143,7 @@ impl ImageFolder {
                 .and_then(|n| n.to_str())
                 .ok_or_else(|| Error::data(&class_dir, "folder name is not valid UTF-8"))?
                 .to_string();
+            check_label(&label, &class_dir)?;
             for file in read_dir(&class_dir)? {
                 if file.is_file() && is_image_name(&file) {
                     files.push((file, label.clone()));
@@ -266,6 +281,9 @@ impl IdxSource {
                     .collect();
                 if names.is_empty() {
                     return Err(Error::data(&p, "label names file is empty"));
+                }
+                for name in &names {
+                    check_label(name, &p)?;
                 }
                 Some(names)
             }

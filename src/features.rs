@@ -40,7 +40,9 @@ impl FeatureExtractor {
         self.preprocessor.tensor_into(pixels, &mut self.input);
         self.backbone.features_into(&self.input, out)?;
         if !out.iter().all(|v| v.is_finite()) {
-            return Err(Error::NonFiniteFeatures { what: what.into() });
+            return Err(Error::NonFiniteFeatures {
+                what: format!("{what} through {}", self.backbone.model_path().display()),
+            });
         }
         Ok(())
     }

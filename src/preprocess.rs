@@ -52,20 +52,22 @@ pub fn decode_image_bytes(bytes: &[u8], path: &Path) -> Result<Pixels> {
         .with_guessed_format()
         .map_err(|e| bad(e.to_string()))?;
     match reader.format() {
-        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => {}
+        Some(image::ImageFormat::Png) => {}
+        // The JPEG decoder fills a cut-off scan with grey instead of failing: check the end.
+        Some(image::ImageFormat::Jpeg) if !jpeg_is_complete(bytes) => {
+            return Err(bad("JPEG data is truncated (no end-of-image marker)".into()));
+        }
+        Some(image::ImageFormat::Jpeg) => {}
         _ => return Err(bad("not a PNG or JPEG file".into())),
     }
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(MAX_PIXELS * 8);
-    reader.limits(limits);
+    // Reading the header allocates nothing; the pixel cap is checked before any decoding.
+    reader.no_limits();
     let (w, h) = reader
         .into_dimensions()
         .map_err(|e| bad(format!("cannot read header: {e}")))?;
-    if (w as u64) * (h as u64) > MAX_PIXELS {
+    if (w as u64) * (h as u64) > MAX_PIXELS || w > MAX_SIDE || h > MAX_SIDE {
         return Err(bad(format!(
-            "{w}×{h} pixels is over the limit of {MAX_PIXELS}"
+            "{w}×{h} pixels is over the limit of {MAX_PIXELS} pixels ({MAX_SIDE} per side)"
         )));
     }
     if w == 0 || h == 0 {
@@ -75,6 +77,8 @@ pub fn decode_image_bytes(bytes: &[u8], path: &Path) -> Result<Pixels> {
         .with_guessed_format()
         .map_err(|e| bad(e.to_string()))?;
     let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_PIXELS * 8);
     reader.limits(limits);
     let img = reader.decode().map_err(|e| bad(e.to_string()))?;
@@ -89,6 +93,16 @@ pub fn decode_image_bytes(bytes: &[u8], path: &Path) -> Result<Pixels> {
     } else {
         Pixels::grey(width, height, img.into_luma8().into_raw())
     })
+}
+
+/// Whether a JPEG has its end-of-image marker after its last start-of-scan. Both markers are
+/// unambiguous: inside entropy-coded data every 0xFF byte is followed by 0x00.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_scan {
+        Some(pos) => bytes[pos..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => false,
+    }
 }
 
 /// One output sample's filter taps: the first input index and the normalised weights.

@@ -1,0 +1,413 @@
+//! The hostile-input corpus (tests/data/hostile/, made by scripts/make_hostile_corpus.py and
+//! scripts/make_hostile_states.sh): every relevant command on every file must exit with code
+//! 2 and a one-line message naming the file and the problem, never panic, and leave an
+//! existing state untouched. Unusual but valid images must be accepted.
+//! The messages are written to target/hostile-report.md (copied into docs/TRUST.md).
+
+mod common;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use common::{run, stderr};
+
+fn hostile(rel: &str) -> PathBuf {
+    common::data("hostile").join(rel)
+}
+
+fn files(rel: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(hostile(rel))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+struct Checker {
+    dir: PathBuf,
+    good: PathBuf,
+    good_bytes: Vec<u8>,
+    report: String,
+    cases: usize,
+}
+
+impl Checker {
+    /// Runs `args`; expects exit 2, one line naming `names` and containing `problem`,
+    /// and no change to the good state nor to `untouched`.
+    fn refuses(&mut self, args: &[&str], names: &str, problem: &str, untouched: Option<&Path>) {
+        let before = untouched.map(|p| std::fs::read(p).unwrap());
+        let out = run(&self.dir, args);
+        let err = stderr(&out);
+        let line = err.trim_end();
+        let shown = args.join(" ").replace(&*self.dir.to_string_lossy(), ".");
+        assert_eq!(out.status.code(), Some(2), "{shown}: {err}");
+        assert!(!err.contains("panicked"), "{shown}: {err}");
+        assert_eq!(line.lines().count(), 1, "{shown}: not one line: {err}");
+        assert!(
+            line.contains(names),
+            "{shown}: message does not name {names}: {line}"
+        );
+        assert!(
+            line.contains(problem),
+            "{shown}: expected '{problem}': {line}"
+        );
+        assert_eq!(
+            std::fs::read(&self.good).unwrap(),
+            self.good_bytes,
+            "{shown} changed the state"
+        );
+        if let (Some(p), Some(b)) = (untouched, before) {
+            assert_eq!(
+                std::fs::read(p).unwrap(),
+                b,
+                "{shown} changed {}",
+                p.display()
+            );
+        }
+        let root = common::root().to_string_lossy().to_string();
+        let _ = writeln!(
+            self.report,
+            "| `{}` | `{}` |",
+            shown.replace(&root, "").replace('|', "\\|"),
+            line.replace(&*self.dir.to_string_lossy(), ".")
+                .replace(&root, "")
+                .replace('|', "\\|")
+        );
+        self.cases += 1;
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn every_hostile_file_is_refused_clearly_and_changes_nothing() {
+    let dir = common::temp_dir("hostile");
+    let tiny = common::data("models/tiny_cnn.onnx");
+    let subset = common::root().join("data/fashion-mnist/train-images-idx3-ubyte.gz");
+    let good = dir.join("good.frs");
+    let out = run(
+        &dir,
+        &[
+            "learn",
+            "--state",
+            s(&good),
+            "--model",
+            s(&tiny),
+            "--data",
+            s(&subset),
+            "--limit",
+            "100",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut c = Checker {
+        good_bytes: std::fs::read(&good).unwrap(),
+        good: good.clone(),
+        dir: dir.clone(),
+        report: String::from("| command | message |\n|---|---|\n"),
+        cases: 0,
+    };
+    let good_s = good.to_str().unwrap().to_string();
+    let one_photo = hostile("images/ok/rgba.png");
+
+    // Images: predict, and learn from a folder holding only that image.
+    let image_problems = [
+        ("corrupt.png", "cannot read image"),
+        ("corrupt.jpg", "cannot read image"),
+        ("truncated.png", "cannot read image"),
+        ("truncated.jpg", "cannot read image"),
+        ("zero_bytes.png", "file is empty"),
+        ("bomb_60000x60000.png", "over the limit"),
+        ("text_named.jpg", "not a PNG or JPEG"),
+        ("gif_named.png", "not a PNG or JPEG"),
+    ];
+    assert_eq!(
+        files("images/bad").len(),
+        image_problems.len(),
+        "every bad image has a case"
+    );
+    for (name, problem) in image_problems {
+        let file = hostile("images/bad").join(name);
+        c.refuses(
+            &["predict", "--state", &good_s, s(&file)],
+            name,
+            problem,
+            None,
+        );
+        let folder = dir.join(format!("folder-{name}"));
+        std::fs::create_dir_all(folder.join("x")).unwrap();
+        std::fs::copy(&file, folder.join("x").join(name)).unwrap();
+        c.refuses(
+            &["learn", "--state", &good_s, "--data", s(&folder)],
+            name,
+            problem,
+            None,
+        );
+    }
+
+    // States: every command that reads one.
+    let state_problems = [
+        ("bit_flipped.frs", "checksum mismatch"),
+        ("future_version.frs", "upgrade fastretrain"),
+        ("not_a_state.frs", "bad magic"),
+        ("other_backbone.frs", "another backbone"),
+        ("trailing_garbage.frs", "unexpected bytes after the end"),
+        ("truncated.frs", "truncated"),
+        ("zero_bytes.frs", "bad magic"),
+    ];
+    assert_eq!(
+        files("states").len(),
+        state_problems.len(),
+        "every state has a case"
+    );
+    for (name, problem) in state_problems {
+        let original = hostile("states").join(name);
+        let copy = dir.join(name);
+        std::fs::copy(&original, &copy).unwrap();
+        let fit_problem = if name == "other_backbone.frs" {
+            ""
+        } else {
+            problem
+        };
+        let learn_args = [
+            "learn",
+            "--state",
+            s(&copy),
+            "--model",
+            s(&tiny),
+            "--data",
+            s(&subset),
+            "--limit",
+            "10",
+        ];
+        c.refuses(&learn_args, name, problem, Some(&copy));
+        c.refuses(
+            &[
+                "predict",
+                "--state",
+                s(&copy),
+                "--model",
+                s(&tiny),
+                s(&one_photo),
+            ],
+            name,
+            problem,
+            Some(&copy),
+        );
+        c.refuses(
+            &[
+                "eval",
+                "--state",
+                s(&copy),
+                "--model",
+                s(&tiny),
+                "--data",
+                s(&subset),
+                "--limit",
+                "10",
+            ],
+            name,
+            problem,
+            Some(&copy),
+        );
+        if name != "other_backbone.frs" {
+            c.refuses(&["info", "--state", s(&copy)], name, problem, Some(&copy));
+            c.refuses(
+                &["fit", "--state", s(&copy)],
+                name,
+                fit_problem,
+                Some(&copy),
+            );
+        }
+        c.refuses(
+            &[
+                "merge",
+                "--out",
+                s(&dir.join("merged.frs")),
+                &good_s,
+                s(&copy),
+            ],
+            name,
+            problem,
+            Some(&copy),
+        );
+    }
+
+    // IDX files with lying headers.
+    let idx_problems = [
+        (
+            "count_mismatch",
+            "holds 4 labels but the images file holds 3",
+        ),
+        ("empty", "not an IDX file"),
+        ("huge_dims", "not plausible"),
+        ("label_out_of_range", "label 200 but only 10 names"),
+        ("lying_count", "ends after 3 of 100 images"),
+        ("truncated_gzip", "images"),
+        ("wrong_magic", "not an IDX file"),
+    ];
+    assert_eq!(
+        files("idx").len(),
+        2 * idx_problems.len(),
+        "every IDX pair has a case"
+    );
+    let names10 = common::root().join("data/fashion-mnist/labels.txt");
+    for (stem, problem) in idx_problems {
+        let images = files("idx")
+            .into_iter()
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with(&format!("{stem}-images"))
+            })
+            .unwrap();
+        let name = images.file_name().unwrap().to_str().unwrap().to_string();
+        let names_arg = ["--label-names", s(&names10)];
+        let mut args = vec!["learn", "--state", &good_s, "--data", s(&images)];
+        args.extend(names_arg);
+        // The message names the images or the labels file, whichever is at fault.
+        let _ = name;
+        c.refuses(&args, stem, problem, None);
+    }
+
+    // Label names.
+    let bad_names = hostile("labels/control_chars.txt");
+    c.refuses(
+        &[
+            "learn",
+            "--state",
+            &good_s,
+            "--data",
+            s(&subset),
+            "--label-names",
+            s(&bad_names),
+        ],
+        "control_chars.txt",
+        "control characters",
+        None,
+    );
+    let empty_names = hostile("labels/empty.txt");
+    c.refuses(
+        &[
+            "learn",
+            "--state",
+            &good_s,
+            "--data",
+            s(&subset),
+            "--label-names",
+            s(&empty_names),
+        ],
+        "empty.txt",
+        "is empty",
+        None,
+    );
+
+    // Models (learning into a new state, which must not appear).
+    let new_state = dir.join("new.frs");
+    for (model, problem) in [
+        (common::data("models/tiny_nohead.onnx"), "no dense head"),
+        (common::data("models/tiny_nan.onnx"), "NaN"),
+        (hostile("models/not_onnx.onnx"), "not a usable ONNX model"),
+        (hostile("models/truncated.onnx"), "not a usable ONNX model"),
+        (hostile("models/bad_spec.onnx"), "bad model spec"),
+        (hostile("models/broken_spec_json.onnx"), "bad model spec"),
+    ] {
+        let name = model.file_stem().unwrap().to_str().unwrap().to_string();
+        c.refuses(
+            &[
+                "learn",
+                "--state",
+                s(&new_state),
+                "--model",
+                s(&model),
+                "--data",
+                s(&subset),
+                "--limit",
+                "10",
+            ],
+            &name,
+            problem,
+            None,
+        );
+        assert!(!new_state.exists(), "{name}: a state was written");
+    }
+
+    assert!(c.cases >= 60, "{} cases", c.cases);
+    std::fs::write(common::root().join("target/hostile-report.md"), &c.report).unwrap();
+}
+
+#[test]
+fn unusual_but_valid_images_and_labels_are_accepted() {
+    let dir = common::temp_dir("hostile-ok");
+    let tiny = common::data("models/tiny_cnn.onnx");
+    let folder = dir.join("ok");
+    let ok_files = files("images/ok");
+    for f in &ok_files {
+        std::fs::create_dir_all(folder.join("Straße ✓")).unwrap();
+        std::fs::copy(f, folder.join("Straße ✓").join(f.file_name().unwrap())).unwrap();
+    }
+    let state = dir.join("ok.frs");
+    let out = run(
+        &dir,
+        &[
+            "learn",
+            "--state",
+            s(&state),
+            "--model",
+            s(&tiny),
+            "--data",
+            s(&folder),
+            "--lambda",
+            "1",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&common::stdout(&out)).unwrap();
+    assert_eq!(report["samples"].as_u64().unwrap() as usize, ok_files.len());
+    assert_eq!(report["labels"][0], "Straße ✓");
+    for f in &ok_files {
+        let out = run(&dir, &["predict", "--state", s(&state), s(f)]);
+        assert!(out.status.success(), "{}: {}", f.display(), stderr(&out));
+    }
+
+    // Label names with odd unicode and path separators are just text.
+    let names = hostile("labels/unicode_and_separators.txt");
+    let subset = common::root().join("data/fashion-mnist/train-images-idx3-ubyte.gz");
+    let state = dir.join("unicode.frs");
+    let out = run(
+        &dir,
+        &[
+            "learn",
+            "--state",
+            s(&state),
+            "--model",
+            s(&tiny),
+            "--data",
+            s(&subset),
+            "--limit",
+            "200",
+            "--label-names",
+            s(&names),
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&common::stdout(&out)).unwrap();
+    let labels: Vec<&str> = report["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        labels.contains(&"T-shirt/top")
+            && labels.contains(&"Trouser\\pants")
+            && labels.contains(&"Pull\u{202e}over")
+    );
+}
