@@ -1,0 +1,116 @@
+//! Crash test: `learn --checkpoint-every 64` on real data (the shipped Fashion-MNIST subset)
+//! is killed with SIGKILL at random moments. After every kill the state must load with a good
+//! checksum; re-running resumes, and when a run completes its statistics must be bit-identical
+//! to an uninterrupted run's. CI runs a short version; `scripts/crash-test.sh` the long one
+//! (CRASH_KILLS=1000). Model: CRASH_MODEL (default the tiny test CNN, so that a thousand runs
+//! take minutes; `models/mobilenetv2.onnx` works too, with CRASH_LIMIT to keep runs short).
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fastretrain::state::State;
+
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+#[test]
+fn killed_learning_always_leaves_a_loadable_state_and_resumes_exactly() {
+    let kills_wanted: u64 = env_or("CRASH_KILLS", "24").parse().unwrap();
+    let model = std::env::var("CRASH_MODEL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| common::data("models/tiny_cnn.onnx"));
+    let limit = env_or("CRASH_LIMIT", "2000");
+    let data = common::root().join("data/fashion-mnist/train-images-idx3-ubyte.gz");
+    let dir = common::temp_dir("crash");
+    let learn = |state: &std::path::Path| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fastretrain"));
+        cmd.args([
+            "learn",
+            "--checkpoint-every",
+            "64",
+            "--limit",
+            &limit,
+            "--state",
+        ])
+        .arg(state)
+        .arg("--model")
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        cmd
+    };
+
+    let reference = dir.join("reference.frs");
+    let started = Instant::now();
+    let out = learn(&reference).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run_time = started.elapsed();
+    let expected = State::load(&reference).unwrap();
+    let expected_digest = expected.statistics_digest();
+
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ std::process::id() as u64);
+    let (mut kills, mut rounds, mut exact, mut checked) = (0u64, 0u64, 0u64, 0u64);
+    let state = dir.join("crash.frs");
+    while kills < kills_wanted {
+        let _ = std::fs::remove_file(&state);
+        rounds += 1;
+        loop {
+            let mut child = learn(&state).spawn().unwrap();
+            // Kill somewhere in [0, 1.2 × an uninterrupted run]: some runs finish first.
+            let wait = Duration::from_micros(rng.below(run_time.as_micros() as u64 * 6 / 5));
+            std::thread::sleep(wait);
+            let finished = child.try_wait().unwrap().is_some();
+            if !finished {
+                child.kill().unwrap(); // SIGKILL
+                kills += 1;
+            }
+            let status = child.wait().unwrap();
+            if state.exists() {
+                let loaded = State::load(&state)
+                    .unwrap_or_else(|e| panic!("after kill {kills}: state does not load: {e}"));
+                checked += 1;
+                let consumed = loaded.sources.first().map_or(0, |s| s.consumed);
+                assert_eq!(loaded.stats.samples() as u64, consumed, "counts disagree");
+                assert!(consumed % 64 == 0 || consumed == expected.stats.samples() as u64);
+            }
+            if finished {
+                assert!(status.success());
+                let done = State::load(&state).unwrap();
+                assert_eq!(
+                    done.statistics_digest(),
+                    expected_digest,
+                    "round {rounds}: resumed statistics differ"
+                );
+                assert_eq!(done.sources, expected.sources);
+                exact += 1;
+                break;
+            }
+        }
+    }
+    eprintln!(
+        "crash test: {kills} SIGKILLs over {rounds} rounds; {checked} states after kills checked, \
+         0 corrupt; {exact} completed rounds bit-identical to the uninterrupted run"
+    );
+}
