@@ -9,34 +9,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::spec::{Layout, ModelSpec};
-
-/// What identifies a backbone for a state: the model file's bytes and the tensor read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fingerprint {
-    /// sha256 of the ONNX file, hex.
-    pub model_sha256: String,
-    pub feature_tensor: String,
-    pub feature_dim: usize,
-}
-
-impl std::fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "sha256 {}…, tensor '{}', {} features",
-            &self.model_sha256[..12.min(self.model_sha256.len())],
-            self.feature_tensor,
-            self.feature_dim
-        )
-    }
-}
+pub use crate::state::Fingerprint;
+use crate::state::hex;
 
 /// The model's own final dense layer, as found in the graph.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,8 +215,4 @@ impl Backbone {
         out.iter_mut().zip(view.iter()).for_each(|(o, v)| *o = *v);
         Ok(())
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -379,7 +379,7 @@ fn learn(a: LearnArgs) -> Result<bool> {
 fn fit(a: FitArgs) -> Result<bool> {
     let _lock = lock_state(&a.state, a.no_wait)?;
     let mut state = State::load(&a.state)?;
-    let report = fastretrain::retrainer::fit_state(&mut state, a.lambda)?;
+    let report = state.fit(a.lambda)?;
     state.save(&a.state)?;
     if a.json {
         print_json(&report)?;
@@ -448,7 +448,7 @@ fn eval(a: EvalArgs) -> Result<bool> {
 struct InfoReport<'a> {
     format_version: u32,
     model_path: String,
-    backbone: &'a fastretrain::backbone::Fingerprint,
+    backbone: &'a fastretrain::state::Fingerprint,
     samples: f64,
     statistics_sha256: String,
     labels: Vec<(String, f64)>,
@@ -529,7 +529,7 @@ fn merge(a: MergeArgs) -> Result<bool> {
     for (path, state) in a.inputs.iter().skip(1).zip(states) {
         merged.merge(&state?, path)?;
     }
-    let report = fastretrain::retrainer::fit_state(&mut merged, a.lambda)?;
+    let report = merged.fit(a.lambda)?;
     merged.save(&a.out)?;
     if a.json {
         print_json(&report)?;

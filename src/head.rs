@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::solver::LambdaSearch;
 
 /// How λ was chosen for the current head.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -26,6 +27,14 @@ pub struct Head {
     /// Samples in the statistics when this head was solved (less than the state's count
     /// after a checkpoint: run `fit`).
     pub fitted_samples: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FitReport {
+    pub lambda: f64,
+    pub lambda_source: LambdaSource,
+    pub gcv: Option<LambdaSearch>,
+    pub seconds: f64,
 }
 
 /// One ranked label.

@@ -6,12 +6,15 @@
 //! ([`state`]). [`retrainer`] ties the chain together; the `fastretrain` binary is a thin CLI
 //! over it.
 
+#[cfg(feature = "backbone")]
 pub mod backbone;
 pub mod data;
 pub mod error;
+#[cfg(feature = "backbone")]
 pub mod features;
 pub mod head;
 pub mod preprocess;
+#[cfg(feature = "backbone")]
 pub mod retrainer;
 pub mod solver;
 pub mod spec;

@@ -10,8 +10,7 @@ use crate::backbone::Backbone;
 use crate::data::DataSource;
 use crate::error::{Error, Result};
 use crate::features::FeatureExtractor;
-use crate::head::{Head, LambdaSource, Scored, argmax};
-use crate::solver::{LambdaSearch, default_lambda_grid};
+use crate::head::{FitReport, Head, Scored, argmax};
 use crate::state::State;
 
 /// Samples folded into the Gram matrix per rank-k update.
@@ -28,14 +27,6 @@ pub struct LearnOptions {
     /// Hand the state to the checkpoint callback after about this many samples
     /// (rounded up to whole batches).
     pub checkpoint_every: Option<usize>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct FitReport {
-    pub lambda: f64,
-    pub lambda_source: LambdaSource,
-    pub gcv: Option<LambdaSearch>,
-    pub seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -210,7 +201,7 @@ impl Retrainer {
 
     /// Re-solves the head from the statistics: at `lambda`, or at the GCV choice.
     pub fn fit(&mut self, lambda: Option<f64>) -> Result<FitReport> {
-        fit_state(&mut self.state, lambda)
+        self.state.fit(lambda)
     }
 
     /// Accuracy, per-class accuracy and confusion matrix on a labelled source.
@@ -285,32 +276,4 @@ impl Retrainer {
             top: self.head()?.top_k(&feature, k)?,
         })
     }
-}
-
-/// Re-solves a state's head from its statistics (no backbone needed): at `lambda`, or at the
-/// λ that generalised cross-validation picks from the default grid.
-pub fn fit_state(state: &mut State, lambda: Option<f64>) -> Result<FitReport> {
-    let started = Instant::now();
-    let stats = &state.stats;
-    let (lambda, source, gcv) = match lambda {
-        Some(l) => (l, LambdaSource::Fixed, None),
-        None => {
-            let search = stats.gcv(&default_lambda_grid())?;
-            (search.best, LambdaSource::Gcv, Some(search))
-        }
-    };
-    let solution = stats.solve(lambda)?;
-    state.head = Some(Head::from_solution(
-        solution.as_ref(),
-        stats.labels().to_vec(),
-        lambda,
-        source,
-        stats.samples(),
-    ));
-    Ok(FitReport {
-        lambda,
-        lambda_source: source,
-        gcv,
-        seconds: started.elapsed().as_secs_f64(),
-    })
 }

@@ -17,10 +17,30 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::backbone::Fingerprint;
 use crate::error::{Error, Result};
-use crate::head::Head;
-use crate::solver::{GramRecord, GramStats};
+use crate::head::{FitReport, Head, LambdaSource};
+use crate::solver::{GramRecord, GramStats, default_lambda_grid};
+
+/// What identifies a backbone for a state: the model file's bytes and the tensor read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// sha256 of the ONNX file, hex.
+    pub model_sha256: String,
+    pub feature_tensor: String,
+    pub feature_dim: usize,
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sha256 {}…, tensor '{}', {} features",
+            &self.model_sha256[..12.min(self.model_sha256.len())],
+            self.feature_tensor,
+            self.feature_dim
+        )
+    }
+}
 
 pub const MAGIC: [u8; 8] = *b"FRSTATE\0";
 pub const FORMAT_VERSION: u32 = 1;
@@ -96,7 +116,35 @@ impl State {
     /// bit-identical G, B, counts and labels.
     pub fn statistics_digest(&self) -> String {
         let bytes = postcard::to_stdvec(&self.stats.to_record()).unwrap_or_default();
-        crate::backbone::hex(&Sha256::digest(&bytes))
+        hex(&Sha256::digest(&bytes))
+    }
+
+    /// Re-solves the head from the statistics (no backbone needed): at `lambda`, or at the
+    /// λ that generalised cross-validation picks from the default grid.
+    pub fn fit(&mut self, lambda: Option<f64>) -> Result<FitReport> {
+        let started = std::time::Instant::now();
+        let stats = &self.stats;
+        let (lambda, source, gcv) = match lambda {
+            Some(l) => (l, LambdaSource::Fixed, None),
+            None => {
+                let search = stats.gcv(&default_lambda_grid())?;
+                (search.best, LambdaSource::Gcv, Some(search))
+            }
+        };
+        let solution = stats.solve(lambda)?;
+        self.head = Some(Head::from_solution(
+            solution.as_ref(),
+            stats.labels().to_vec(),
+            lambda,
+            source,
+            stats.samples(),
+        ));
+        Ok(FitReport {
+            lambda,
+            lambda_source: source,
+            gcv,
+            seconds: started.elapsed().as_secs_f64(),
+        })
     }
 
     /// Adds another state's statistics and source counts (same backbone required; `path`
@@ -178,8 +226,19 @@ impl State {
         if Sha256::digest(&bytes[..end]).as_slice() != &bytes[end..] {
             return Err(corrupt("checksum mismatch"));
         }
-        let payload: Payload = postcard::from_bytes(&bytes[HEADER_LEN..end])
-            .map_err(|e| corrupt(&format!("cannot decode: {e}")))?;
+        Self::from_payload(&bytes[HEADER_LEN..end], path)
+    }
+
+    /// Decodes and validates the payload alone (no header, no checksum). Public so that the
+    /// fuzz targets reach the decoder behind the checksum.
+    #[doc(hidden)]
+    pub fn from_payload(payload: &[u8], path: &Path) -> Result<Self> {
+        let corrupt = |reason: &str| Error::CorruptState {
+            path: path.into(),
+            reason: reason.into(),
+        };
+        let payload: Payload =
+            postcard::from_bytes(payload).map_err(|e| corrupt(&format!("cannot decode: {e}")))?;
         if payload.stats.dim != payload.backbone.feature_dim {
             return Err(corrupt("statistics dimension differs from the backbone's"));
         }
@@ -311,4 +370,8 @@ impl StateLock {
         }
         Ok(StateLock { _file: file })
     }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

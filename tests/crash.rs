@@ -93,7 +93,7 @@ fn killed_learning_always_leaves_a_loadable_state_and_resumes_exactly() {
                 checked += 1;
                 let consumed = loaded.sources.first().map_or(0, |s| s.consumed);
                 assert_eq!(loaded.stats.samples() as u64, consumed, "counts disagree");
-                assert!(consumed % 64 == 0 || consumed == expected.stats.samples() as u64);
+                assert!(consumed.is_multiple_of(64) || consumed == expected.stats.samples() as u64);
             }
             if finished {
                 assert!(status.success());

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::Command;
 
 use common::{run, stderr};
-use fastretrain::backbone::Fingerprint;
+use fastretrain::state::Fingerprint;
 use fastretrain::state::{DurableWrite, State, StateLock, write_atomically_to};
 
 /// A file that reports ENOSPC once `budget` bytes have been written.

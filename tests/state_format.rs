@@ -2,9 +2,8 @@
 
 mod common;
 
-use fastretrain::backbone::Fingerprint;
 use fastretrain::error::Error;
-use fastretrain::retrainer::fit_state;
+use fastretrain::state::Fingerprint;
 use fastretrain::state::{FORMAT_VERSION, State};
 
 fn sample_state() -> State {
@@ -23,7 +22,7 @@ fn sample_state() -> State {
     .collect();
     state.stats.accumulate(&feats, &labels, "test").unwrap();
     state.record_source("somewhere", 12, 12);
-    fit_state(&mut state, None).unwrap();
+    state.fit(None).unwrap();
     state
 }
 
