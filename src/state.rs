@@ -1,14 +1,27 @@
 //! The persisted state of one adapted model: which backbone it belongs to, the Gram
-//! statistics, the labels, and the solved head.
+//! statistics, the labels, how far each data source has been read, and the solved head.
 //!
 //! File layout (all integers little endian):
 //! `magic "FRSTATE\0" | format version u32 | payload length u64 | payload (postcard) | sha256`
 //! where the sha256 covers everything before it.
 //!
-//! Writes are atomic: the bytes go to a temporary file in the same folder, which is fsynced,
-//! renamed over the target, and the folder is fsynced. A crash at any instant therefore leaves
-//! either the old complete file or the new complete file, never a mix; a failed write (full
-//! disk, read-only folder) leaves the old file untouched and removes the temporary one.
+//! # What is written when, and why a crash cannot corrupt a state
+//! - The state file is only ever replaced whole, by [`write_atomically`]: the new bytes go to a
+//!   temporary file in the same folder, which is fsynced, then renamed over the state (an
+//!   atomic replace on POSIX file systems), then the folder is fsynced so the rename survives
+//!   a power cut. A crash before the rename leaves the old file (and a stray temporary file,
+//!   never read); after it, the new one. A failed write (full disk, read-only folder) removes
+//!   the temporary file and leaves the old state untouched.
+//! - `learn` writes at the end, and with `--checkpoint-every N` also after each batch boundary
+//!   past N samples. Each write holds statistics and per-source read counts that agree: the
+//!   records counted as read are exactly the ones folded into G and B. A later `learn` on the
+//!   same source skips those records, so a killed run resumes without skipping or counting
+//!   twice; at batch-aligned checkpoints the result is bit-identical to an uninterrupted run.
+//! - Loading checks magic, version, length and checksum before decoding, then every size and
+//!   value; a damaged file is an error, never a panic, and is never overwritten by a failed
+//!   command.
+//! - Writers (`learn`, `fit`, `merge`) hold [`StateLock`] for their whole read-modify-write,
+//!   so concurrent writers queue instead of losing each other's update. Readers need no lock.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
