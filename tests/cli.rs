@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{run, stderr, stdout};
+use common::{json_of, run, stderr, stdout};
 use fastretrain::state::State;
 
 /// root/<x|y>/*.png from the shipped photos: the first four are "x", the rest "y".
@@ -37,11 +37,6 @@ fn assert_error(out: &std::process::Output, needle: &str) {
     assert!(err.starts_with("error: "), "stderr: {err}");
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     assert!(err.contains(needle), "expected '{needle}' in: {err}");
-}
-
-fn json_of(out: &std::process::Output) -> serde_json::Value {
-    assert!(out.status.success(), "stderr: {}", stderr(out));
-    serde_json::from_str(&stdout(out)).expect("JSON on stdout")
 }
 
 #[test]

@@ -367,8 +367,7 @@ fn unusual_but_valid_images_and_labels_are_accepted() {
             "--json",
         ],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_str(&common::stdout(&out)).unwrap();
+    let report = common::json_of(&out);
     assert_eq!(report["samples"].as_u64().unwrap() as usize, ok_files.len());
     assert_eq!(report["labels"][0], "Straße ✓");
     for f in &ok_files {
@@ -397,8 +396,7 @@ fn unusual_but_valid_images_and_labels_are_accepted() {
             "--json",
         ],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_str(&common::stdout(&out)).unwrap();
+    let report = common::json_of(&out);
     let labels: Vec<&str> = report["labels"]
         .as_array()
         .unwrap()

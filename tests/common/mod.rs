@@ -59,3 +59,9 @@ pub fn relative_error(a: &[f64], b: &[f64]) -> f64 {
     let norm: f64 = b.iter().map(|y| y * y).sum();
     (diff / norm).sqrt()
 }
+
+/// The JSON a successful command printed.
+pub fn json_of(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "stderr: {}", stderr(out));
+    serde_json::from_str(&stdout(out)).expect("JSON on stdout")
+}
