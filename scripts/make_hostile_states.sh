@@ -25,6 +25,10 @@ open(f"{out}/future_version.frs", "wb").write(bytes(future))
 open(f"{out}/zero_bytes.frs", "wb").write(b"")
 open(f"{out}/not_a_state.frs", "wb").write(b"FRSTATE? no, just some text\n")
 open(f"{out}/trailing_garbage.frs", "wb").write(good + b"\0\0\0\0")
+# Found by cargo-fuzz: a payload length so large that adding the header overflowed.
+huge = bytearray(good[:52])
+huge[12:20] = struct.pack("<Q", 2**64 - 40)
+open(f"{out}/fuzz_huge_length.frs", "wb").write(bytes(huge))
 PY
 rm -f "$OUT"/*.lock
 echo "wrote $OUT"

@@ -228,7 +228,11 @@ impl State {
             return Err(corrupt("format version 0 does not exist"));
         }
         let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
-        let expected = (HEADER_LEN + CHECKSUM_LEN) as u64 + len;
+        // A damaged length can be anything: no arithmetic on it may overflow (found by fuzzing).
+        let expected = len.checked_add((HEADER_LEN + CHECKSUM_LEN) as u64);
+        let Some(expected) = expected else {
+            return Err(corrupt("file is truncated (impossible payload length)"));
+        };
         if (bytes.len() as u64) < expected {
             return Err(corrupt("file is truncated"));
         }

@@ -152,6 +152,7 @@ fn every_hostile_file_is_refused_clearly_and_changes_nothing() {
     let state_problems = [
         ("bit_flipped.frs", "checksum mismatch"),
         ("future_version.frs", "upgrade fastretrain"),
+        ("fuzz_huge_length.frs", "truncated"),
         ("not_a_state.frs", "bad magic"),
         ("other_backbone.frs", "another backbone"),
         ("trailing_garbage.frs", "unexpected bytes after the end"),

@@ -93,3 +93,16 @@ fn saving_over_an_existing_state_replaces_it_whole() {
     state.save(&path).unwrap();
     assert_eq!(State::load(&path).unwrap(), state);
 }
+
+#[test]
+fn a_huge_payload_length_is_refused_not_overflowed() {
+    // Regression: found by cargo-fuzz (fuzz/artifacts/state), `len + 52` overflowed.
+    for len in [u64::MAX, u64::MAX - 51, u64::MAX - 52, u64::MAX / 2] {
+        let mut bytes = sample_state().to_bytes().unwrap();
+        bytes[12..20].copy_from_slice(&len.to_le_bytes());
+        assert!(matches!(
+            State::from_bytes(&bytes, "huge.frs".as_ref()),
+            Err(Error::CorruptState { .. })
+        ));
+    }
+}
