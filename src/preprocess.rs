@@ -2,7 +2,7 @@
 //! says. Resizing reproduces PIL's antialiased BILINEAR filter evaluated in float (the
 //! reference in `scripts/reference.py`), so features can be checked against onnxruntime's.
 
-use std::io::{BufReader, Cursor};
+use std::io::Cursor;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -48,9 +48,13 @@ pub fn decode_image_bytes(bytes: &[u8], path: &Path) -> Result<Pixels> {
     if bytes.is_empty() {
         return Err(bad("file is empty".into()));
     }
-    let mut reader = image::ImageReader::new(BufReader::new(Cursor::new(bytes)))
-        .with_guessed_format()
-        .map_err(|e| bad(e.to_string()))?;
+    // Format sniffing reads from memory; a reader is cheap to make twice.
+    let open = || {
+        image::ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| bad(e.to_string()))
+    };
+    let mut reader = open()?;
     match reader.format() {
         Some(image::ImageFormat::Png) => {}
         // The JPEG decoder fills a cut-off scan with grey instead of failing: check the end.
@@ -73,9 +77,7 @@ pub fn decode_image_bytes(bytes: &[u8], path: &Path) -> Result<Pixels> {
     if w == 0 || h == 0 {
         return Err(bad("image has no pixels".into()));
     }
-    let mut reader = image::ImageReader::new(BufReader::new(Cursor::new(bytes)))
-        .with_guessed_format()
-        .map_err(|e| bad(e.to_string()))?;
+    let mut reader = open()?;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);

@@ -206,10 +206,7 @@ impl State {
 
     /// Decodes and verifies a state; `path` is only used in messages.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
-        let corrupt = |reason: &str| Error::CorruptState {
-            path: path.into(),
-            reason: reason.into(),
-        };
+        let corrupt = |reason: &str| corrupt_state(path, reason);
         if bytes.len() < 8 || bytes[..8] != MAGIC {
             return Err(corrupt("not a fastretrain state file (bad magic bytes)"));
         }
@@ -250,10 +247,7 @@ impl State {
     /// fuzz targets reach the decoder behind the checksum.
     #[doc(hidden)]
     pub fn from_payload(payload: &[u8], path: &Path) -> Result<Self> {
-        let corrupt = |reason: &str| Error::CorruptState {
-            path: path.into(),
-            reason: reason.into(),
-        };
+        let corrupt = |reason: &str| corrupt_state(path, reason);
         let payload: Payload =
             postcard::from_bytes(payload).map_err(|e| corrupt(&format!("cannot decode: {e}")))?;
         if payload.stats.dim != payload.backbone.feature_dim {
@@ -283,6 +277,13 @@ impl State {
     /// Writes the state atomically (see the module docs).
     pub fn save(&self, path: &Path) -> Result<()> {
         write_atomically(path, &self.to_bytes()?)
+    }
+}
+
+fn corrupt_state(path: &Path, reason: &str) -> Error {
+    Error::CorruptState {
+        path: path.into(),
+        reason: reason.into(),
     }
 }
 
