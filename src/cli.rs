@@ -11,8 +11,14 @@ use serde::Serialize;
 
 use fastretrain::backbone::{self, Backbone};
 use fastretrain::data::{DataOptions, DataSource};
-use fastretrain::retrainer::{EvalReport, LearnOptions, LearnReport, Retrainer};
+use fastretrain::evaluation::{EvalReport, evaluate_features};
+use fastretrain::features::{ExtractReport, FeatureExtractor, extract_to_store};
+use fastretrain::fitting::{self, FitOptions, Method, parse_widths};
+use fastretrain::head::Activation;
+use fastretrain::recompute::RecomputeOptions;
+use fastretrain::retrainer::{LearnOptions, LearnReport, Retrainer};
 use fastretrain::state::{State, StateLock};
+use fastretrain::store::{FeatureBatches, FeatureStore, Precision, StoreWriter};
 
 const DEFAULT_MODEL: &str = "models/mobilenetv2.onnx";
 const DEFAULT_DEMO_DATA: &str = "data/fashion-mnist";
@@ -48,8 +54,15 @@ enum Command {
     Eval(EvalArgs),
     /// What a state holds.
     Info(InfoArgs),
+    /// Remove samples from a state's statistics (exact unlearning), then refit.
+    Forget(ForgetArgs),
     /// Add up the statistics of several states (same backbone) into one, then refit.
     Merge(MergeArgs),
+    /// Write a data set's features to a feature store (f16 by default), resuming after the
+    /// records the store already holds.
+    Extract(ExtractArgs),
+    /// Copy a feature store with another precision (f16 ↔ f32).
+    Convert(ConvertArgs),
     /// Learn + eval on the shipped model and Fashion-MNIST subset, with timings.
     Demo(DemoArgs),
 }
@@ -58,7 +71,7 @@ enum Command {
 struct DataArgs {
     /// Image folder (root/<label>/*.png|jpg) or IDX images file.
     #[arg(long)]
-    data: PathBuf,
+    data: Option<PathBuf>,
     /// IDX labels file (default: the images file name with images-idx3 → labels-idx1).
     #[arg(long)]
     labels: Option<PathBuf>,
@@ -71,15 +84,26 @@ struct DataArgs {
 }
 
 impl DataArgs {
+    /// The data source; `--data` is required.
     fn open(&self) -> Result<DataSource> {
-        Ok(DataSource::open(
-            &self.data,
+        self.open_optional()?
+            .context("--data is required: an image folder or an IDX images file")
+    }
+
+    /// The data source, or None when `--data` was left out (for commands that also take
+    /// `--store`).
+    fn open_optional(&self) -> Result<Option<DataSource>> {
+        let Some(data) = &self.data else {
+            return Ok(None);
+        };
+        Ok(Some(DataSource::open(
+            data,
             &DataOptions {
                 idx_labels: self.labels.clone(),
                 label_names: self.label_names.clone(),
                 limit: self.limit,
             },
-        )?)
+        )?))
     }
 }
 
@@ -116,6 +140,10 @@ struct LearnArgs {
     /// (a later `learn` on the same data resumes). Default: save only at the end.
     #[arg(long, value_name = "N")]
     checkpoint_every: Option<usize>,
+    /// Forgetting factor μ in (0, 1] for drift: before each batch of 64 samples, everything
+    /// learned so far is multiplied by μ. A decayed state can no longer `forget`.
+    #[arg(long, value_name = "MU")]
+    decay: Option<f64>,
     /// Fail at once if another process is writing the state (default: wait for it).
     #[arg(long)]
     no_wait: bool,
@@ -126,13 +154,86 @@ struct LearnArgs {
 
 #[derive(Args)]
 struct FitArgs {
+    /// State whose head is refit (created from --store if it does not exist).
     #[arg(long)]
     state: PathBuf,
+    /// Feature store (from `extract`) to stream the samples from. Without it, `gram` solves
+    /// from the state's own statistics; the other methods need it.
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// gram (exact one-shot solve), block-rls (block recursive MP update), step (step form
+    /// with learning rate η) or recompute (hidden layers refit by pull-back).
+    #[arg(long, default_value = "gram")]
+    method: String,
+    /// Ridge term λ (default: chosen by generalised cross-validation on the Gram statistics).
+    #[arg(long)]
+    lambda: Option<f64>,
+    /// Rows per batch for the streamed methods.
+    #[arg(long, default_value_t = fastretrain::fitting::DEFAULT_BATCH)]
+    batch: usize,
+    /// step: learning rate η.
+    #[arg(long, default_value_t = 0.5)]
+    eta: f64,
+    /// step: passes over the store.
+    #[arg(long, default_value_t = 1)]
+    passes: usize,
+    /// recompute: hidden layer widths from the features up, e.g. 1024 or 512,256.
+    #[arg(long, default_value = "1024")]
+    hidden: String,
+    /// recompute: activation of the hidden layers: bsig (2σ(z)−1), sin, identity, or relu
+    /// (no inverse: only with --iterations 0).
+    #[arg(long, default_value = "bsig")]
+    activation: String,
+    /// recompute: pull-back iterations.
+    #[arg(long, default_value_t = 2)]
+    iterations: usize,
+    /// recompute: seed of the initial hidden weights.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
     /// Fail at once if another process is writing the state (default: wait for it).
     #[arg(long)]
     no_wait: bool,
     #[arg(long)]
+    json: bool,
+}
+
+impl FitArgs {
+    fn method(&self) -> Result<Method> {
+        Ok(match self.method.as_str() {
+            "gram" => Method::Gram,
+            "block-rls" => Method::BlockRls,
+            "step" => Method::Step {
+                eta: self.eta,
+                passes: self.passes,
+            },
+            "recompute" => Method::Recompute(RecomputeOptions {
+                hidden: parse_widths(&self.hidden)?,
+                activation: Activation::parse(&self.activation)?,
+                iterations: self.iterations,
+                seed: self.seed,
+            }),
+            other => bail!("unknown method '{other}': use gram, block-rls, step or recompute"),
+        })
+    }
+}
+
+#[derive(Args)]
+struct ForgetArgs {
+    #[arg(long)]
+    state: PathBuf,
+    /// Images to forget (the same files that were learned).
+    #[command(flatten)]
+    data: DataArgs,
+    /// Or: stored features to forget (from `extract`).
+    #[arg(long, conflicts_with = "data")]
+    store: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long)]
     lambda: Option<f64>,
+    /// Fail at once if another process is writing the state (default: wait for it).
+    #[arg(long)]
+    no_wait: bool,
     #[arg(long)]
     json: bool,
 }
@@ -159,6 +260,9 @@ struct EvalArgs {
     state: PathBuf,
     #[command(flatten)]
     data: DataArgs,
+    /// Or: stored features to evaluate on (from `extract`; no backbone run).
+    #[arg(long, conflicts_with = "data")]
+    store: Option<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
     /// Exit with code 1 if the accuracy is below this (0..1).
@@ -186,6 +290,45 @@ struct MergeArgs {
     inputs: Vec<PathBuf>,
     #[arg(long)]
     lambda: Option<f64>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ExtractArgs {
+    /// Feature store to create or append to.
+    #[arg(long)]
+    store: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// f16 (half the bytes) or f32; a new store defaults to f16.
+    #[arg(long)]
+    precision: Option<String>,
+    /// Rows per chunk of a new store (each chunk is checksummed and fsynced).
+    #[arg(long)]
+    chunk_rows: Option<usize>,
+    /// Skip undecodable images (listed in the report) instead of stopping.
+    #[arg(long)]
+    skip_bad: bool,
+    /// Fail at once if another process is writing the store (default: wait for it).
+    #[arg(long)]
+    no_wait: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    #[arg(long)]
+    store: PathBuf,
+    /// New store to write (must not exist).
+    #[arg(long)]
+    out: PathBuf,
+    /// f16 or f32.
+    #[arg(long)]
+    precision: String,
     #[arg(long)]
     json: bool,
 }
@@ -223,6 +366,9 @@ pub fn run(cli: Cli) -> Result<bool> {
         Command::Eval(a) => eval(a),
         Command::Info(a) => info(a),
         Command::Merge(a) => merge(a),
+        Command::Forget(a) => forget(a),
+        Command::Extract(a) => extract(a),
+        Command::Convert(a) => convert(a),
         Command::Demo(a) => demo(a),
     }
 }
@@ -361,6 +507,7 @@ fn learn(a: LearnArgs) -> Result<bool> {
             skip_bad: a.skip_bad,
             relearn: a.relearn,
             checkpoint_every: a.checkpoint_every,
+            decay: a.decay,
         },
         |i| bar.set_position(i as u64),
         |state| state.save(&a.state),
@@ -377,18 +524,101 @@ fn learn(a: LearnArgs) -> Result<bool> {
 }
 
 fn fit(a: FitArgs) -> Result<bool> {
+    let method = a.method()?;
     let _lock = lock_state(&a.state, a.no_wait)?;
-    let mut state = State::load(&a.state)?;
-    let report = state.fit(a.lambda)?;
+    let (state, report) = match &a.store {
+        None => {
+            if method != Method::Gram {
+                bail!(
+                    "--method {} streams stored features: give --store FILE (made by `extract`)",
+                    a.method
+                );
+            }
+            let mut state = State::load(&a.state)?;
+            let report = state.fit(a.lambda)?;
+            (state, report)
+        }
+        Some(store_path) => {
+            let store = FeatureStore::open(store_path)?;
+            let mut state = if a.state.exists() {
+                let state = State::load(&a.state)?;
+                store.check_backbone(&state.backbone)?;
+                state
+            } else {
+                State::from_features(&store)?
+            };
+            let (head, report) = fitting::fit(
+                &store,
+                &FitOptions {
+                    method,
+                    lambda: a.lambda,
+                    batch: a.batch,
+                },
+            )?;
+            state.head = Some(head);
+            (state, report)
+        }
+    };
     state.save(&a.state)?;
     if a.json {
         print_json(&report)?;
     } else {
         println!(
-            "head refit: λ = {:.4} ({:?}) in {:.3} s; saved {}",
+            "head refit by {}: λ = {:.4} ({:?}) in {:.3} s; saved {}",
+            report.method,
             report.lambda,
             report.lambda_source,
             report.seconds,
+            a.state.display()
+        );
+    }
+    Ok(true)
+}
+
+fn forget(a: ForgetArgs) -> Result<bool> {
+    let _lock = lock_state(&a.state, a.no_wait)?;
+    #[derive(Serialize)]
+    struct Report {
+        forgotten: u64,
+        total_samples: f64,
+        fit: fastretrain::head::FitReport,
+    }
+    let (state, report) = match (&a.store, a.data.open_optional()?) {
+        (Some(path), None) => {
+            let mut state = State::load(&a.state)?;
+            let store = FeatureStore::open(path)?;
+            store.check_backbone(&state.backbone)?;
+            let fit = state.forget(&store, a.lambda)?;
+            let report = Report {
+                forgotten: store.rows(),
+                total_samples: state.stats.samples(),
+                fit,
+            };
+            (state, report)
+        }
+        (None, Some(source)) => {
+            let mut retrainer = open_retrainer(&a.state, &a.model)?;
+            let bar = progress_bar(source.len(), "forget");
+            let r = retrainer.forget(source, a.lambda, |i| bar.set_position(i as u64))?;
+            bar.finish_and_clear();
+            let report = Report {
+                forgotten: r.forgotten,
+                total_samples: r.total_samples,
+                fit: r.fit,
+            };
+            (retrainer.into_state(), report)
+        }
+        _ => bail!("give the samples to forget as --data (images) or --store (features)"),
+    };
+    state.save(&a.state)?;
+    if a.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "forgot {} samples; state holds {} samples; head refit: λ = {:.4}; saved {}",
+            report.forgotten,
+            report.total_samples,
+            report.fit.lambda,
             a.state.display()
         );
     }
@@ -422,11 +652,26 @@ fn eval(a: EvalArgs) -> Result<bool> {
     {
         bail!("--min-accuracy must be between 0 and 1, got {m}");
     }
-    let mut retrainer = open_retrainer(&a.state, &a.model)?;
-    let source = a.data.open()?;
-    let bar = progress_bar(source.len(), "eval");
-    let report = retrainer.evaluate(source, |i| bar.set_position(i as u64))?;
-    bar.finish_and_clear();
+    let report = match (&a.store, a.data.open_optional()?) {
+        (Some(path), None) => {
+            let state = State::load(&a.state)?;
+            let store = FeatureStore::open(path)?;
+            store.check_backbone(&state.backbone)?;
+            let head = state
+                .head
+                .as_ref()
+                .context("the state has no head yet: run `learn` (or `fit`) first")?;
+            evaluate_features(head, &store)?
+        }
+        (None, Some(source)) => {
+            let mut retrainer = open_retrainer(&a.state, &a.model)?;
+            let bar = progress_bar(source.len(), "eval");
+            let report = retrainer.evaluate(source, |i| bar.set_position(i as u64))?;
+            bar.finish_and_clear();
+            report
+        }
+        _ => bail!("give the samples to evaluate as --data (images) or --store (features)"),
+    };
     if a.json {
         print_json(&report)?;
     } else {
@@ -542,6 +787,107 @@ fn merge(a: MergeArgs) -> Result<bool> {
             report.lambda,
             a.out.display()
         );
+    }
+    Ok(true)
+}
+
+#[derive(Serialize)]
+struct StoreReport {
+    store: String,
+    backbone: String,
+    precision: String,
+    rows: u64,
+    labels: usize,
+    bytes: u64,
+}
+
+fn store_report(store: &FeatureStore) -> StoreReport {
+    StoreReport {
+        store: store.path().display().to_string(),
+        backbone: store.backbone().to_string(),
+        precision: store.header().precision.to_string(),
+        rows: store.rows(),
+        labels: store.labels().len(),
+        bytes: store.bytes(),
+    }
+}
+
+fn extract(a: ExtractArgs) -> Result<bool> {
+    let _lock = lock_state(&a.store, a.no_wait)?;
+    let model = a
+        .model
+        .model
+        .clone()
+        .unwrap_or_else(|| shipped(DEFAULT_MODEL));
+    let backbone = Backbone::load(&model, None, a.model.feature_tensor.as_deref())?;
+    let precision = a.precision.as_deref().map(Precision::parse).transpose()?;
+    let (mut writer, existing) = StoreWriter::open_or_create(
+        &a.store,
+        backbone.fingerprint(),
+        backbone.model_path(),
+        precision,
+        a.chunk_rows,
+    )?;
+    let source = a.data.open()?;
+    let resumed_after = existing.map_or(0, |s| s.consumed(&source.id()));
+    let mut extractor = FeatureExtractor::new(backbone);
+    let bar = progress_bar(source.len(), "extract");
+    let report = extract_to_store(
+        &mut extractor,
+        source,
+        &mut writer,
+        resumed_after,
+        a.skip_bad,
+        |i| bar.set_position(i as u64),
+    )?;
+    bar.finish_and_clear();
+    drop(writer);
+    let store = FeatureStore::open(&a.store)?;
+    #[derive(Serialize)]
+    struct Report {
+        extract: ExtractReport,
+        store: StoreReport,
+    }
+    let report = Report {
+        extract: report,
+        store: store_report(&store),
+    };
+    if a.json {
+        return print_json(&report).map(|_| true);
+    }
+    let r = &report.extract;
+    if r.resumed_after > 0 {
+        println!(
+            "resumed {} after the {} records the store already held",
+            r.source, r.resumed_after
+        );
+    }
+    println!(
+        "extracted {} rows from {} ({:.1} images/s)",
+        r.rows, r.source, r.images_per_second
+    );
+    for s in &r.skipped {
+        println!("skipped: {s}");
+    }
+    print_store(&report.store);
+    Ok(true)
+}
+
+fn print_store(s: &StoreReport) {
+    println!(
+        "store {}: {} rows, {} labels, {} features, {} bytes",
+        s.store, s.rows, s.labels, s.precision, s.bytes
+    );
+}
+
+fn convert(a: ConvertArgs) -> Result<bool> {
+    let store = FeatureStore::open(&a.store)?;
+    let converted = store.convert(&a.out, Precision::parse(&a.precision)?)?;
+    let report = store_report(&converted);
+    if a.json {
+        print_json(&report)?;
+    } else {
+        print_store(&report);
     }
     Ok(true)
 }

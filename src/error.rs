@@ -7,11 +7,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {source}", path.display())]
+    // The cause is part of the message (not a `#[source]`), so that it is printed once.
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{}: cannot read image: {reason}", path.display())]
     Image { path: PathBuf, reason: String },
@@ -29,6 +29,8 @@ pub enum Error {
     Data { path: PathBuf, reason: String },
     #[error("{}: state file is damaged ({reason}); nothing was changed", path.display())]
     CorruptState { path: PathBuf, reason: String },
+    #[error("{}: feature store is not usable ({reason}); nothing was changed", path.display())]
+    CorruptStore { path: PathBuf, reason: String },
     #[error(
         "{}: state file format version {found} is newer than this build reads ({supported}); \
          upgrade fastretrain",
@@ -74,7 +76,7 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 

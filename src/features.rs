@@ -1,11 +1,13 @@
 //! From a sample to its penultimate features: preprocessing plus the frozen backbone.
 
 use std::path::Path;
+use std::time::Instant;
 
 use crate::backbone::Backbone;
-use crate::data::Sample;
+use crate::data::{DataSource, Sample};
 use crate::error::{Error, Result};
 use crate::preprocess::{Pixels, Preprocessor, decode_image_file};
+use crate::store::StoreWriter;
 
 /// Reusable buffers around one backbone: one image in flight at a time.
 #[derive(Debug)]
@@ -59,4 +61,66 @@ impl FeatureExtractor {
         self.pixels_into(&pixels, &path.display().to_string(), &mut out)?;
         Ok(out)
     }
+}
+
+/// What [`extract_to_store`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExtractReport {
+    pub source: String,
+    /// Records of this source the store already held (skipped now).
+    pub resumed_after: u64,
+    pub rows: u64,
+    pub skipped: Vec<String>,
+    pub seconds: f64,
+    pub images_per_second: f64,
+}
+
+/// Streams `source` through the backbone into a feature store, resuming after the
+/// `resumed_after` records the store already holds for this source. Undecodable images stop
+/// the run unless `skip_bad`; either way every complete chunk written so far stays.
+pub fn extract_to_store(
+    extractor: &mut FeatureExtractor,
+    mut source: DataSource,
+    writer: &mut StoreWriter,
+    resumed_after: u64,
+    skip_bad: bool,
+    mut progress: impl FnMut(usize),
+) -> Result<ExtractReport> {
+    let started = Instant::now();
+    let source_id = source.id();
+    source.skip_records(resumed_after as usize)?;
+    let mut feature = vec![0.0f32; extractor.dim()];
+    let (mut rows, mut skipped) = (0u64, Vec::new());
+    for (i, sample) in source.enumerate() {
+        progress(resumed_after as usize + i + 1);
+        let sample = match sample {
+            Ok(s) => s,
+            Err(e @ Error::Image { .. }) if skip_bad => {
+                skipped.push(e.to_string());
+                writer.skip(&source_id)?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let label = sample
+            .label
+            .as_deref()
+            .ok_or_else(|| Error::InvalidArgument(format!("{}: sample has no label", sample.id)))?;
+        extractor.pixels_into(&sample.pixels, &sample.id, &mut feature)?;
+        writer.push(&source_id, &feature, label, &sample.id)?;
+        rows += 1;
+    }
+    writer.flush()?;
+    if rows == 0 && resumed_after == 0 {
+        return Err(Error::data(&source_id, "no usable samples"));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(ExtractReport {
+        source: source_id,
+        resumed_after,
+        rows,
+        skipped,
+        seconds,
+        images_per_second: rows as f64 / seconds.max(1e-9),
+    })
 }

@@ -1,5 +1,6 @@
-//! The refit dense head: `scores = [h, 1] · W`, one column per label. Scores are the head's
-//! raw outputs (targets were ±1), highest first.
+//! The refit dense head: `scores = [h, 1] · W`, one column per label, optionally after hidden
+//! dense layers `h ← g([h, 1] · Wᵢ)` (heads refit by recomputation, PAPER.md §2). Scores are
+//! the head's raw outputs (targets were ±1), highest first.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,22 +16,129 @@ pub enum LambdaSource {
     Fixed,
 }
 
+/// Which fitting method produced a head (see [`crate::fitting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MethodName {
+    Gram,
+    BlockRls,
+    Step,
+    Recompute,
+}
+
+impl std::fmt::Display for MethodName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MethodName::Gram => "gram",
+            MethodName::BlockRls => "block-rls",
+            MethodName::Step => "step",
+            MethodName::Recompute => "recompute",
+        })
+    }
+}
+
+/// Activation of a hidden dense layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Activation {
+    /// Bipolar sigmoid `2σ(z) − 1` (= tanh(z/2)); inverse `ln((1+p)/(1−p))`.
+    Bsig,
+    /// `sin z`; inverse `asin p`.
+    Sin,
+    Identity,
+    /// `max(z, 0)`: no inverse, so such layers cannot be recomputed.
+    Relu,
+}
+
+impl Activation {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "bsig" | "sigmoid" => Ok(Activation::Bsig),
+            "sin" => Ok(Activation::Sin),
+            "identity" | "linear" => Ok(Activation::Identity),
+            "relu" => Ok(Activation::Relu),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown activation '{s}': use bsig (2σ(z)−1), sin, identity or relu"
+            ))),
+        }
+    }
+
+    pub fn apply(self, z: f64) -> f64 {
+        match self {
+            Activation::Bsig => 2.0 / (1.0 + (-z).exp()) - 1.0,
+            Activation::Sin => z.sin(),
+            Activation::Identity => z,
+            Activation::Relu => z.max(0.0),
+        }
+    }
+
+    /// The inverse on the open range the pull-back maps targets into; `None` for ReLU.
+    pub fn inverse(self, p: f64) -> Option<f64> {
+        match self {
+            Activation::Bsig => Some(((1.0 + p) / (1.0 - p)).ln()),
+            Activation::Sin => Some(p.asin()),
+            Activation::Identity => Some(p),
+            Activation::Relu => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Activation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Activation::Bsig => "bsig",
+            Activation::Sin => "sin",
+            Activation::Identity => "identity",
+            Activation::Relu => "relu",
+        })
+    }
+}
+
+/// A hidden dense layer: `out = g([in, 1] · W)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DenseLayer {
+    pub inputs: usize,
+    pub outputs: usize,
+    /// (inputs + 1) × outputs, row major; the last row is the bias.
+    pub weights: Vec<f64>,
+    pub activation: Activation,
+}
+
+impl DenseLayer {
+    /// `g([x, 1] · W)` for one row.
+    pub fn forward(&self, x: &[f64], out: &mut [f64]) {
+        let m = self.outputs;
+        out.copy_from_slice(&self.weights[self.inputs * m..]);
+        for (i, &v) in x.iter().enumerate() {
+            for (o, w) in out.iter_mut().zip(&self.weights[i * m..(i + 1) * m]) {
+                *o += v * w;
+            }
+        }
+        for o in out.iter_mut() {
+            *o = self.activation.apply(*o);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Head {
     /// Feature dimension d (without the bias input).
     pub dim: usize,
     pub labels: Vec<String>,
-    /// (d + 1) × c, row major; the last row is the bias.
+    /// Hidden layers from the features up; empty for a linear head.
+    pub hidden: Vec<DenseLayer>,
+    /// Output layer, (m + 1) × c, row major, m = the last hidden width (or d); the last row
+    /// is the bias.
     pub weights: Vec<f64>,
     pub lambda: f64,
     pub lambda_source: LambdaSource,
     /// Samples in the statistics when this head was solved (less than the state's count
     /// after a checkpoint: run `fit`).
     pub fitted_samples: f64,
+    pub method: MethodName,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FitReport {
+    pub method: MethodName,
     pub lambda: f64,
     pub lambda_source: LambdaSource,
     pub gcv: Option<LambdaSearch>,
@@ -63,11 +171,18 @@ impl Head {
         Head {
             dim: p - 1,
             labels,
+            hidden: Vec::new(),
             weights,
             lambda,
             lambda_source,
             fitted_samples,
+            method: MethodName::Gram,
         }
+    }
+
+    /// Width of the output layer's input (the last hidden width, or d).
+    pub fn output_inputs(&self) -> usize {
+        self.hidden.last().map_or(self.dim, |l| l.outputs)
     }
 
     pub fn classes(&self) -> usize {
@@ -76,13 +191,41 @@ impl Head {
 
     /// Checks sizes and values of a head read from disk.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.weights.len() != (self.dim + 1) * self.labels.len() {
+        let mut inputs = self.dim;
+        for layer in &self.hidden {
+            if layer.inputs != inputs
+                || layer.outputs == 0
+                || layer.outputs > 1 << 16
+                || Some(layer.weights.len()) != (layer.inputs + 1).checked_mul(layer.outputs)
+            {
+                return Err("hidden layer sizes do not chain".into());
+            }
+            if !layer.weights.iter().all(|w| w.is_finite()) {
+                return Err("head holds NaN or infinite values".into());
+            }
+            inputs = layer.outputs;
+        }
+        if Some(self.weights.len()) != (inputs + 1).checked_mul(self.labels.len()) {
             return Err("head weights do not match its dimension and labels".into());
         }
         if !self.weights.iter().all(|w| w.is_finite()) || !self.lambda.is_finite() {
             return Err("head holds NaN or infinite values".into());
         }
         Ok(())
+    }
+
+    /// The output layer's scores for a row of its input (hidden activations or features).
+    fn output_scores(&self, x: impl ExactSizeIterator<Item = f64>) -> Vec<f64> {
+        let c = self.classes();
+        let m = x.len();
+        let mut out = self.weights[m * c..].to_vec(); // bias row
+        for (i, h) in x.enumerate() {
+            let row = &self.weights[i * c..(i + 1) * c];
+            for (o, w) in out.iter_mut().zip(row) {
+                *o += h * w;
+            }
+        }
+        out
     }
 
     /// Raw scores for one feature vector.
@@ -94,15 +237,16 @@ impl Head {
                 got: features.len(),
             });
         }
-        let c = self.classes();
-        let mut out = self.weights[self.dim * c..].to_vec(); // bias row
-        for (i, &h) in features.iter().enumerate() {
-            let row = &self.weights[i * c..(i + 1) * c];
-            for (o, w) in out.iter_mut().zip(row) {
-                *o += h as f64 * w;
-            }
+        if self.hidden.is_empty() {
+            return Ok(self.output_scores(features.iter().map(|&v| v as f64)));
         }
-        Ok(out)
+        let mut x: Vec<f64> = features.iter().map(|&v| v as f64).collect();
+        for layer in &self.hidden {
+            let mut out = vec![0.0; layer.outputs];
+            layer.forward(&x, &mut out);
+            x = out;
+        }
+        Ok(self.output_scores(x.into_iter()))
     }
 
     /// Index of the best-scoring label.
@@ -125,9 +269,10 @@ impl Head {
             .collect())
     }
 
-    /// The weights as a nalgebra matrix ((d + 1) × c), for callers that work in nalgebra.
+    /// The output layer's weights as a nalgebra matrix ((m + 1) × c), for callers that work
+    /// in nalgebra.
     pub fn weights_matrix(&self) -> nalgebra::DMatrix<f64> {
-        nalgebra::DMatrix::from_row_slice(self.dim + 1, self.classes(), &self.weights)
+        nalgebra::DMatrix::from_row_slice(self.output_inputs() + 1, self.classes(), &self.weights)
     }
 }
 

@@ -10,14 +10,18 @@
 pub mod backbone;
 pub mod data;
 pub mod error;
+pub mod evaluation;
 #[cfg(feature = "backbone")]
 pub mod features;
+pub mod fitting;
 pub mod head;
 pub mod preprocess;
+pub mod recompute;
 #[cfg(feature = "backbone")]
 pub mod retrainer;
 pub mod solver;
 pub mod spec;
 pub mod state;
+pub mod store;
 
 pub use error::{Error, Result};

@@ -9,9 +9,11 @@ use serde::Serialize;
 use crate::backbone::Backbone;
 use crate::data::DataSource;
 use crate::error::{Error, Result};
+use crate::evaluation::{Confusion, EvalReport};
 use crate::features::FeatureExtractor;
-use crate::head::{FitReport, Head, Scored, argmax};
+use crate::head::{FitReport, Head, Scored};
 use crate::state::State;
+use crate::store::FeatureSet;
 
 /// Samples folded into the Gram matrix per rank-k update.
 const BATCH: usize = 64;
@@ -27,6 +29,19 @@ pub struct LearnOptions {
     /// Hand the state to the checkpoint callback after about this many samples
     /// (rounded up to whole batches).
     pub checkpoint_every: Option<usize>,
+    /// Forgetting factor μ in (0, 1]: before each batch of 64 samples the statistics so far
+    /// are multiplied by μ (drift). None or 1: no decay.
+    pub decay: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ForgetReport {
+    pub source: String,
+    pub forgotten: u64,
+    pub total_samples: f64,
+    pub labels: Vec<String>,
+    pub seconds: f64,
+    pub fit: FitReport,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -41,26 +56,6 @@ pub struct LearnReport {
     pub seconds_features: f64,
     pub images_per_second: f64,
     pub fit: FitReport,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ClassAccuracy {
-    pub label: String,
-    pub samples: u64,
-    pub correct: u64,
-    pub accuracy: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct EvalReport {
-    pub samples: u64,
-    pub accuracy: f64,
-    pub per_class: Vec<ClassAccuracy>,
-    /// `confusion[true][predicted]`, in the state's label order.
-    pub labels: Vec<String>,
-    pub confusion: Vec<Vec<u64>>,
-    pub seconds: f64,
-    pub images_per_second: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -124,6 +119,13 @@ impl Retrainer {
         mut checkpoint: impl FnMut(&State) -> Result<()>,
     ) -> Result<LearnReport> {
         let started = Instant::now();
+        if let Some(mu) = options.decay
+            && !(mu > 0.0 && mu <= 1.0)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "the forgetting factor μ (--decay) must be in (0, 1], got {mu}"
+            )));
+        }
         let source_id = source.id();
         let resumed_after = if options.relearn {
             0
@@ -162,9 +164,7 @@ impl Retrainer {
             samples += 1;
             samples_pending += 1;
             if batch_labels.len() == BATCH {
-                self.state
-                    .stats
-                    .accumulate(&batch, &batch_labels, &source_id)?;
+                self.fold_batch(&batch, &batch_labels, &source_id, options.decay)?;
                 batch.clear();
                 batch_labels.clear();
                 since_checkpoint += BATCH;
@@ -176,9 +176,7 @@ impl Retrainer {
                 }
             }
         }
-        self.state
-            .stats
-            .accumulate(&batch, &batch_labels, &source_id)?;
+        self.fold_batch(&batch, &batch_labels, &source_id, options.decay)?;
         self.state
             .record_source(&source_id, consumed_pending, samples_pending);
         if samples == 0 && resumed_after == 0 {
@@ -199,6 +197,110 @@ impl Retrainer {
         })
     }
 
+    /// Folds a batch into the statistics, first discounting the old ones by μ if decaying.
+    fn fold_batch(
+        &mut self,
+        batch: &[f32],
+        labels: &[usize],
+        source_id: &str,
+        decay: Option<f64>,
+    ) -> Result<()> {
+        if labels.is_empty() {
+            return Ok(());
+        }
+        if let Some(mu) = decay
+            && mu < 1.0
+        {
+            // Check the batch first: a rejected batch must not leave a discount behind.
+            let mut stats = self.state.stats.clone();
+            stats.decay(mu)?;
+            stats.accumulate(batch, labels, source_id)?;
+            self.state.stats = stats;
+            self.state.decayed = true;
+            return Ok(());
+        }
+        self.state.stats.accumulate(batch, labels, source_id)
+    }
+
+    /// Forgets the samples of `source` (exact unlearning, see [`State::forget`]): their
+    /// features are recomputed through the backbone and subtracted, then the head is refit.
+    /// All or nothing: on any error the state is unchanged.
+    pub fn forget(
+        &mut self,
+        source: DataSource,
+        lambda: Option<f64>,
+        mut progress: impl FnMut(usize),
+    ) -> Result<ForgetReport> {
+        let started = Instant::now();
+        let source_id = source.id();
+        let dim = self.extractor.dim();
+        let mut rows = FeatureSet {
+            dim,
+            labels: Vec::new(),
+            features: Vec::new(),
+            label_ids: Vec::new(),
+        };
+        let mut feature = vec![0.0f32; dim];
+        let before = self.state.clone();
+        let mut forgotten = 0u64;
+        for (i, sample) in source.enumerate() {
+            progress(i + 1);
+            let sample = sample?;
+            let label = sample.label.as_deref().ok_or_else(|| {
+                Error::InvalidArgument(format!("{}: sample has no label", sample.id))
+            })?;
+            self.extractor
+                .pixels_into(&sample.pixels, &sample.id, &mut feature)?;
+            let id = match rows.labels.iter().position(|l| l == label) {
+                Some(i) => i,
+                None => {
+                    rows.labels.push(label.to_string());
+                    rows.labels.len() - 1
+                }
+            };
+            rows.features.extend_from_slice(&feature);
+            rows.label_ids.push(id);
+            forgotten += 1;
+            if rows.label_ids.len() == BATCH {
+                self.forget_rows(&rows, &before)?;
+                rows.features.clear();
+                rows.label_ids.clear();
+            }
+        }
+        self.forget_rows(&rows, &before)?;
+        if forgotten == 0 {
+            return Err(Error::data(&source_id, "no samples to forget"));
+        }
+        let fit = match self.state.fit(lambda) {
+            Ok(fit) => fit,
+            Err(e) => {
+                self.state = before;
+                return Err(e);
+            }
+        };
+        self.state.forget_source(&source_id, forgotten);
+        Ok(ForgetReport {
+            source: source_id,
+            forgotten,
+            total_samples: self.state.stats.samples(),
+            labels: self.state.stats.labels().to_vec(),
+            seconds: started.elapsed().as_secs_f64(),
+            fit,
+        })
+    }
+
+    /// Subtracts one batch; on error puts `before` back.
+    fn forget_rows(&mut self, rows: &FeatureSet, before: &State) -> Result<()> {
+        if rows.label_ids.is_empty() {
+            return Ok(());
+        }
+        let result = self.state.forget_statistics(rows);
+        if result.is_err() {
+            self.state = before.clone();
+        }
+        result
+    }
+
     /// Re-solves the head from the statistics: at `lambda`, or at the GCV choice.
     pub fn fit(&mut self, lambda: Option<f64>) -> Result<FitReport> {
         self.state.fit(lambda)
@@ -210,10 +312,8 @@ impl Retrainer {
         source: DataSource,
         mut progress: impl FnMut(usize),
     ) -> Result<EvalReport> {
-        let started = Instant::now();
         let head = self.head()?.clone();
-        let c = head.classes();
-        let mut confusion = vec![vec![0u64; c]; c];
+        let mut confusion = Confusion::new(&head);
         let mut feature = vec![0.0f32; self.extractor.dim()];
         for (i, sample) in source.enumerate() {
             progress(i + 1);
@@ -221,51 +321,12 @@ impl Retrainer {
             let label = sample.label.as_deref().ok_or_else(|| {
                 Error::InvalidArgument(format!("{}: sample has no label", sample.id))
             })?;
-            let truth =
-                head.labels
-                    .iter()
-                    .position(|l| l == label)
-                    .ok_or_else(|| Error::UnknownLabel {
-                        label: label.into(),
-                        known: head.labels.join(", "),
-                    })?;
+            let truth = confusion.truth(label)?;
             self.extractor
                 .pixels_into(&sample.pixels, &sample.id, &mut feature)?;
-            confusion[truth][argmax(&head.scores(&feature)?)] += 1;
+            confusion.add(truth, &head.scores(&feature)?);
         }
-        let samples: u64 = confusion.iter().flatten().sum();
-        if samples == 0 {
-            return Err(Error::InvalidArgument("no samples to evaluate".into()));
-        }
-        let correct: u64 = (0..c).map(|i| confusion[i][i]).sum();
-        let per_class = head
-            .labels
-            .iter()
-            .enumerate()
-            .map(|(i, label)| {
-                let n: u64 = confusion[i].iter().sum();
-                ClassAccuracy {
-                    label: label.clone(),
-                    samples: n,
-                    correct: confusion[i][i],
-                    accuracy: if n == 0 {
-                        0.0
-                    } else {
-                        confusion[i][i] as f64 / n as f64
-                    },
-                }
-            })
-            .collect();
-        let seconds = started.elapsed().as_secs_f64();
-        Ok(EvalReport {
-            samples,
-            accuracy: correct as f64 / samples as f64,
-            per_class,
-            labels: head.labels.clone(),
-            confusion,
-            seconds,
-            images_per_second: samples as f64 / seconds.max(1e-9),
-        })
+        confusion.report()
     }
 
     /// Top-`k` labels of an image file.

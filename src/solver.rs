@@ -113,7 +113,78 @@ impl GramStats {
     /// Folds a batch in: `features` is `labels.len()` rows of `dim` values (row major);
     /// `labels` are column indices from [`Self::label_index`]. A batch with NaN/Inf or of the
     /// wrong shape is rejected whole and the statistics stay unchanged.
-    pub fn accumulate(&mut self, features: &[f32], labels: &[usize], what: &str) -> Result<()> {
+    pub fn accumulate<F: Copy + Into<f64>>(
+        &mut self,
+        features: &[F],
+        labels: &[usize],
+        what: &str,
+    ) -> Result<()> {
+        self.fold(features, labels, what, 1.0)
+    }
+
+    /// Removes a batch that was folded in before (exact unlearning): subtracts its `x xᵀ` and
+    /// `x tᵀ`. Refused whole, changing nothing, if the batch holds more samples of a label
+    /// than the statistics do.
+    pub fn forget<F: Copy + Into<f64>>(
+        &mut self,
+        features: &[F],
+        labels: &[usize],
+        what: &str,
+    ) -> Result<()> {
+        let mut counts = vec![0.0; self.labels.len()];
+        for &l in labels {
+            if let Some(n) = counts.get_mut(l) {
+                *n += 1.0;
+            }
+        }
+        for (k, n) in counts.iter().enumerate() {
+            if *n > self.class_counts[k] + 0.5 {
+                return Err(Error::InvalidArgument(format!(
+                    "{what}: cannot forget {n} samples of '{}': the statistics hold only {}",
+                    self.labels[k], self.class_counts[k]
+                )));
+            }
+        }
+        self.fold(features, labels, what, -1.0)?;
+        // A label with no samples left is dropped, as if it had never been seen: each
+        // remaining sample had −1 for it, which leaves Σ‖t‖² with it.
+        while let Some(k) = self.class_counts.iter().position(|&n| n < 0.5) {
+            let p = self.p();
+            self.cross.drain(k * p..(k + 1) * p);
+            self.class_counts.remove(k);
+            self.labels.remove(k);
+            self.target_sq -= self.samples;
+        }
+        Ok(())
+    }
+
+    /// Discounts everything learned so far by the forgetting factor μ (0 < μ ≤ 1), so that
+    /// newer samples weigh more: `G ← μG`, `B ← μB` (PAPER.md §1, drift).
+    pub fn decay(&mut self, mu: f64) -> Result<()> {
+        if !(mu > 0.0 && mu <= 1.0) {
+            return Err(Error::InvalidArgument(format!(
+                "the forgetting factor μ must be in (0, 1], got {mu}"
+            )));
+        }
+        if mu == 1.0 {
+            return Ok(());
+        }
+        self.gram.iter_mut().for_each(|v| *v *= mu);
+        self.cross.iter_mut().for_each(|v| *v *= mu);
+        self.class_counts.iter_mut().for_each(|v| *v *= mu);
+        self.samples *= mu;
+        self.target_sq *= mu;
+        Ok(())
+    }
+
+    /// Adds (`sign` 1) or subtracts (`sign` −1) a batch's contribution.
+    fn fold<F: Copy + Into<f64>>(
+        &mut self,
+        features: &[F],
+        labels: &[usize],
+        what: &str,
+        sign: f64,
+    ) -> Result<()> {
         let (d, p, c, b) = (self.dim, self.p(), self.labels.len(), labels.len());
         if features.len() != b * d {
             return Err(Error::FeatureDim {
@@ -122,7 +193,7 @@ impl GramStats {
                 got: features.len() / b.max(1),
             });
         }
-        if !features.iter().all(|v| v.is_finite()) {
+        if !features.iter().all(|&v| v.into().is_finite()) {
             return Err(Error::NonFiniteFeatures { what: what.into() });
         }
         if let Some(bad) = labels.iter().find(|&&l| l >= c) {
@@ -137,13 +208,13 @@ impl GramStats {
         let mut x = vec![1.0f64; b * p];
         for r in 0..b {
             for j in 0..d {
-                x[j * b + r] = features[r * d + j] as f64;
+                x[j * b + r] = features[r * d + j].into();
             }
         }
         let mut t = vec![-1.0f64; b * c];
         for (r, &l) in labels.iter().enumerate() {
             t[l * b + r] = 1.0;
-            self.class_counts[l] += 1.0;
+            self.class_counts[l] += sign;
         }
         let x = MatRef::from_column_major_slice(&x, b, p);
         let t = MatRef::from_column_major_slice(&t, b, c);
@@ -156,7 +227,7 @@ impl GramStats {
             BlockStructure::Rectangular,
             x,
             BlockStructure::Rectangular,
-            1.0,
+            sign,
             par,
         );
         matmul(
@@ -164,11 +235,11 @@ impl GramStats {
             Accum::Add,
             x.transpose(),
             t,
-            1.0,
+            sign,
             par,
         );
-        self.samples += b as f64;
-        self.target_sq += (b * c) as f64;
+        self.samples += sign * b as f64;
+        self.target_sq += sign * (b * c) as f64;
         Ok(())
     }
 
@@ -241,6 +312,20 @@ impl GramStats {
 
     /// `W = (G + λI)⁻¹ B` by Cholesky; (d+1) × c.
     pub fn solve(&self, lambda: f64) -> Result<Mat<f64>> {
+        self.solve_for(lambda, self.cross())
+    }
+
+    /// Per-class sums `Σ_{samples of class k} x`, (d+1) × c: from `B = 2S − Σx 1ᵀ`.
+    pub fn class_sums(&self) -> Mat<f64> {
+        let sum = self.sum_x();
+        let cross = self.cross();
+        Mat::from_fn(self.p(), self.labels.len(), |i, k| {
+            (cross[(i, k)] + sum[i]) / 2.0
+        })
+    }
+
+    /// `(G + λI)⁻¹ R` by Cholesky for any right-hand side R with d+1 rows.
+    pub fn solve_for(&self, lambda: f64, rhs: MatRef<'_, f64>) -> Result<Mat<f64>> {
         self.check_solvable()?;
         if !(lambda.is_finite() && lambda >= 0.0) {
             return Err(Error::InvalidArgument(format!(
@@ -256,7 +341,7 @@ impl GramStats {
                 "G + λI is not positive definite at λ = {lambda}; use a larger --lambda"
             ))
         })?;
-        let mut w = self.cross().to_owned();
+        let mut w = rhs.to_owned();
         llt.solve_in_place(w.as_mut());
         Ok(w)
     }

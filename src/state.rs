@@ -31,8 +31,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::fitting::{DEFAULT_BATCH, gram_stats};
 use crate::head::{FitReport, Head, LambdaSource};
 use crate::solver::{GramRecord, GramStats, default_lambda_grid};
+use crate::store::{FeatureBatches, FeatureStore};
 
 /// What identifies a backbone for a state: the model file's bytes and the tensor read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,7 +58,9 @@ impl std::fmt::Display for Fingerprint {
 }
 
 pub const MAGIC: [u8; 8] = *b"FRSTATE\0";
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added hidden layers and the method to the head, and the decay flag; version 1
+/// files are still read.
+pub const FORMAT_VERSION: u32 = 2;
 const HEADER_LEN: usize = 8 + 4 + 8;
 const CHECKSUM_LEN: usize = 32;
 
@@ -80,6 +84,9 @@ pub struct State {
     pub stats: GramStats,
     pub head: Option<Head>,
     pub sources: Vec<SourceRecord>,
+    /// Whether a forgetting factor μ < 1 was ever applied: then subtracting samples is no
+    /// longer exact, and `forget` refuses.
+    pub decayed: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -89,6 +96,56 @@ struct Payload {
     stats: GramRecord,
     head: Option<Head>,
     sources: Vec<SourceRecord>,
+    decayed: bool,
+}
+
+/// The version 1 payload, read and upgraded on load.
+mod v1 {
+    use serde::Deserialize;
+
+    use super::{Fingerprint, GramRecord, SourceRecord};
+    use crate::head::{Head, LambdaSource, MethodName};
+
+    #[derive(Deserialize)]
+    pub struct Payload {
+        backbone: Fingerprint,
+        model_path: String,
+        stats: GramRecord,
+        head: Option<HeadV1>,
+        sources: Vec<SourceRecord>,
+    }
+
+    #[derive(Deserialize)]
+    struct HeadV1 {
+        dim: usize,
+        labels: Vec<String>,
+        weights: Vec<f64>,
+        lambda: f64,
+        lambda_source: LambdaSource,
+        fitted_samples: f64,
+    }
+
+    impl From<Payload> for super::Payload {
+        fn from(p: Payload) -> Self {
+            super::Payload {
+                backbone: p.backbone,
+                model_path: p.model_path,
+                stats: p.stats,
+                head: p.head.map(|h| Head {
+                    dim: h.dim,
+                    labels: h.labels,
+                    hidden: Vec::new(),
+                    weights: h.weights,
+                    lambda: h.lambda,
+                    lambda_source: h.lambda_source,
+                    fitted_samples: h.fitted_samples,
+                    method: MethodName::Gram,
+                }),
+                sources: p.sources,
+                decayed: false,
+            }
+        }
+    }
 }
 
 impl State {
@@ -99,6 +156,7 @@ impl State {
             model_path: model_path.into(),
             head: None,
             sources: Vec::new(),
+            decayed: false,
         }
     }
 
@@ -153,6 +211,7 @@ impl State {
             stats.samples(),
         ));
         Ok(FitReport {
+            method: crate::head::MethodName::Gram,
             lambda,
             lambda_source: source,
             gcv,
@@ -165,11 +224,107 @@ impl State {
     pub fn merge(&mut self, other: &State, path: &Path) -> Result<()> {
         other.check_backbone(&self.backbone, path)?;
         self.stats.merge(&other.stats)?;
+        self.decayed |= other.decayed;
         for s in &other.sources {
             self.record_source(&s.id, s.consumed, s.samples);
         }
         self.head = None;
         Ok(())
+    }
+
+    /// A new state whose statistics are those of stored features (made by `extract`): its
+    /// sources are the store's, so a later `learn` on the same data resumes after them.
+    pub fn from_features(store: &FeatureStore) -> Result<Self> {
+        let mut state = State::new(
+            store.backbone().clone(),
+            Path::new(&store.header().model_path),
+        );
+        state.stats = gram_stats(store, DEFAULT_BATCH)?;
+        for (id, consumed) in store.sources() {
+            state.sources.push(SourceRecord {
+                id: id.clone(),
+                consumed: *consumed,
+                samples: 0,
+            });
+        }
+        let rows = store.rows();
+        if let [only] = state.sources.as_mut_slice() {
+            only.samples = rows;
+        }
+        Ok(state)
+    }
+
+    /// Removes the samples of `features` from the statistics (exact unlearning), without
+    /// refitting. All or nothing: on any error (an unknown label, more samples of a label than
+    /// were learned, NaN/Inf) the statistics are unchanged. Refused on decayed statistics,
+    /// where subtracting is no longer exact.
+    pub fn forget_statistics(&mut self, features: &dyn FeatureBatches) -> Result<()> {
+        if self.decayed {
+            return Err(Error::InvalidArgument(
+                "this state was learned with --decay < 1: old samples were discounted, so \
+                 they can no longer be subtracted exactly; forget is refused"
+                    .into(),
+            ));
+        }
+        if features.dim() != self.stats.dim() {
+            return Err(Error::FeatureDim {
+                what: "features to forget".into(),
+                expected: self.stats.dim(),
+                got: features.dim(),
+            });
+        }
+        let columns: Vec<usize> = features
+            .labels()
+            .iter()
+            .map(|l| {
+                self.stats
+                    .labels()
+                    .iter()
+                    .position(|k| k == l)
+                    .ok_or_else(|| Error::UnknownLabel {
+                        label: l.clone(),
+                        known: self.stats.labels().join(", "),
+                    })
+            })
+            .collect::<Result<_>>()?;
+        let mut stats = self.stats.clone();
+        let mut mapped = Vec::new();
+        features.for_each_batch(DEFAULT_BATCH, &mut |rows, ids| {
+            mapped.clear();
+            mapped.extend(ids.iter().map(|&i| columns[i]));
+            stats.forget(rows, &mapped, "features to forget")
+        })?;
+        self.stats = stats;
+        Ok(())
+    }
+
+    /// [`Self::forget_statistics`], then a refit of the head; all or nothing.
+    pub fn forget(
+        &mut self,
+        features: &dyn FeatureBatches,
+        lambda: Option<f64>,
+    ) -> Result<FitReport> {
+        let previous = self.stats.clone();
+        self.forget_statistics(features)?;
+        match self.fit(lambda) {
+            Ok(report) => Ok(report),
+            Err(e) => {
+                self.stats = previous;
+                Err(e)
+            }
+        }
+    }
+
+    /// Lowers the sample count of source `id` after `n` of its samples were forgotten; a
+    /// source with nothing left is dropped, so learning it again reads it from the start.
+    pub fn forget_source(&mut self, id: &str, n: u64) {
+        if let Some(i) = self.sources.iter().position(|s| s.id == id) {
+            let s = &mut self.sources[i];
+            s.samples = s.samples.saturating_sub(n);
+            if s.samples == 0 {
+                self.sources.remove(i);
+            }
+        }
     }
 
     /// Fails unless this state was learned with `backbone`.
@@ -191,6 +346,7 @@ impl State {
             stats: self.stats.to_record(),
             head: self.head.clone(),
             sources: self.sources.clone(),
+            decayed: self.decayed,
         };
         let body = postcard::to_stdvec(&payload)
             .map_err(|e| Error::InvalidArgument(format!("cannot encode state: {e}")))?;
@@ -240,16 +396,26 @@ impl State {
         if Sha256::digest(&bytes[..end]).as_slice() != &bytes[end..] {
             return Err(corrupt("checksum mismatch"));
         }
-        Self::from_payload(&bytes[HEADER_LEN..end], path)
+        Self::from_payload_version(&bytes[HEADER_LEN..end], version, path)
     }
 
     /// Decodes and validates the payload alone (no header, no checksum). Public so that the
     /// fuzz targets reach the decoder behind the checksum.
     #[doc(hidden)]
     pub fn from_payload(payload: &[u8], path: &Path) -> Result<Self> {
+        Self::from_payload_version(payload, FORMAT_VERSION, path)
+    }
+
+    fn from_payload_version(payload: &[u8], version: u32, path: &Path) -> Result<Self> {
         let corrupt = |reason: &str| corrupt_state(path, reason);
-        let payload: Payload =
-            postcard::from_bytes(payload).map_err(|e| corrupt(&format!("cannot decode: {e}")))?;
+        let decode_error = |e: postcard::Error| corrupt(&format!("cannot decode: {e}"));
+        let payload: Payload = if version == 1 {
+            postcard::from_bytes::<v1::Payload>(payload)
+                .map_err(decode_error)?
+                .into()
+        } else {
+            postcard::from_bytes(payload).map_err(decode_error)?
+        };
         if payload.stats.dim != payload.backbone.feature_dim {
             return Err(corrupt("statistics dimension differs from the backbone's"));
         }
@@ -266,6 +432,7 @@ impl State {
             stats,
             head: payload.head,
             sources: payload.sources,
+            decayed: payload.decayed,
         })
     }
 
@@ -327,7 +494,7 @@ pub fn write_atomically_to<W: DurableWrite>(
         let _ = std::fs::remove_file(tmp);
         Error::Io {
             path: path.into(),
-            source: std::io::Error::new(
+            error: std::io::Error::new(
                 e.kind(),
                 format!("could not save ({e}); the previous file, if any, is unchanged"),
             ),

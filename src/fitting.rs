@@ -1,0 +1,388 @@
+//! Fitting a head from streamed feature batches (a feature store, or rows in memory) by the
+//! papers' methods, PAPER.md §1–§2:
+//! - `gram`: the exact one-shot ridge solve from Gram statistics (the default);
+//! - `block-rls`: the block recursive form, `K = (G + λI)⁻¹` kept in f64 and updated per batch,
+//!   so an up-to-date head exists after every batch; after the last batch it equals `gram`;
+//! - `step`: the step form `W ← W + η (XbᵀXb + λI)⁻¹ Xbᵀ (Tb − XbW)`, over several passes
+//!   (approximate; for fidelity to the first paper version and comparison);
+//! - `recompute`: a head with hidden dense layers refit by Yang's pull-back ([`crate::recompute`]).
+//!
+//! λ is the user's, or chosen by generalised cross-validation on the features' Gram statistics
+//! (one extra pass); every method and every layer then uses that λ.
+
+use std::time::Instant;
+
+use faer::linalg::matmul::matmul;
+use faer::linalg::matmul::triangular::{BlockStructure, matmul as triangular_matmul};
+use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
+use faer::{Accum, Mat, MatRef, Par, Side};
+
+use crate::error::{Error, Result};
+use crate::head::{Activation, FitReport, Head, LambdaSource, MethodName};
+use crate::recompute::{RecomputeOptions, fit_recompute};
+use crate::solver::{GramStats, default_lambda_grid};
+use crate::store::FeatureBatches;
+
+/// Rows per batch when the user does not choose (the Gram accumulation uses the same).
+pub const DEFAULT_BATCH: usize = 64;
+
+/// A fitting method with its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Method {
+    Gram,
+    BlockRls,
+    Step {
+        /// Learning rate η (the demo's "MP learning rate", 0.5).
+        eta: f64,
+        /// Passes over the data.
+        passes: usize,
+    },
+    Recompute(RecomputeOptions),
+}
+
+impl Method {
+    pub fn name(&self) -> MethodName {
+        match self {
+            Method::Gram => MethodName::Gram,
+            Method::BlockRls => MethodName::BlockRls,
+            Method::Step { .. } => MethodName::Step,
+            Method::Recompute(_) => MethodName::Recompute,
+        }
+    }
+
+    /// Checks the settings before any data is read.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Method::Step { eta, passes } => {
+                if !(eta.is_finite() && *eta > 0.0) || *passes == 0 {
+                    return Err(Error::InvalidArgument(format!(
+                        "step needs η > 0 and at least one pass (got η = {eta}, {passes} passes)"
+                    )));
+                }
+            }
+            Method::Recompute(o) => o.validate()?,
+            Method::Gram | Method::BlockRls => {}
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FitOptions {
+    pub method: Method,
+    /// Fixed λ; chosen by GCV when absent.
+    pub lambda: Option<f64>,
+    /// Rows per batch.
+    pub batch: usize,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions {
+            method: Method::Gram,
+            lambda: None,
+            batch: DEFAULT_BATCH,
+        }
+    }
+}
+
+/// Gram statistics of `source`, with its labels in its own order.
+pub fn gram_stats(source: &dyn FeatureBatches, batch: usize) -> Result<GramStats> {
+    let mut stats = GramStats::new(source.dim());
+    for label in source.labels() {
+        stats.label_index(label);
+    }
+    source.for_each_batch(batch, &mut |features, labels| {
+        stats.accumulate(features, labels, "feature batch")
+    })?;
+    Ok(stats)
+}
+
+/// Fits a head on `source` with `options.method`.
+pub fn fit(source: &dyn FeatureBatches, options: &FitOptions) -> Result<(Head, FitReport)> {
+    let started = Instant::now();
+    options.method.validate()?;
+    if source.rows() == 0 || source.labels().is_empty() {
+        return Err(Error::InvalidArgument(
+            "no samples to fit on (the feature store is empty)".into(),
+        ));
+    }
+    if let Some(l) = options.lambda
+        && !(l.is_finite() && l > 0.0)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "λ must be a finite number > 0, got {l}"
+        )));
+    }
+    let batch = options.batch.max(1);
+    // Gram statistics are needed by `gram`, by GCV and by `recompute` (its first layer).
+    let needs_stats =
+        options.lambda.is_none() || matches!(options.method, Method::Gram | Method::Recompute(_));
+    let stats = if needs_stats {
+        Some(gram_stats(source, batch)?)
+    } else {
+        None
+    };
+    let (lambda, lambda_source, gcv) = match (options.lambda, &stats) {
+        (Some(l), _) => (l, LambdaSource::Fixed, None),
+        (None, Some(stats)) => {
+            let search = stats.gcv(&default_lambda_grid())?;
+            (search.best, LambdaSource::Gcv, Some(search))
+        }
+        (None, None) => unreachable!("statistics are computed when λ is not given"),
+    };
+    let labels = source.labels().to_vec();
+    let samples = source.rows() as f64;
+    let linear = |w: Mat<f64>, method| {
+        let mut head =
+            Head::from_solution(w.as_ref(), labels.clone(), lambda, lambda_source, samples);
+        head.method = method;
+        head
+    };
+    let head = match &options.method {
+        Method::Gram => {
+            let stats = stats.as_ref().expect("computed for gram");
+            linear(stats.solve(lambda)?, MethodName::Gram)
+        }
+        Method::BlockRls => {
+            let mut rls = BlockRls::new(source.dim(), labels.len(), lambda)?;
+            source.for_each_batch(batch, &mut |features, ids| rls.update(features, ids))?;
+            linear(rls.into_weights(), MethodName::BlockRls)
+        }
+        Method::Step { eta, passes } => {
+            let mut step = StepFit::new(source.dim(), labels.len(), lambda, *eta);
+            for _ in 0..*passes {
+                source.for_each_batch(batch, &mut |features, ids| step.update(features, ids))?;
+            }
+            linear(step.into_weights(), MethodName::Step)
+        }
+        Method::Recompute(o) => {
+            let stats = stats.as_ref().expect("computed for recompute");
+            fit_recompute(source, stats, lambda, lambda_source, batch, o)?
+        }
+    };
+    let report = FitReport {
+        method: options.method.name(),
+        lambda,
+        lambda_source,
+        gcv,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok((head, report))
+}
+
+/// A batch as `X = [H, 1]` (b × (d+1)) and ±1 targets `T` (b × c). Rejects NaN/Inf.
+pub(crate) fn batch_matrices<F: Copy + Into<f64>>(
+    features: &[F],
+    labels: &[usize],
+    dim: usize,
+    classes: usize,
+) -> Result<(Mat<f64>, Mat<f64>)> {
+    let b = labels.len();
+    if features.len() != b * dim {
+        return Err(Error::FeatureDim {
+            what: "feature batch".into(),
+            expected: dim,
+            got: features.len() / b.max(1),
+        });
+    }
+    if !features.iter().all(|&v| v.into().is_finite()) {
+        return Err(Error::NonFiniteFeatures {
+            what: "feature batch".into(),
+        });
+    }
+    if labels.iter().any(|&l| l >= classes) {
+        return Err(Error::InvalidArgument(
+            "feature batch: label index out of range".into(),
+        ));
+    }
+    let x = Mat::from_fn(b, dim + 1, |r, j| {
+        if j == dim {
+            1.0
+        } else {
+            features[r * dim + j].into()
+        }
+    });
+    let t = Mat::from_fn(b, classes, |r, k| if labels[r] == k { 1.0 } else { -1.0 });
+    Ok((x, t))
+}
+
+/// Block recursive least squares (PAPER.md §1): `K = (G + λI)⁻¹` and `W = K B` kept up to
+/// date batch by batch. Starting from `K = I/λ`, `W = 0` is the same as the paper's start from
+/// the first batch; after the last batch `W` equals the one-shot ridge solution.
+#[derive(Debug, Clone)]
+pub struct BlockRls {
+    dim: usize,
+    classes: usize,
+    k: Mat<f64>,
+    w: Mat<f64>,
+}
+
+impl BlockRls {
+    pub fn new(dim: usize, classes: usize, lambda: f64) -> Result<Self> {
+        if !(lambda.is_finite() && lambda > 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "block-rls needs λ > 0 (K starts as I/λ), got {lambda}"
+            )));
+        }
+        let p = dim + 1;
+        Ok(BlockRls {
+            dim,
+            classes,
+            k: Mat::from_fn(p, p, |i, j| if i == j { 1.0 / lambda } else { 0.0 }),
+            w: Mat::zeros(p, classes),
+        })
+    }
+
+    /// Folds one batch in:
+    /// `U = K Xᵀ`, `S = I + X U = L Lᵀ`, `K ← K − U S⁻¹ Uᵀ`, `W ← W + U S⁻¹ (T − X W)`
+    /// (`U S⁻¹` is the updated `K Xᵀ`). A NaN/Inf batch is rejected and changes nothing.
+    pub fn update<F: Copy + Into<f64>>(&mut self, features: &[F], labels: &[usize]) -> Result<()> {
+        let (x, t) = batch_matrices(features, labels, self.dim, self.classes)?;
+        let b = x.nrows();
+        if b == 0 {
+            return Ok(());
+        }
+        let par = Par::rayon(0);
+        let u = &self.k * x.transpose(); // p × b
+        let mut s = &x * &u; // b × b
+        for i in 0..b {
+            s[(i, i)] += 1.0;
+        }
+        let llt = s
+            .llt(Side::Lower)
+            .map_err(|_| Error::Solver("block-rls: I + X K Xᵀ is not positive definite".into()))?;
+        // Y = L⁻¹ Uᵀ (b × p), so U S⁻¹ Uᵀ = Yᵀ Y; Z = L⁻¹ (T − X W), so U S⁻¹ (T − X W) = Yᵀ Z.
+        let mut y = u.transpose().to_owned();
+        solve_lower_triangular_in_place(llt.L(), y.as_mut(), par);
+        let mut z = &t - &x * &self.w;
+        solve_lower_triangular_in_place(llt.L(), z.as_mut(), par);
+        triangular_matmul(
+            self.k.as_mut(),
+            BlockStructure::TriangularLower,
+            Accum::Add,
+            y.transpose(),
+            BlockStructure::Rectangular,
+            y.as_ref(),
+            BlockStructure::Rectangular,
+            -1.0,
+            par,
+        );
+        let p = self.k.nrows();
+        for j in 0..p {
+            for i in j + 1..p {
+                self.k[(j, i)] = self.k[(i, j)];
+            }
+        }
+        matmul(
+            self.w.as_mut(),
+            Accum::Add,
+            y.transpose(),
+            z.as_ref(),
+            1.0,
+            par,
+        );
+        Ok(())
+    }
+
+    /// The current head weights, (d+1) × c.
+    pub fn weights(&self) -> MatRef<'_, f64> {
+        self.w.as_ref()
+    }
+
+    pub fn into_weights(self) -> Mat<f64> {
+        self.w
+    }
+}
+
+/// The step form (PAPER.md §1): per batch `W ← W + η (XbᵀXb + λI)⁻¹ Xbᵀ (Tb − XbW)`, computed
+/// as `η Xbᵀ (XbXbᵀ + λI)⁻¹ (Tb − XbW)` (the same matrix, a b × b solve instead of d × d).
+#[derive(Debug, Clone)]
+pub struct StepFit {
+    dim: usize,
+    classes: usize,
+    lambda: f64,
+    eta: f64,
+    w: Mat<f64>,
+}
+
+impl StepFit {
+    /// Starts from `W = 0`.
+    pub fn new(dim: usize, classes: usize, lambda: f64, eta: f64) -> Self {
+        StepFit {
+            dim,
+            classes,
+            lambda,
+            eta,
+            w: Mat::zeros(dim + 1, classes),
+        }
+    }
+
+    pub fn update<F: Copy + Into<f64>>(&mut self, features: &[F], labels: &[usize]) -> Result<()> {
+        let (x, t) = batch_matrices(features, labels, self.dim, self.classes)?;
+        let b = x.nrows();
+        if b == 0 {
+            return Ok(());
+        }
+        let mut a = &x * x.transpose();
+        for i in 0..b {
+            a[(i, i)] += self.lambda;
+        }
+        let llt = a.llt(Side::Lower).map_err(|_| {
+            Error::Solver(format!(
+                "step: XXᵀ + λI is not positive definite at λ = {}; use a larger λ",
+                self.lambda
+            ))
+        })?;
+        let mut e = &t - &x * &self.w;
+        faer::linalg::solvers::Solve::solve_in_place(&llt, e.as_mut());
+        matmul(
+            self.w.as_mut(),
+            Accum::Add,
+            x.transpose(),
+            e.as_ref(),
+            self.eta,
+            Par::rayon(0),
+        );
+        Ok(())
+    }
+
+    pub fn weights(&self) -> MatRef<'_, f64> {
+        self.w.as_ref()
+    }
+
+    pub fn into_weights(self) -> Mat<f64> {
+        self.w
+    }
+}
+
+/// Parses `--hidden 512,256` into layer widths.
+pub fn parse_widths(s: &str) -> Result<Vec<usize>> {
+    s.split(',')
+        .map(|w| {
+            w.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&w| (1..=1 << 16).contains(&w))
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "hidden width '{w}' is not a number from 1 to 65536"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// The activation names `fit --activation` accepts, for messages.
+pub fn activation_help() -> String {
+    [
+        Activation::Bsig,
+        Activation::Sin,
+        Activation::Identity,
+        Activation::Relu,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect::<Vec<_>>()
+    .join(", ")
+}
