@@ -585,8 +585,8 @@ fn forget(a: ForgetArgs) -> Result<bool> {
     }
     let (state, report) = match (&a.store, a.data.open_optional()?) {
         (Some(path), None) => {
-            let mut state = State::load(&a.state)?;
             let store = FeatureStore::open(path)?;
+            let mut state = State::load(&a.state)?;
             store.check_backbone(&state.backbone)?;
             let fit = state.forget(&store, a.lambda)?;
             let report = Report {
@@ -654,8 +654,8 @@ fn eval(a: EvalArgs) -> Result<bool> {
     }
     let report = match (&a.store, a.data.open_optional()?) {
         (Some(path), None) => {
-            let state = State::load(&a.state)?;
             let store = FeatureStore::open(path)?;
+            let state = State::load(&a.state)?;
             store.check_backbone(&state.backbone)?;
             let head = state
                 .head

@@ -18,6 +18,7 @@ pub enum LambdaSource {
 
 /// Which fitting method produced a head (see [`crate::fitting`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum MethodName {
     Gram,
     BlockRls,
@@ -38,6 +39,7 @@ impl std::fmt::Display for MethodName {
 
 /// Activation of a hidden dense layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Activation {
     /// Bipolar sigmoid `2σ(z) − 1` (= tanh(z/2)); inverse `ln((1+p)/(1−p))`.
     Bsig,

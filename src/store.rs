@@ -102,6 +102,9 @@ struct ChunkEntry {
     crc: u32,
 }
 
+/// Receives one batch: row-major features and label indices.
+pub type BatchFn<'a> = dyn FnMut(&[f32], &[usize]) -> Result<()> + 'a;
+
 /// Labelled feature rows that can be streamed in batches, as often as a method needs passes.
 pub trait FeatureBatches {
     /// Features per row.
@@ -111,11 +114,7 @@ pub trait FeatureBatches {
     fn rows(&self) -> u64;
     /// Calls `f(features, labels)` for consecutive batches of at most `batch` rows (row-major
     /// features, label indices), always in the same order.
-    fn for_each_batch(
-        &self,
-        batch: usize,
-        f: &mut dyn FnMut(&[f32], &[usize]) -> Result<()>,
-    ) -> Result<()>;
+    fn for_each_batch(&self, batch: usize, f: &mut BatchFn<'_>) -> Result<()>;
 }
 
 /// Feature rows held in memory (tests, and library users who have their own features).
@@ -141,11 +140,7 @@ impl FeatureBatches for FeatureSet {
         self.label_ids.len() as u64
     }
 
-    fn for_each_batch(
-        &self,
-        batch: usize,
-        f: &mut dyn FnMut(&[f32], &[usize]) -> Result<()>,
-    ) -> Result<()> {
+    fn for_each_batch(&self, batch: usize, f: &mut BatchFn<'_>) -> Result<()> {
         let batch = batch.max(1);
         for (start, ids) in (0..).step_by(batch).zip(self.label_ids.chunks(batch)) {
             f(
@@ -168,7 +163,8 @@ fn read_u32(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
 }
 
-/// A store opened for reading: its header and an index of its chunks.
+/// A store opened for reading: its header and an index of its chunks. Opening reads the whole
+/// file once and checks every chunk's checksum, so damage is reported before any work starts.
 #[derive(Debug)]
 pub struct FeatureStore {
     path: PathBuf,
@@ -276,23 +272,26 @@ impl FeatureStore {
                 store.incomplete_tail = tail("a truncated chunk");
                 break;
             }
-            let mut meta_bytes = vec![0u8; meta_len as usize];
+            let mut body = vec![0u8; body_len as usize];
             reader
-                .read_exact(&mut meta_bytes)
+                .read_exact(&mut body)
                 .map_err(|e| Error::io(path, e))?;
-            let meta: ChunkMeta = match postcard::from_bytes(&meta_bytes) {
-                Ok(m) => m,
-                Err(_) if offset + CHUNK_HEADER_LEN + body_len == file_len => {
-                    // A torn last chunk: complete in length, wrong inside.
+            let is_last = offset + CHUNK_HEADER_LEN + body_len == file_len;
+            let meta = if crc32fast::hash(&body) == crc {
+                postcard::from_bytes::<ChunkMeta>(&body[..meta_len as usize]).ok()
+            } else {
+                None
+            };
+            let Some(meta) = meta else {
+                if is_last {
+                    // A torn last write: complete in length, wrong inside.
                     store.incomplete_tail = tail("a damaged last chunk");
                     break;
                 }
-                Err(e) => {
-                    return Err(corrupt(
-                        path,
-                        format!("cannot decode chunk at byte {offset}: {e}"),
-                    ));
-                }
+                return Err(corrupt(
+                    path,
+                    format!("checksum mismatch in the chunk at byte {offset}"),
+                ));
             };
             if meta.labels.len() != rows as usize || meta.consumed < rows as u64 {
                 return Err(corrupt(
@@ -316,42 +315,10 @@ impl FeatureStore {
                 crc,
             });
             store.rows += rows as u64;
-            reader
-                .seek_relative((rows as u64 * row_bytes) as i64)
-                .map_err(|e| Error::io(path, e))?;
             offset += CHUNK_HEADER_LEN + body_len;
             store.complete_len = offset;
         }
         Ok(store)
-    }
-
-    /// Drops the last chunk if its checksum fails: a crash can tear the last write even when
-    /// its length came out right. Only the last chunk: damage elsewhere is not a crash.
-    fn without_torn_last_chunk(mut self) -> Result<Self> {
-        let Some(last) = self.chunks.last().cloned() else {
-            return Ok(self);
-        };
-        let path = self.path.clone();
-        let mut file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let body_len = last.meta_len as u64
-            + last.rows as u64 * (self.dim() * self.header.precision.bytes()) as u64;
-        let mut body = vec![0u8; body_len as usize];
-        file.seek(SeekFrom::Start(last.offset + CHUNK_HEADER_LEN))
-            .and_then(|_| file.read_exact(&mut body))
-            .map_err(|e| Error::io(&path, e))?;
-        if crc32fast::hash(&body) == last.crc {
-            return Ok(self);
-        }
-        let meta: Option<ChunkMeta> = postcard::from_bytes(&body[..last.meta_len as usize]).ok();
-        if let Some(meta) = meta
-            && let Some((_, n)) = self.sources.iter_mut().find(|(s, _)| *s == meta.source)
-        {
-            *n -= meta.consumed;
-        }
-        self.chunks.pop();
-        self.rows -= last.rows as u64;
-        self.complete_len = last.offset;
-        Ok(self)
     }
 
     pub fn path(&self) -> &Path {
@@ -479,11 +446,7 @@ impl FeatureBatches for FeatureStore {
         self.rows
     }
 
-    fn for_each_batch(
-        &self,
-        batch: usize,
-        f: &mut dyn FnMut(&[f32], &[usize]) -> Result<()>,
-    ) -> Result<()> {
+    fn for_each_batch(&self, batch: usize, f: &mut BatchFn<'_>) -> Result<()> {
         let (batch, dim) = (batch.max(1), self.dim());
         let mut features = Vec::with_capacity(batch * dim);
         let mut ids = Vec::with_capacity(batch);
@@ -585,7 +548,6 @@ impl StoreWriter {
                 store.header.chunk_rows
             )));
         }
-        let store = store.without_torn_last_chunk()?;
         let writer = Self::append_at(path, store.header.clone(), store.complete_len)?;
         Ok((writer, Some(store)))
     }

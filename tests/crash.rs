@@ -12,18 +12,6 @@ use std::time::{Duration, Instant};
 
 use fastretrain::state::State;
 
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
-    }
-}
-
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
@@ -70,7 +58,7 @@ fn killed_learning_always_leaves_a_loadable_state_and_resumes_exactly() {
     let expected = State::load(&reference).unwrap();
     let expected_digest = expected.statistics_digest();
 
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ std::process::id() as u64);
+    let mut rng = common::Rng(0x9e37_79b9_7f4a_7c15 ^ std::process::id() as u64);
     let (mut kills, mut rounds, mut exact, mut checked) = (0u64, 0u64, 0u64, 0u64);
     let state = dir.join("crash.frs");
     while kills < kills_wanted {

@@ -125,17 +125,18 @@ fn step_form_matches_numpy_step_for_step() {
         step["batch"].as_u64().unwrap() as usize,
     );
     let mut one = StepFit::new(r.set.dim, 10, 1.0, eta);
-    one.update(&r.set.features[..batch * r.set.dim], &r.set.label_ids[..batch])
-        .unwrap();
+    one.update(
+        &r.set.features[..batch * r.set.dim],
+        &r.set.label_ids[..batch],
+    )
+    .unwrap();
     let err = common::relative_error(&row_major(one.weights()), r.matrix("step_after_batch1"));
     eprintln!("after batch 1: relative error {err:e}");
     assert!(err < 1e-6, "after batch 1: relative error {err:e}");
     for passes in [1, 2] {
         let head = fit(&r, Method::Step { eta, passes }, batch);
-        let err = common::relative_error(
-            &head.weights,
-            r.matrix(&format!("step_after_pass{passes}")),
-        );
+        let err =
+            common::relative_error(&head.weights, r.matrix(&format!("step_after_pass{passes}")));
         eprintln!("after pass {passes}: relative error {err:e}");
         assert!(err < 1e-6, "after pass {passes}: relative error {err:e}");
     }
@@ -166,7 +167,10 @@ fn recompute_matches_numpy_iteration_by_iteration() {
             let err =
                 common::relative_error(&layer.weights, r.matrix(&format!("{name}_hidden{i}")));
             eprintln!("{name} hidden layer {i}: relative error {err:e}");
-            assert!(err < 1e-6, "{name} hidden layer {i}: relative error {err:e}");
+            assert!(
+                err < 1e-6,
+                "{name} hidden layer {i}: relative error {err:e}"
+            );
         }
         let err = common::relative_error(&head.weights, r.matrix(&format!("{name}_out")));
         eprintln!("{name} output layer: relative error {err:e}");
@@ -191,7 +195,9 @@ fn relu_heads_are_refused_for_recomputation_but_can_refit_the_output_layer() {
         lambda: Some(1.0),
         batch: 64,
     };
-    let err = fitting::fit(&small, &options(relu(2))).unwrap_err().to_string();
+    let err = fitting::fit(&small, &options(relu(2)))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("has no inverse"), "{err}");
     let (head, _) = fitting::fit(&small, &options(relu(0))).unwrap();
     assert_eq!(head.hidden[0].activation, Activation::Relu);

@@ -106,3 +106,21 @@ fn a_huge_payload_length_is_refused_not_overflowed() {
         ));
     }
 }
+
+#[test]
+fn version_1_states_are_read_and_upgraded() {
+    let path = common::data("hostile/states/other_backbone.frs");
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 1);
+    let state = State::load(&path).unwrap();
+    let head = state.head.as_ref().expect("v1 state has a head");
+    assert!(head.hidden.is_empty());
+    assert_eq!(head.method, fastretrain::head::MethodName::Gram);
+    assert!(!state.decayed);
+    let upgraded = state.to_bytes().unwrap();
+    assert_eq!(
+        u32::from_le_bytes(upgraded[8..12].try_into().unwrap()),
+        FORMAT_VERSION
+    );
+    assert_eq!(State::from_bytes(&upgraded, &path).unwrap(), state);
+}

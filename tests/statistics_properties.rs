@@ -43,13 +43,7 @@ fn forget(stats: &mut GramStats, data: &[Sample], batch: usize) {
         let feats: Vec<f32> = chunk.iter().flat_map(|(f, _)| f.clone()).collect();
         let ids: Vec<usize> = chunk
             .iter()
-            .map(|(_, l)| {
-                stats
-                    .labels()
-                    .iter()
-                    .position(|k| k == LABELS[*l])
-                    .unwrap()
-            })
+            .map(|(_, l)| stats.labels().iter().position(|k| k == LABELS[*l]).unwrap())
             .collect();
         stats.forget(&feats, &ids, "test").unwrap();
     }
@@ -67,8 +61,18 @@ fn assert_same(a: &GramStats, b: &GramStats) -> Result<(), TestCaseError> {
     la.sort();
     lb.sort();
     prop_assert_eq!(la, lb, "label sets");
-    prop_assert!(close(ra.samples, rb.samples), "samples {} vs {}", ra.samples, rb.samples);
-    prop_assert!(close(ra.target_sq, rb.target_sq), "Σ‖t‖² {} vs {}", ra.target_sq, rb.target_sq);
+    prop_assert!(
+        close(ra.samples, rb.samples),
+        "samples {} vs {}",
+        ra.samples,
+        rb.samples
+    );
+    prop_assert!(
+        close(ra.target_sq, rb.target_sq),
+        "Σ‖t‖² {} vs {}",
+        ra.target_sq,
+        rb.target_sq
+    );
     for (x, y) in ra.gram_lower.iter().zip(&rb.gram_lower) {
         prop_assert!(close(*x, *y), "G {x} vs {y}");
     }

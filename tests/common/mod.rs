@@ -65,3 +65,28 @@ pub fn json_of(out: &Output) -> serde_json::Value {
     assert!(out.status.success(), "stderr: {}", stderr(out));
     serde_json::from_str(&stdout(out)).expect("JSON on stdout")
 }
+
+/// A small deterministic generator for randomised tests (xorshift64*).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+}
+
+/// Runs the binary and asserts it failed with exit code 2 and `needle` in its message.
+pub fn refused(dir: &Path, args: &[&str], needle: &str) -> String {
+    let out = run(dir, args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?} should fail: {err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected '{needle}' in: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
