@@ -698,11 +698,15 @@ struct InfoReport<'a> {
     statistics_sha256: String,
     labels: Vec<(String, f64)>,
     sources: &'a [fastretrain::state::SourceRecord],
+    decayed: bool,
     head: Option<HeadInfo>,
 }
 
 #[derive(Serialize)]
 struct HeadInfo {
+    method: fastretrain::head::MethodName,
+    /// Hidden layer widths (empty for a linear head).
+    hidden: Vec<usize>,
     classes: usize,
     fitted_samples: f64,
     lambda: f64,
@@ -725,7 +729,10 @@ fn info(a: InfoArgs) -> Result<bool> {
             .zip(state.stats.class_counts().iter().copied())
             .collect(),
         sources: &state.sources,
+        decayed: state.decayed,
         head: state.head.as_ref().map(|h| HeadInfo {
+            method: h.method,
+            hidden: h.hidden.iter().map(|l| l.outputs).collect(),
             classes: h.classes(),
             fitted_samples: h.fitted_samples,
             lambda: h.lambda,
@@ -751,10 +758,21 @@ fn info(a: InfoArgs) -> Result<bool> {
     }
     match &report.head {
         Some(h) => println!(
-            "  head      {} classes, λ = {:.4} ({:?})",
-            h.classes, h.lambda, h.lambda_source
+            "  head      {} classes by {}{}, λ = {:.4} ({:?})",
+            h.classes,
+            h.method,
+            if h.hidden.is_empty() {
+                String::new()
+            } else {
+                format!(" with hidden layers {:?}", h.hidden)
+            },
+            h.lambda,
+            h.lambda_source
         ),
         None => println!("  head      none (run fit)"),
+    }
+    if report.decayed {
+        println!("  decay     old samples were discounted (--decay); forget is not available");
     }
     if let Some(h) = &report.head
         && h.fitted_samples < report.samples

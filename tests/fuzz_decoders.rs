@@ -144,3 +144,45 @@ proptest! {
         }
     }
 }
+
+/// A small valid feature store (2 chunks), written through the library.
+fn valid_store_bytes(dir: &Path) -> Vec<u8> {
+    use fastretrain::store::{Precision, StoreHeader, StoreWriter};
+    let path = dir.join("valid.frf");
+    let header = StoreHeader {
+        backbone: Fingerprint {
+            model_sha256: "ab".repeat(32),
+            feature_tensor: "features".into(),
+            feature_dim: 3,
+        },
+        model_path: "m.onnx".into(),
+        precision: Precision::F16,
+        chunk_rows: 2,
+    };
+    let mut writer = StoreWriter::create(&path, header).unwrap();
+    for (i, label) in ["a", "b", "a"].iter().enumerate() {
+        let row = [i as f32, 0.5, -1.0];
+        writer.push("src", &row, label, "row").unwrap();
+    }
+    writer.flush().unwrap();
+    std::fs::read(&path).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn store_from_mutated_bytes(mutations in prop::collection::vec(mutation(), 1..4)) {
+        use fastretrain::store::{FeatureBatches, FeatureStore};
+        let dir = common::temp_dir("fuzz-store");
+        let valid = valid_store_bytes(&dir);
+        let path = dir.join("mutated.frf");
+        std::fs::write(&path, mutate(valid, &mutations)).unwrap();
+        if let Ok(store) = FeatureStore::open(&path) {
+            let _ = store.for_each_batch(2, &mut |f, l| {
+                assert_eq!(f.len(), l.len() * store.dim());
+                Ok(())
+            });
+        }
+    }
+}
