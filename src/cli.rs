@@ -61,6 +61,8 @@ enum Command {
     /// Write a data set's features to a feature store (f16 by default), resuming after the
     /// records the store already holds.
     Extract(ExtractArgs),
+    /// Write the adapted model as a standard ONNX file: the backbone with the refit head.
+    Export(ExportArgs),
     /// Copy a feature store with another precision (f16 ↔ f32).
     Convert(ConvertArgs),
     /// Learn + eval on the shipped model and Fashion-MNIST subset, with timings.
@@ -320,6 +322,20 @@ struct ExtractArgs {
 }
 
 #[derive(Args)]
+struct ExportArgs {
+    #[arg(long)]
+    state: PathBuf,
+    /// ONNX file to write (replaced atomically).
+    #[arg(long)]
+    out: PathBuf,
+    /// The backbone model (default: the state's); must be the file the state was learned with.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct ConvertArgs {
     #[arg(long)]
     store: PathBuf,
@@ -369,6 +385,7 @@ pub fn run(cli: Cli) -> Result<bool> {
         Command::Forget(a) => forget(a),
         Command::Extract(a) => extract(a),
         Command::Convert(a) => convert(a),
+        Command::Export(a) => export(a),
         Command::Demo(a) => demo(a),
     }
 }
@@ -888,6 +905,29 @@ fn extract(a: ExtractArgs) -> Result<bool> {
         println!("skipped: {s}");
     }
     print_store(&report.store);
+    Ok(true)
+}
+
+fn export(a: ExportArgs) -> Result<bool> {
+    let state = State::load(&a.state)?;
+    let model = a.model.clone().unwrap_or_else(|| state.model_path.clone());
+    let report = fastretrain::export::export(&state, &model, &a.out)?;
+    if a.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "exported {} ({} classes{}, output '{}', {} bytes)",
+            a.out.display(),
+            report.classes,
+            if report.hidden.is_empty() {
+                String::new()
+            } else {
+                format!(", hidden layers {:?}", report.hidden)
+            },
+            report.output,
+            report.bytes
+        );
+    }
     Ok(true)
 }
 

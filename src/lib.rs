@@ -12,6 +12,8 @@ pub mod data;
 pub mod error;
 pub mod evaluation;
 #[cfg(feature = "backbone")]
+pub mod export;
+#[cfg(feature = "backbone")]
 pub mod features;
 pub mod fitting;
 pub mod head;

@@ -1,0 +1,297 @@
+//! Export of an adapted model as a standard ONNX file: the original backbone graph up to the
+//! feature tensor, then the refit head (its hidden layers, if any, and the output layer) as
+//! Gemm nodes with f32 initializers, under the original output name, with the labels in the
+//! model's metadata. The model's own dense head and anything else the new output does not need
+//! is pruned. Any ONNX runtime (onnxruntime, tract) runs the result; the edge commands accept it
+//! as a new backbone.
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tract_onnx::pb::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, StringStringEntryProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType,
+    tensor_proto::DataType, tensor_shape_proto, type_proto,
+};
+
+use crate::error::{Error, Result};
+use crate::head::{Activation, Head};
+use crate::state::{State, hex, write_atomically};
+
+/// Metadata key holding the labels (a JSON array, in output order).
+pub const LABELS_KEY: &str = "fastretrain.labels";
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExportReport {
+    pub out: PathBuf,
+    pub output: String,
+    pub classes: usize,
+    pub labels: Vec<String>,
+    pub hidden: Vec<usize>,
+    pub bytes: usize,
+    pub nodes_removed: usize,
+}
+
+fn float_tensor(name: &str, dims: &[i64], values: impl Iterator<Item = f32>) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: DataType::Float as i32,
+        raw_data: values.flat_map(f32::to_le_bytes).collect(),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, name: &str, inputs: &[&str], output: &str) -> NodeProto {
+    NodeProto {
+        op_type: op.into(),
+        name: name.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        ..Default::default()
+    }
+}
+
+fn int_attribute(name: &str, value: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i: value,
+        ..Default::default()
+    }
+}
+
+/// Appends `Gemm(x, W, b)` (and the activation) for weights stored (inputs + 1) × outputs,
+/// row major, bias last; returns the output tensor name.
+fn append_dense(
+    graph: &mut GraphProto,
+    prefix: &str,
+    x: &str,
+    inputs: usize,
+    outputs: usize,
+    weights: &[f64],
+    activation: Activation,
+    output: &str,
+) {
+    let (w, b) = (format!("{prefix}/weight"), format!("{prefix}/bias"));
+    graph.initializer.push(float_tensor(
+        &w,
+        &[inputs as i64, outputs as i64],
+        weights[..inputs * outputs].iter().map(|&v| v as f32),
+    ));
+    graph.initializer.push(float_tensor(
+        &b,
+        &[outputs as i64],
+        weights[inputs * outputs..].iter().map(|&v| v as f32),
+    ));
+    let z = if activation == Activation::Identity {
+        output.to_string()
+    } else {
+        format!("{prefix}/z")
+    };
+    graph
+        .node
+        .push(node("Gemm", &format!("{prefix}/gemm"), &[x, &w, &b], &z));
+    let act = |op: &str, inputs: &[&str], out: &str, graph: &mut GraphProto| {
+        graph
+            .node
+            .push(node(op, &format!("{prefix}/{}", op.to_lowercase()), inputs, out));
+    };
+    match activation {
+        Activation::Identity => {}
+        Activation::Relu => act("Relu", &[&z], output, graph),
+        Activation::Sin => act("Sin", &[&z], output, graph),
+        Activation::Bsig => {
+            // 2σ(z) − 1
+            let (s, two, one, d) = (
+                format!("{prefix}/sigmoid"),
+                format!("{prefix}/two"),
+                format!("{prefix}/one"),
+                format!("{prefix}/double"),
+            );
+            graph
+                .initializer
+                .push(float_tensor(&two, &[], std::iter::once(2.0)));
+            graph
+                .initializer
+                .push(float_tensor(&one, &[], std::iter::once(1.0)));
+            act("Sigmoid", &[&z], &s, graph);
+            act("Mul", &[&s, &two], &d, graph);
+            act("Sub", &[&d, &one], output, graph);
+        }
+    }
+}
+
+/// Keeps only the nodes, initializers and value infos `outputs` need.
+fn prune(graph: &mut GraphProto, outputs: &[String]) -> usize {
+    let mut needed: std::collections::HashSet<String> = outputs.iter().cloned().collect();
+    let mut keep = vec![false; graph.node.len()];
+    for (i, n) in graph.node.iter().enumerate().rev() {
+        if n.output.iter().any(|o| needed.contains(o)) {
+            keep[i] = true;
+            needed.extend(n.input.iter().filter(|s| !s.is_empty()).cloned());
+        }
+    }
+    let before = graph.node.len();
+    let mut k = keep.into_iter();
+    graph.node.retain(|_| k.next().unwrap_or(false));
+    graph.initializer.retain(|t| needed.contains(&t.name));
+    graph.value_info.retain(|v| needed.contains(&v.name));
+    graph.input.retain(|v| needed.contains(&v.name));
+    before - graph.node.len()
+}
+
+/// Rewrites `model` (ONNX bytes) with `head` on `feature_tensor`; returns the new bytes.
+pub fn export_bytes(
+    model: &[u8],
+    model_path: &Path,
+    feature_tensor: &str,
+    head: &Head,
+) -> Result<(Vec<u8>, ExportReport)> {
+    let bad = |reason: String| Error::Model {
+        path: model_path.into(),
+        reason,
+    };
+    if head.classes() == 0 {
+        return Err(Error::InvalidArgument(
+            "the state's head has no classes: learn some labelled data first".into(),
+        ));
+    }
+    let mut proto = ModelProto::decode(model)
+        .map_err(|e| bad(format!("cannot parse ONNX protobuf: {e}")))?;
+    let graph = proto
+        .graph
+        .as_mut()
+        .ok_or_else(|| bad("the file holds no graph".into()))?;
+    let produced = |g: &GraphProto, name: &str| {
+        g.node.iter().any(|n| n.output.iter().any(|o| o == name))
+            || g.input.iter().any(|i| i.name == name)
+    };
+    if !produced(graph, feature_tensor) {
+        return Err(bad(format!("no tensor named '{feature_tensor}'")));
+    }
+    let original = graph
+        .output
+        .first()
+        .cloned()
+        .ok_or_else(|| bad("the graph has no output".into()))?;
+    let output = original.name.clone();
+    // The original output's producers are replaced by the new head.
+    graph.node.retain(|n| !n.output.iter().any(|o| *o == output));
+    if produced(graph, &output) {
+        return Err(bad(format!(
+            "output '{output}' is also a graph input; cannot replace it"
+        )));
+    }
+    let flat = "fastretrain/features".to_string();
+    let mut flatten = node("Flatten", "fastretrain/flatten", &[feature_tensor], &flat);
+    flatten.attribute.push(int_attribute("axis", 1));
+    graph.node.push(flatten);
+    let mut x = flat;
+    for (i, layer) in head.hidden.iter().enumerate() {
+        let out = format!("fastretrain/hidden{i}");
+        append_dense(
+            graph,
+            &format!("fastretrain/hidden{i}"),
+            &x,
+            layer.inputs,
+            layer.outputs,
+            &layer.weights,
+            layer.activation,
+            &out,
+        );
+        x = out;
+    }
+    append_dense(
+        graph,
+        "fastretrain/head",
+        &x,
+        head.output_inputs(),
+        head.classes(),
+        &head.weights,
+        Activation::Identity,
+        &output,
+    );
+    // Batch dimension as the original output had it.
+    let batch = original
+        .r#type
+        .as_ref()
+        .and_then(|t| match &t.value {
+            Some(type_proto::Value::TensorType(tt)) => tt.shape.as_ref(),
+            _ => None,
+        })
+        .and_then(|s| s.dim.first().cloned())
+        .unwrap_or(tensor_shape_proto::Dimension {
+            value: Some(tensor_shape_proto::dimension::Value::DimParam("N".into())),
+            ..Default::default()
+        });
+    graph.output = vec![ValueInfoProto {
+        name: output.clone(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: DataType::Float as i32,
+                shape: Some(TensorShapeProto {
+                    dim: vec![
+                        batch,
+                        tensor_shape_proto::Dimension {
+                            value: Some(tensor_shape_proto::dimension::Value::DimValue(
+                                head.classes() as i64,
+                            )),
+                            ..Default::default()
+                        },
+                    ],
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let nodes_removed = prune(graph, std::slice::from_ref(&output));
+    proto.metadata_props.retain(|p| !p.key.starts_with("fastretrain."));
+    let labels_json = serde_json::to_string(&head.labels)
+        .map_err(|e| Error::InvalidArgument(format!("cannot encode labels: {e}")))?;
+    for (key, value) in [
+        (LABELS_KEY.to_string(), labels_json),
+        ("fastretrain.method".into(), head.method.to_string()),
+        ("fastretrain.lambda".into(), head.lambda.to_string()),
+        ("fastretrain.feature_tensor".into(), feature_tensor.into()),
+    ] {
+        proto
+            .metadata_props
+            .push(StringStringEntryProto { key, value });
+    }
+    let bytes = proto.encode_to_vec();
+    let report = ExportReport {
+        out: PathBuf::new(),
+        output,
+        classes: head.classes(),
+        labels: head.labels.clone(),
+        hidden: head.hidden.iter().map(|l| l.outputs).collect(),
+        bytes: bytes.len(),
+        nodes_removed,
+    };
+    Ok((bytes, report))
+}
+
+/// Exports `state`'s head on its backbone `model` to `out` (written atomically: a failure
+/// leaves nothing behind). The model file must be the one the state was learned with.
+pub fn export(state: &State, model: &Path, out: &Path) -> Result<ExportReport> {
+    let head = state.head.as_ref().ok_or_else(|| {
+        Error::Solver("the state has no head yet: run `learn` (or `fit`) first".into())
+    })?;
+    let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
+    let sha = hex(&Sha256::digest(&bytes));
+    if sha != state.backbone.model_sha256 {
+        return Err(Error::BackboneMismatch {
+            path: model.into(),
+            state: state.backbone.to_string(),
+            model: format!("sha256 {}… (a different file)", &sha[..12]),
+        });
+    }
+    let (onnx, mut report) =
+        export_bytes(&bytes, model, &state.backbone.feature_tensor, head)?;
+    write_atomically(out, &onnx)?;
+    report.out = out.into();
+    Ok(report)
+}
