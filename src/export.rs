@@ -16,7 +16,7 @@ use tract_onnx::pb::{
 };
 
 use crate::error::{Error, Result};
-use crate::head::{Activation, Head};
+use crate::head::{Activation, DenseLayer, Head};
 use crate::state::{State, hex, write_atomically};
 
 /// Metadata key holding the labels (a JSON array, in output order).
@@ -64,16 +64,9 @@ fn int_attribute(name: &str, value: i64) -> AttributeProto {
 
 /// Appends `Gemm(x, W, b)` (and the activation) for weights stored (inputs + 1) × outputs,
 /// row major, bias last; returns the output tensor name.
-fn append_dense(
-    graph: &mut GraphProto,
-    prefix: &str,
-    x: &str,
-    inputs: usize,
-    outputs: usize,
-    weights: &[f64],
-    activation: Activation,
-    output: &str,
-) {
+fn append_dense(graph: &mut GraphProto, prefix: &str, x: &str, layer: &DenseLayer, output: &str) {
+    let (inputs, outputs) = (layer.inputs, layer.outputs);
+    let (weights, activation) = (&layer.weights, layer.activation);
     let (w, b) = (format!("{prefix}/weight"), format!("{prefix}/bias"));
     graph.initializer.push(float_tensor(
         &w,
@@ -94,9 +87,12 @@ fn append_dense(
         .node
         .push(node("Gemm", &format!("{prefix}/gemm"), &[x, &w, &b], &z));
     let act = |op: &str, inputs: &[&str], out: &str, graph: &mut GraphProto| {
-        graph
-            .node
-            .push(node(op, &format!("{prefix}/{}", op.to_lowercase()), inputs, out));
+        graph.node.push(node(
+            op,
+            &format!("{prefix}/{}", op.to_lowercase()),
+            inputs,
+            out,
+        ));
     };
     match activation {
         Activation::Identity => {}
@@ -158,8 +154,8 @@ pub fn export_bytes(
             "the state's head has no classes: learn some labelled data first".into(),
         ));
     }
-    let mut proto = ModelProto::decode(model)
-        .map_err(|e| bad(format!("cannot parse ONNX protobuf: {e}")))?;
+    let mut proto =
+        ModelProto::decode(model).map_err(|e| bad(format!("cannot parse ONNX protobuf: {e}")))?;
     let graph = proto
         .graph
         .as_mut()
@@ -178,7 +174,7 @@ pub fn export_bytes(
         .ok_or_else(|| bad("the graph has no output".into()))?;
     let output = original.name.clone();
     // The original output's producers are replaced by the new head.
-    graph.node.retain(|n| !n.output.iter().any(|o| *o == output));
+    graph.node.retain(|n| !n.output.contains(&output));
     if produced(graph, &output) {
         return Err(bad(format!(
             "output '{output}' is also a graph input; cannot replace it"
@@ -191,28 +187,16 @@ pub fn export_bytes(
     let mut x = flat;
     for (i, layer) in head.hidden.iter().enumerate() {
         let out = format!("fastretrain/hidden{i}");
-        append_dense(
-            graph,
-            &format!("fastretrain/hidden{i}"),
-            &x,
-            layer.inputs,
-            layer.outputs,
-            &layer.weights,
-            layer.activation,
-            &out,
-        );
+        append_dense(graph, &format!("fastretrain/hidden{i}"), &x, layer, &out);
         x = out;
     }
-    append_dense(
-        graph,
-        "fastretrain/head",
-        &x,
-        head.output_inputs(),
-        head.classes(),
-        &head.weights,
-        Activation::Identity,
-        &output,
-    );
+    let output_layer = DenseLayer {
+        inputs: head.output_inputs(),
+        outputs: head.classes(),
+        weights: head.weights.clone(),
+        activation: Activation::Identity,
+    };
+    append_dense(graph, "fastretrain/head", &x, &output_layer, &output);
     // Batch dimension as the original output had it.
     let batch = original
         .r#type
@@ -248,7 +232,9 @@ pub fn export_bytes(
         ..Default::default()
     }];
     let nodes_removed = prune(graph, std::slice::from_ref(&output));
-    proto.metadata_props.retain(|p| !p.key.starts_with("fastretrain."));
+    proto
+        .metadata_props
+        .retain(|p| !p.key.starts_with("fastretrain."));
     let labels_json = serde_json::to_string(&head.labels)
         .map_err(|e| Error::InvalidArgument(format!("cannot encode labels: {e}")))?;
     for (key, value) in [
@@ -289,8 +275,7 @@ pub fn export(state: &State, model: &Path, out: &Path) -> Result<ExportReport> {
             model: format!("sha256 {}… (a different file)", &sha[..12]),
         });
     }
-    let (onnx, mut report) =
-        export_bytes(&bytes, model, &state.backbone.feature_tensor, head)?;
+    let (onnx, mut report) = export_bytes(&bytes, model, &state.backbone.feature_tensor, head)?;
     write_atomically(out, &onnx)?;
     report.out = out.into();
     Ok(report)

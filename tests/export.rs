@@ -1,0 +1,158 @@
+//! `export` writes a standard ONNX model whose outputs equal `predict`'s scores: checked here
+//! with tract (run independently of fastretrain's head code) for a linear head and a head with
+//! hidden layers; bad input leaves nothing behind.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{json_of, refused, run};
+use fastretrain::backbone::Backbone;
+use fastretrain::preprocess::{Preprocessor, decode_image_file};
+use fastretrain::spec::ModelSpec;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Runs the exported model to its output with tract and returns the scores of `image`.
+fn exported_scores(model: &Path, image: &Path, output: &str) -> Vec<f32> {
+    let mut spec = ModelSpec::load(&common::data("models/tiny_cnn.json")).unwrap();
+    spec.feature_dim = None; // the output is the scores, not the features
+    let backbone = Backbone::load(model, Some(spec.clone()), Some(output)).unwrap();
+    let mut pre = Preprocessor::new(&spec);
+    let mut input = vec![0.0; pre.input_len()];
+    pre.tensor_into(&decode_image_file(image).unwrap(), &mut input);
+    let mut out = vec![0.0; backbone.feature_dim()];
+    backbone.features_into(&input, &mut out).unwrap();
+    out
+}
+
+fn check_round_trip(dir: &Path, state: &Path, name: &str) {
+    let out = dir.join(format!("{name}.onnx"));
+    let report = json_of(&run(
+        dir,
+        &["export", "--json", "--state", s(state), "--out", s(&out)],
+    ));
+    let labels: Vec<String> = serde_json::from_value(report["labels"].clone()).unwrap();
+    let images: Vec<PathBuf> = ["imagenet_00_243.png", "imagenet_05_853.png"]
+        .iter()
+        .map(|n| common::data("images").join(n))
+        .collect();
+    let mut args = vec!["predict", "--json", "-k", "100", "--state", s(state)];
+    args.extend(images.iter().map(|p| s(p)));
+    let predicted = json_of(&run(dir, &args));
+    for (image, prediction) in images.iter().zip(predicted.as_array().unwrap()) {
+        let scores = exported_scores(&out, image, report["output"].as_str().unwrap());
+        assert_eq!(scores.len(), labels.len());
+        for top in prediction["top"].as_array().unwrap() {
+            let i = labels
+                .iter()
+                .position(|l| l == top["label"].as_str().unwrap())
+                .unwrap();
+            let ours = top["score"].as_f64().unwrap();
+            let diff = (scores[i] as f64 - ours).abs();
+            assert!(diff < 1e-4, "{name}: {} differs by {diff}", top["label"]);
+        }
+    }
+}
+
+#[test]
+fn exported_models_give_predict_scores_and_bad_input_leaves_nothing() {
+    let dir = common::temp_dir("export");
+    let model = common::data("models/tiny_cnn.onnx");
+    let data = common::root().join("data/fashion-mnist/train-images-idx3-ubyte.gz");
+    let state = dir.join("linear.frs");
+    json_of(&run(
+        &dir,
+        &[
+            "learn",
+            "--json",
+            "--state",
+            s(&state),
+            "--model",
+            s(&model),
+            "--data",
+            s(&data),
+            "--limit",
+            "200",
+        ],
+    ));
+    check_round_trip(&dir, &state, "linear");
+
+    let store = dir.join("train.frf");
+    json_of(&run(
+        &dir,
+        &[
+            "extract",
+            "--json",
+            "--store",
+            s(&store),
+            "--model",
+            s(&model),
+            "--data",
+            s(&data),
+            "--limit",
+            "200",
+        ],
+    ));
+    for (name, activation) in [("bsig", "bsig"), ("sin", "sin"), ("relu", "relu")] {
+        let hidden = dir.join(format!("{name}.frs"));
+        let iterations = if name == "relu" { "0" } else { "1" };
+        json_of(&run(
+            &dir,
+            &[
+                "fit",
+                "--json",
+                "--state",
+                s(&hidden),
+                "--store",
+                s(&store),
+                "--method",
+                "recompute",
+                "--hidden",
+                "12,8",
+                "--activation",
+                activation,
+                "--iterations",
+                iterations,
+            ],
+        ));
+        check_round_trip(&dir, &hidden, name);
+    }
+
+    // Bad input: another model file, a missing folder, a state without a head.
+    let other = common::data("models/tiny_cnn_b.onnx");
+    let out = dir.join("bad.onnx");
+    refused(
+        &dir,
+        &[
+            "export",
+            "--state",
+            s(&state),
+            "--model",
+            s(&other),
+            "--out",
+            s(&out),
+        ],
+        "another backbone",
+    );
+    refused(
+        &dir,
+        &[
+            "export",
+            "--state",
+            s(&state),
+            "--out",
+            s(&dir.join("missing/x.onnx")),
+        ],
+        "could not save",
+    );
+    assert!(!out.exists() && !dir.join("missing").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
