@@ -240,17 +240,7 @@ impl State {
             Path::new(&store.header().model_path),
         );
         state.stats = gram_stats(store, DEFAULT_BATCH)?;
-        for (id, consumed) in store.sources() {
-            state.sources.push(SourceRecord {
-                id: id.clone(),
-                consumed: *consumed,
-                samples: 0,
-            });
-        }
-        let rows = store.rows();
-        if let [only] = state.sources.as_mut_slice() {
-            only.samples = rows;
-        }
+        state.sources = store.sources().to_vec();
         Ok(state)
     }
 

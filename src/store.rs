@@ -26,7 +26,7 @@ use half::f16;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::state::{Fingerprint, write_atomically};
+use crate::state::{Fingerprint, SourceRecord, write_atomically};
 
 pub const STORE_MAGIC: [u8; 8] = *b"FRSTORE\0";
 pub const STORE_VERSION: u32 = 1;
@@ -172,8 +172,8 @@ pub struct FeatureStore {
     chunks: Vec<ChunkEntry>,
     labels: Vec<String>,
     rows: u64,
-    /// Records consumed per source.
-    sources: Vec<(String, u64)>,
+    /// Records consumed and rows stored, per source.
+    sources: Vec<SourceRecord>,
     /// Where the complete chunks end.
     complete_len: u64,
     /// Why the bytes after `complete_len` are not a complete chunk, if there are any.
@@ -304,9 +304,16 @@ impl FeatureStore {
                     store.labels.push(label.clone());
                 }
             }
-            match store.sources.iter_mut().find(|(s, _)| *s == meta.source) {
-                Some((_, n)) => *n += meta.consumed,
-                None => store.sources.push((meta.source, meta.consumed)),
+            match store.sources.iter_mut().find(|s| s.id == meta.source) {
+                Some(s) => {
+                    s.consumed += meta.consumed;
+                    s.samples += rows as u64;
+                }
+                None => store.sources.push(SourceRecord {
+                    id: meta.source,
+                    consumed: meta.consumed,
+                    samples: rows as u64,
+                }),
             }
             store.chunks.push(ChunkEntry {
                 offset,
@@ -337,11 +344,12 @@ impl FeatureStore {
     pub fn consumed(&self, id: &str) -> u64 {
         self.sources
             .iter()
-            .find(|(s, _)| s == id)
-            .map_or(0, |(_, n)| *n)
+            .find(|s| s.id == id)
+            .map_or(0, |s| s.consumed)
     }
 
-    pub fn sources(&self) -> &[(String, u64)] {
+    /// Per source: records read and rows stored.
+    pub fn sources(&self) -> &[SourceRecord] {
         &self.sources
     }
 
