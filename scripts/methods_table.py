@@ -18,6 +18,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+TIMING_NOTE = ("Timings on this shared 2-core VM vary by up to about 2× from run to run (up to 50 % CPU steal time was observed during these runs; e.g. the f16 and f32 rows of one method do the same work), so read them as orders of magnitude. Extracting the stores is a one-off cost not included: about 22 images/s for the backbone on this machine.")
 LAMBDAS = [10.0 ** e for e in range(-4, 5)]
 METHODS = [
     ("gram", ["--method", "gram"]),
@@ -144,7 +145,7 @@ def main():
         "from `/usr/bin/time` around the whole `fit` process. The peers run on the same f16 "
         "store's features (as float32, via `scripts/store_reader.py`); their time is "
         "`model.fit` alone and their RSS the whole Python process (which holds the feature "
-        "matrix).",
+        "matrix). " + TIMING_NOTE,
         "",
         "The methods (PAPER.md §1–§2; `fastretrain fit --method …`): **gram** solves "
         "`(G + λI)W = B` once from the streamed Gram statistics; **block-rls** keeps "
