@@ -1,0 +1,125 @@
+//! The ARM build computes what the x86 build computes: `learn` + `eval` + `predict` on the
+//! shipped MobileNetV2 and Fashion-MNIST subset, run with the cross-built binary under qemu
+//! (`ARM_BINARY=$(scripts/cross-build.sh aarch64)`, optionally `ARM_RUNNER`) and with this
+//! build; scores must agree within 1e-4, and each build must read the other's state file.
+//! Skipped (with a message) when `ARM_BINARY` is unset: CI does not build for ARM yet.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::json_of;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn arm_build_under_qemu_matches_the_x86_build() {
+    let Ok(arm) = std::env::var("ARM_BINARY") else {
+        eprintln!("skipped: set ARM_BINARY (and ARM_RUNNER) to test a cross-built binary");
+        return;
+    };
+    let runner: Vec<String> = std::env::var("ARM_RUNNER")
+        .unwrap_or_else(|_| "qemu-aarch64 -L /usr/aarch64-linux-gnu".into())
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let dir = common::temp_dir("arm");
+    let root = common::root();
+    let model = root.join("models/mobilenetv2.onnx");
+    let train = root.join("data/fashion-mnist/train-images-idx3-ubyte.gz");
+    let test = root.join("data/fashion-mnist/t10k-images-idx3-ubyte.gz");
+    let photos: Vec<_> = [
+        "imagenet_00_243.png",
+        "imagenet_03_990.png",
+        "imagenet_10_541.jpg",
+    ]
+    .iter()
+    .map(|n| common::data("images").join(n))
+    .collect();
+    let run_with = |arm_build: bool, args: &[&str]| {
+        let mut cmd = if arm_build {
+            let mut c = Command::new(&runner[0]);
+            c.args(&runner[1..]).arg(&arm);
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_fastretrain"))
+        };
+        let out = cmd.args(args).current_dir(&dir).output().unwrap();
+        json_of(&out)
+    };
+    let mut results = Vec::new();
+    for arm_build in [true, false] {
+        let state = dir.join(if arm_build { "arm.frs" } else { "x86.frs" });
+        let learned = run_with(
+            arm_build,
+            &[
+                "learn",
+                "--json",
+                "--threads",
+                "2",
+                "--state",
+                s(&state),
+                "--model",
+                s(&model),
+                "--data",
+                s(&train),
+                "--limit",
+                "32",
+                "--lambda",
+                "1",
+            ],
+        );
+        let evaluated = run_with(
+            arm_build,
+            &[
+                "eval",
+                "--json",
+                "--state",
+                s(&state),
+                "--data",
+                s(&test),
+                "--limit",
+                "16",
+            ],
+        );
+        let mut args = vec!["predict", "--json", "-k", "10", "--state", s(&state)];
+        args.extend(photos.iter().map(|p| s(p)));
+        let predicted = run_with(arm_build, &args);
+        results.push((learned, evaluated, predicted));
+    }
+    let ((arm_learn, arm_eval, arm_pred), (x86_learn, x86_eval, x86_pred)) =
+        (&results[0], &results[1]);
+    assert_eq!(arm_learn["samples"], x86_learn["samples"]);
+    assert_eq!(arm_eval["confusion"], x86_eval["confusion"]);
+    let mut worst = 0.0f64;
+    for (a, x) in arm_pred
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(x86_pred.as_array().unwrap())
+    {
+        for (ta, tx) in a["top"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(x["top"].as_array().unwrap())
+        {
+            assert_eq!(ta["label"], tx["label"]);
+            let diff = (ta["score"].as_f64().unwrap() - tx["score"].as_f64().unwrap()).abs();
+            worst = worst.max(diff);
+        }
+    }
+    assert!(worst < 1e-4, "ARM and x86 scores differ by {worst}");
+    // State files travel both ways.
+    let arm_state = dir.join("arm.frs");
+    let x86_state = dir.join("x86.frs");
+    run_with(false, &["info", "--json", "--state", s(&arm_state)]);
+    run_with(true, &["info", "--json", "--state", s(&x86_state)]);
+    eprintln!(
+        "ARM (qemu) vs x86: accuracy {} vs {}, largest score difference {worst:e}",
+        arm_eval["accuracy"], x86_eval["accuracy"]
+    );
+}
