@@ -20,6 +20,15 @@ pub struct Sample {
     pub pixels: Pixels,
 }
 
+impl Sample {
+    /// The label, or an error naming the sample (learning and evaluating need one).
+    pub fn require_label(&self) -> Result<&str> {
+        self.label
+            .as_deref()
+            .ok_or_else(|| Error::InvalidArgument(format!("{}: sample has no label", self.id)))
+    }
+}
+
 /// How to open a data path.
 #[derive(Debug, Clone, Default)]
 pub struct DataOptions {

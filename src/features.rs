@@ -102,10 +102,7 @@ pub fn extract_to_store(
             }
             Err(e) => return Err(e),
         };
-        let label = sample
-            .label
-            .as_deref()
-            .ok_or_else(|| Error::InvalidArgument(format!("{}: sample has no label", sample.id)))?;
+        let label = sample.require_label()?;
         extractor.pixels_into(&sample.pixels, &sample.id, &mut feature)?;
         writer.push(&source_id, &feature, label, &sample.id)?;
         rows += 1;

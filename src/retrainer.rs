@@ -154,9 +154,7 @@ impl Retrainer {
                 }
                 Err(e) => return Err(e),
             };
-            let label = sample.label.as_deref().ok_or_else(|| {
-                Error::InvalidArgument(format!("{}: sample has no label", sample.id))
-            })?;
+            let label = sample.require_label()?;
             self.extractor
                 .pixels_into(&sample.pixels, &sample.id, &mut feature)?;
             batch.extend_from_slice(&feature);
@@ -246,9 +244,7 @@ impl Retrainer {
         for (i, sample) in source.enumerate() {
             progress(i + 1);
             let sample = sample?;
-            let label = sample.label.as_deref().ok_or_else(|| {
-                Error::InvalidArgument(format!("{}: sample has no label", sample.id))
-            })?;
+            let label = sample.require_label()?;
             self.extractor
                 .pixels_into(&sample.pixels, &sample.id, &mut feature)?;
             let id = match rows.labels.iter().position(|l| l == label) {
@@ -318,9 +314,7 @@ impl Retrainer {
         for (i, sample) in source.enumerate() {
             progress(i + 1);
             let sample = sample?;
-            let label = sample.label.as_deref().ok_or_else(|| {
-                Error::InvalidArgument(format!("{}: sample has no label", sample.id))
-            })?;
+            let label = sample.require_label()?;
             let truth = confusion.truth(label)?;
             self.extractor
                 .pixels_into(&sample.pixels, &sample.id, &mut feature)?;
