@@ -18,19 +18,7 @@ struct Reference {
 }
 
 fn reference() -> Reference {
-    let fashion = common::json("fashion_reference.json");
-    let dim = fashion["dim"].as_u64().unwrap() as usize;
-    let bytes = std::fs::read(common::data("fashion_features_f32.bin")).unwrap();
-    let features: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let label_ids: Vec<usize> = fashion["train_labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as usize)
-        .collect();
+    let (features, label_ids, dim, _) = common::fashion_features();
     let json = common::json("methods_reference.json");
     let values = std::fs::read(common::data("methods_reference.bin"))
         .unwrap()

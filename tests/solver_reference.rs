@@ -13,20 +13,7 @@ struct Reference {
 }
 
 fn reference() -> Reference {
-    let json = common::json("fashion_reference.json");
-    let dim = json["dim"].as_u64().unwrap() as usize;
-    let bytes = std::fs::read(common::data("fashion_features_f32.bin")).unwrap();
-    let features: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let labels: Vec<usize> = json["train_labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as usize)
-        .collect();
-    assert_eq!(features.len(), labels.len() * dim);
+    let (features, labels, dim, json) = common::fashion_features();
     Reference {
         features,
         labels,

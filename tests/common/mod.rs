@@ -90,3 +90,23 @@ pub fn refused(dir: &Path, args: &[&str], needle: &str) -> String {
     assert!(!err.contains("panicked"), "{err}");
     err
 }
+
+/// The onnxruntime features of the 2,000 shipped training images (row major, f32), their
+/// label numbers and the feature dimension, with `fashion_reference.json`.
+pub fn fashion_features() -> (Vec<f32>, Vec<usize>, usize, serde_json::Value) {
+    let json = json("fashion_reference.json");
+    let dim = json["dim"].as_u64().unwrap() as usize;
+    let features: Vec<f32> = std::fs::read(data("fashion_features_f32.bin"))
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let labels: Vec<usize> = json["train_labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(features.len(), labels.len() * dim);
+    (features, labels, dim, json)
+}
