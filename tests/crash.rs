@@ -8,7 +8,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use fastretrain::state::State;
 
@@ -65,16 +65,10 @@ fn killed_learning_always_leaves_a_loadable_state_and_resumes_exactly() {
         let _ = std::fs::remove_file(&state);
         rounds += 1;
         loop {
-            let mut child = learn(&state).spawn().unwrap();
-            // Kill somewhere in [0, 1.2 × an uninterrupted run]: some runs finish first.
-            let wait = Duration::from_micros(rng.below(run_time.as_micros() as u64 * 6 / 5));
-            std::thread::sleep(wait);
-            let finished = child.try_wait().unwrap().is_some();
-            if !finished {
-                child.kill().unwrap(); // SIGKILL
+            let finished = common::run_or_kill(&mut learn(&state), run_time, &mut rng);
+            if finished.is_none() {
                 kills += 1;
             }
-            let status = child.wait().unwrap();
             if state.exists() {
                 let loaded = State::load(&state)
                     .unwrap_or_else(|e| panic!("after kill {kills}: state does not load: {e}"));
@@ -83,7 +77,7 @@ fn killed_learning_always_leaves_a_loadable_state_and_resumes_exactly() {
                 assert_eq!(loaded.stats.samples() as u64, consumed, "counts disagree");
                 assert!(consumed.is_multiple_of(64) || consumed == expected.stats.samples() as u64);
             }
-            if finished {
+            if let Some(status) = finished {
                 assert!(status.success());
                 let done = State::load(&state).unwrap();
                 assert_eq!(

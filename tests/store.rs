@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::{json_of, refused, run};
 use fastretrain::state::State;
@@ -80,16 +80,11 @@ fn killed_extract_resumes_to_a_store_identical_to_an_uninterrupted_run() {
         let _ = std::fs::remove_file(&store);
         rounds += 1;
         loop {
-            let mut child = args(&store).spawn().unwrap();
-            let wait = Duration::from_micros(rng.below(run_time.as_micros() as u64 * 6 / 5));
-            std::thread::sleep(wait);
-            let finished = child.try_wait().unwrap().is_some();
-            if !finished {
-                child.kill().unwrap(); // SIGKILL
+            let finished = common::run_or_kill(&mut args(&store), run_time, &mut rng);
+            if finished.is_none() {
                 kills += 1;
             }
-            let status = child.wait().unwrap();
-            if finished {
+            if let Some(status) = finished {
                 assert!(status.success());
                 assert!(
                     std::fs::read(&store).unwrap() == expected,

@@ -110,3 +110,22 @@ pub fn fashion_features() -> (Vec<f32>, Vec<usize>, usize, serde_json::Value) {
     assert_eq!(features.len(), labels.len() * dim);
     (features, labels, dim, json)
 }
+
+/// Starts `cmd` and SIGKILLs it at a random moment in [0, 1.2 × `run_time`] (`run_time`: an
+/// uninterrupted run), so some runs finish first. Returns the exit status of a run that
+/// finished by itself, None for a killed one.
+pub fn run_or_kill(
+    cmd: &mut Command,
+    run_time: std::time::Duration,
+    rng: &mut Rng,
+) -> Option<std::process::ExitStatus> {
+    let mut child = cmd.spawn().expect("binary starts");
+    let wait = rng.below(run_time.as_micros() as u64 * 6 / 5);
+    std::thread::sleep(std::time::Duration::from_micros(wait));
+    let finished = child.try_wait().unwrap().is_some();
+    if !finished {
+        child.kill().unwrap(); // SIGKILL
+    }
+    let status = child.wait().unwrap();
+    finished.then_some(status)
+}
