@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Create (or reuse) .venv with the pinned Python packages the scripts need. Prints the python path.
+# Create (or reuse) a venv with the pinned Python packages the scripts need (default .venv in the
+# checkout; FASTRETRAIN_VENV=DIR puts it elsewhere, as CI does to reuse it). Prints its python.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import numpy, onnx, onnxruntime, PIL, sklearn' 2>/dev/null; then
-  python3 -m venv .venv >&2
-  .venv/bin/pip install -q -r scripts/requirements.txt >&2
+VENV="${FASTRETRAIN_VENV:-$PWD/.venv}"
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import numpy, onnx, onnxruntime, PIL, sklearn' 2>/dev/null; then
+  python3 -m venv "$VENV" >&2
+  "$VENV/bin/pip" install -q -r scripts/requirements.txt >&2
 fi
-echo "$PWD/.venv/bin/python"
+echo "$VENV/bin/python"

@@ -323,8 +323,13 @@ struct ExtractArgs {
 
 #[derive(Args)]
 struct ExportArgs {
-    #[arg(long)]
-    state: PathBuf,
+    /// The adapted state whose head to export.
+    #[arg(long, required_unless_present = "original_head")]
+    state: Option<PathBuf>,
+    /// Export the model's own dense head (labels 0, 1, …) instead of a state's: the exported
+    /// file must then give the model's own outputs (a check that the export keeps the backbone).
+    #[arg(long, requires = "model", conflicts_with = "state")]
+    original_head: bool,
     /// ONNX file to write (replaced atomically).
     #[arg(long)]
     out: PathBuf,
@@ -909,9 +914,17 @@ fn extract(a: ExtractArgs) -> Result<bool> {
 }
 
 fn export(a: ExportArgs) -> Result<bool> {
-    let state = State::load(&a.state)?;
-    let model = a.model.clone().unwrap_or_else(|| state.model_path.clone());
-    let report = fastretrain::export::export(&state, &model, &a.out)?;
+    let report = match &a.state {
+        Some(state) => {
+            let state = State::load(state)?;
+            let model = a.model.clone().unwrap_or_else(|| state.model_path.clone());
+            fastretrain::export::export(&state, &model, &a.out)?
+        }
+        None => {
+            let model = a.model.as_ref().context("--original-head needs --model")?;
+            fastretrain::export::export_original(model, &a.out)?
+        }
+    };
     if a.json {
         print_json(&report)?;
     } else {

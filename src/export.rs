@@ -15,8 +15,9 @@ use tract_onnx::pb::{
     tensor_proto::DataType, tensor_shape_proto, type_proto,
 };
 
+use crate::backbone::find_dense_head;
 use crate::error::{Error, Result};
-use crate::head::{Activation, DenseLayer, Head};
+use crate::head::{Activation, DenseLayer, Head, LambdaSource, MethodName};
 use crate::state::{State, hex, write_atomically};
 
 /// Metadata key holding the labels (a JSON array, in output order).
@@ -258,6 +259,123 @@ pub fn export_bytes(
         nodes_removed,
     };
     Ok((bytes, report))
+}
+
+/// The values of a float initializer (raw little-endian bytes or `float_data`).
+fn float_values(t: &TensorProto) -> Option<Vec<f32>> {
+    if t.data_type != DataType::Float as i32 {
+        return None;
+    }
+    if !t.raw_data.is_empty() {
+        if t.raw_data.len() % 4 != 0 {
+            return None;
+        }
+        return Some(
+            t.raw_data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        );
+    }
+    Some(t.float_data.clone())
+}
+
+/// The model's own final dense layer as a [`Head`] (labels "0", "1", … in output order) and
+/// its input tensor. Exporting it gives back the model's own outputs, which checks that
+/// `export` keeps the backbone intact.
+pub fn original_head(model: &[u8], model_path: &Path) -> Result<(Head, String)> {
+    let bad = |reason: String| Error::Model {
+        path: model_path.into(),
+        reason,
+    };
+    let proto =
+        ModelProto::decode(model).map_err(|e| bad(format!("cannot parse ONNX protobuf: {e}")))?;
+    let info = find_dense_head(&proto).ok_or_else(|| Error::NoDenseHead {
+        path: model_path.into(),
+    })?;
+    let graph = proto.graph.as_ref().expect("find_dense_head found a graph");
+    let node = graph
+        .node
+        .iter()
+        .find(|n| n.output.first() == Some(&info.output) && n.input.get(1) == Some(&info.weight))
+        .expect("find_dense_head found this node");
+    let attribute = |name: &str| node.attribute.iter().find(|a| a.name == name);
+    let int_attr = |name: &str| attribute(name).map_or(0, |a| a.i);
+    let float_attr = |name: &str| attribute(name).map_or(1.0, |a| a.f);
+    let (alpha, beta) = if node.op_type == "Gemm" {
+        (float_attr("alpha"), float_attr("beta"))
+    } else {
+        (1.0, 1.0)
+    };
+    if node.op_type == "Gemm" && int_attr("transA") != 0 {
+        return Err(bad(format!(
+            "the dense head '{}' transposes its input (transA); cannot read it",
+            info.node_name
+        )));
+    }
+    let initializer = |name: &str| graph.initializer.iter().find(|t| t.name == name);
+    let weight = initializer(&info.weight).expect("find_dense_head checked the initializer");
+    let values = float_values(weight)
+        .ok_or_else(|| bad(format!("dense weight '{}' is not float32", info.weight)))?;
+    let (rows, cols) = match weight.dims[..] {
+        [r, c] if r > 0 && c > 0 && (r * c) as usize == values.len() => (r as usize, c as usize),
+        _ => {
+            return Err(bad(format!(
+                "dense weight '{}' is not a matrix",
+                info.weight
+            )));
+        }
+    };
+    // Head weights are inputs × outputs; Gemm's B is outputs × inputs when transB = 1.
+    let trans_b = node.op_type == "Gemm" && int_attr("transB") != 0;
+    let (inputs, outputs) = if trans_b { (cols, rows) } else { (rows, cols) };
+    let mut weights = vec![0.0f64; (inputs + 1) * outputs];
+    for i in 0..inputs {
+        for o in 0..outputs {
+            let w = if trans_b {
+                values[o * cols + i]
+            } else {
+                values[i * cols + o]
+            };
+            weights[i * outputs + o] = (alpha * w) as f64;
+        }
+    }
+    if let Some(bias_name) = node.input.get(2).filter(|n| !n.is_empty()) {
+        let bias = initializer(bias_name)
+            .and_then(float_values)
+            .filter(|b| b.len() == outputs)
+            .ok_or_else(|| {
+                bad(format!(
+                    "dense bias '{bias_name}' is not a float32 initializer of {outputs} values"
+                ))
+            })?;
+        for (o, b) in bias.iter().enumerate() {
+            weights[inputs * outputs + o] = (beta * b) as f64;
+        }
+    }
+    let head = Head {
+        dim: inputs,
+        labels: (0..outputs).map(|o| o.to_string()).collect(),
+        hidden: Vec::new(),
+        weights,
+        lambda: 0.0,
+        lambda_source: LambdaSource::Fixed,
+        fitted_samples: 0.0,
+        method: MethodName::Original,
+    };
+    head.validate().map_err(bad)?;
+    Ok((head, info.input))
+}
+
+/// Exports `model` with its own dense head re-attached by the exporter (see
+/// [`original_head`]) to `out`, atomically.
+pub fn export_original(model: &Path, out: &Path) -> Result<ExportReport> {
+    let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
+    let (head, feature_tensor) = original_head(&bytes, model)?;
+    let (onnx, mut report) = export_bytes(&bytes, model, &feature_tensor, &head)?;
+    write_atomically(out, &onnx)?;
+    report.out = out.into();
+    Ok(report)
 }
 
 /// Exports `state`'s head on its backbone `model` to `out` (written atomically: a failure

@@ -24,6 +24,8 @@ pub enum MethodName {
     BlockRls,
     Step,
     Recompute,
+    /// The model's own dense layer, read from the ONNX file unchanged (`export --original-head`).
+    Original,
 }
 
 impl std::fmt::Display for MethodName {
@@ -33,6 +35,7 @@ impl std::fmt::Display for MethodName {
             MethodName::BlockRls => "block-rls",
             MethodName::Step => "step",
             MethodName::Recompute => "recompute",
+            MethodName::Original => "original",
         })
     }
 }

@@ -263,25 +263,24 @@ impl State {
                 got: features.dim(),
             });
         }
-        let columns: Vec<usize> = features
-            .labels()
-            .iter()
-            .map(|l| {
-                self.stats
-                    .labels()
-                    .iter()
-                    .position(|k| k == l)
-                    .ok_or_else(|| Error::UnknownLabel {
-                        label: l.clone(),
-                        known: self.stats.labels().join(", "),
-                    })
-            })
-            .collect::<Result<_>>()?;
         let mut stats = self.stats.clone();
         let mut mapped = Vec::new();
         features.for_each_batch(DEFAULT_BATCH, &mut |rows, ids| {
+            // Columns are looked up per batch: an earlier batch may have removed every sample
+            // of a label, which drops it and shifts the columns after it.
             mapped.clear();
-            mapped.extend(ids.iter().map(|&i| columns[i]));
+            for &i in ids {
+                let label = &features.labels()[i];
+                let column = stats
+                    .labels()
+                    .iter()
+                    .position(|k| k == label)
+                    .ok_or_else(|| Error::UnknownLabel {
+                        label: label.clone(),
+                        known: stats.labels().join(", "),
+                    })?;
+                mapped.push(column);
+            }
             stats.forget(rows, &mapped, "features to forget")
         })?;
         self.stats = stats;

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use common::{json_of, refused, run};
 use fastretrain::backbone::Backbone;
+use fastretrain::export::export_bytes;
+use fastretrain::head::{Head, LambdaSource, MethodName};
 use fastretrain::preprocess::{Preprocessor, decode_image_file};
 use fastretrain::spec::ModelSpec;
 
@@ -54,6 +56,40 @@ fn check_round_trip(dir: &Path, state: &Path, name: &str) {
             let diff = (scores[i] as f64 - ours).abs();
             assert!(diff < 1e-4, "{name}: {} differs by {diff}", top["label"]);
         }
+    }
+}
+
+/// The model's own head, exported unchanged, gives the model's own outputs (tract).
+#[test]
+fn original_head_exported_unchanged_gives_the_model_outputs() {
+    let dir = common::temp_dir("export-original");
+    let model = common::data("models/tiny_cnn.onnx");
+    let out = dir.join("original.onnx");
+    let report = json_of(&run(
+        &dir,
+        &[
+            "export",
+            "--json",
+            "--original-head",
+            "--model",
+            s(&model),
+            "--out",
+            s(&out),
+        ],
+    ));
+    assert_eq!(report["labels"][0], "0");
+    let output = report["output"].as_str().unwrap();
+    for image in ["imagenet_00_243.png", "imagenet_10_541.jpg"] {
+        let image = common::data("images").join(image);
+        let ours = exported_scores(&out, &image, output);
+        let theirs = exported_scores(&model, &image, output);
+        assert_eq!(ours.len(), theirs.len());
+        let diff = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(diff < 1e-5, "original head re-exported differs by {diff}");
     }
 }
 
@@ -149,6 +185,54 @@ fn exported_models_give_predict_scores_and_bad_input_leaves_nothing() {
         "could not save",
     );
     assert!(!out.exists() && !dir.join("missing").exists());
+    // A location nobody can write to, even root.
+    refused(
+        &dir,
+        &[
+            "export",
+            "--state",
+            s(&state),
+            "--out",
+            "/proc/fastretrain-export.onnx",
+        ],
+        "could not save",
+    );
+    // Forgetting every sample would leave a state with no classes: refused, state unchanged
+    // (this also forgets a whole label in an early batch, which once broke later batches).
+    let emptied = dir.join("emptied.frs");
+    std::fs::copy(&state, &emptied).unwrap();
+    refused(
+        &dir,
+        &[
+            "forget",
+            "--state",
+            s(&emptied),
+            "--data",
+            s(&data),
+            "--limit",
+            "200",
+        ],
+        "nothing to fit",
+    );
+    assert_eq!(
+        std::fs::read(&emptied).unwrap(),
+        std::fs::read(&state).unwrap()
+    );
+    // A head with zero classes (only reachable through the library) is refused by export.
+    let model_bytes = std::fs::read(&model).unwrap();
+    let empty = Head {
+        dim: 4,
+        labels: Vec::new(),
+        hidden: Vec::new(),
+        weights: Vec::new(),
+        lambda: 1.0,
+        lambda_source: LambdaSource::Fixed,
+        fitted_samples: 0.0,
+        method: MethodName::Gram,
+    };
+    let err = export_bytes(&model_bytes, &model, "features", &empty).unwrap_err();
+    assert!(err.to_string().contains("no classes"), "{err}");
+    assert!(!out.exists());
     let leftovers: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())

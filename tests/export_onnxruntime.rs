@@ -1,0 +1,212 @@
+//! onnxruntime runs what `export` writes: on the shipped MobileNetV2, an adapted linear head
+//! and a head with a hidden layer give `predict`'s scores within 1e-4, and the model's own
+//! ImageNet head exported unchanged gives the original model's top-1 on real photos.
+//! onnxruntime is Python's (pinned in scripts/requirements.txt), in the venv `scripts/venv.sh`
+//! makes, or the interpreter `FASTRETRAIN_PYTHON` names; preprocessing on that side is
+//! scripts/reference.py's, not ours.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{json_of, run};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("FASTRETRAIN_PYTHON") {
+        return p.into();
+    }
+    let out = Command::new(common::root().join("scripts/venv.sh"))
+        .output()
+        .expect("scripts/venv.sh runs");
+    assert!(
+        out.status.success(),
+        "scripts/venv.sh failed (it installs onnxruntime from PyPI): {}",
+        common::stderr(&out)
+    );
+    common::stdout(&out).trim().into()
+}
+
+/// Outputs of each model on each image, per onnxruntime.
+fn onnxruntime_scores(models: &[&Path], images: &[PathBuf]) -> Vec<serde_json::Value> {
+    let root = common::root();
+    let mut cmd = Command::new(python());
+    cmd.arg(root.join("scripts/onnxruntime_run.py"))
+        .args([
+            "--spec",
+            s(&root.join("models/mobilenetv2.json")),
+            "--models",
+        ])
+        .args(models)
+        .arg("--images")
+        .args(images);
+    let out = cmd.output().expect("python runs");
+    json_of(&out)["models"].as_array().unwrap().clone()
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f64> {
+    common::f64s(v)
+}
+
+fn argmax(v: &[f64]) -> usize {
+    (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap()
+}
+
+#[test]
+fn onnxruntime_runs_exported_models_like_predict() {
+    let dir = common::temp_dir("export-ort");
+    let root = common::root();
+    let model = root.join("models/mobilenetv2.onnx");
+    let train = root.join("data/fashion-mnist/train-images-idx3-ubyte.gz");
+    let mut photos: Vec<PathBuf> = std::fs::read_dir(common::data("images"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    photos.sort();
+
+    // Two adapted heads: linear (learn) and one hidden bsig layer (fit --method recompute).
+    let linear = dir.join("linear.frs");
+    let learn = [
+        "learn",
+        "--json",
+        "--state",
+        s(&linear),
+        "--model",
+        s(&model),
+        "--data",
+        s(&train),
+        "--limit",
+        "60",
+    ];
+    json_of(&run(&dir, &learn));
+    let store = dir.join("train.frf");
+    let extract = [
+        "extract",
+        "--json",
+        "--store",
+        s(&store),
+        "--model",
+        s(&model),
+        "--data",
+        s(&train),
+        "--limit",
+        "60",
+    ];
+    json_of(&run(&dir, &extract));
+    let hidden = dir.join("hidden.frs");
+    let fit = [
+        "fit",
+        "--json",
+        "--state",
+        s(&hidden),
+        "--store",
+        s(&store),
+        "--method",
+        "recompute",
+        "--hidden",
+        "32",
+        "--iterations",
+        "1",
+    ];
+    json_of(&run(&dir, &fit));
+
+    let mut exported = Vec::new();
+    for state in [&linear, &hidden] {
+        let out = state.with_extension("onnx");
+        json_of(&run(
+            &dir,
+            &["export", "--json", "--state", s(state), "--out", s(&out)],
+        ));
+        let mut args = vec!["predict", "--json", "-k", "10", "--state", s(state)];
+        args.extend(photos.iter().map(|p| s(p)));
+        exported.push((out, json_of(&run(&dir, &args))));
+    }
+    let original = dir.join("original.onnx");
+    json_of(&run(
+        &dir,
+        &[
+            "export",
+            "--json",
+            "--original-head",
+            "--model",
+            s(&model),
+            "--out",
+            s(&original),
+        ],
+    ));
+
+    let models: Vec<&Path> = vec![&exported[0].0, &exported[1].0, &original, &model];
+    let runs = onnxruntime_scores(&models, &photos);
+
+    // Scores are compared on the PNG photos only: JPEG decoders (PIL's libjpeg, our
+    // zune-jpeg) may round differently, which is not what this test is about.
+    let png: Vec<bool> = photos
+        .iter()
+        .map(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    let mut worst = 0.0f64;
+    for ((_, predicted), ort) in exported.iter().zip(&runs) {
+        let labels: Vec<String> = serde_json::from_value(ort["labels"].clone()).unwrap();
+        assert_eq!(labels.len(), 10, "Fashion-MNIST has 10 classes");
+        for ((prediction, scores), _) in predicted
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(ort["scores"].as_array().unwrap())
+            .zip(&png)
+            .filter(|(_, is_png)| **is_png)
+        {
+            let scores = floats(scores);
+            for top in prediction["top"].as_array().unwrap() {
+                let i = labels
+                    .iter()
+                    .position(|l| l == top["label"].as_str().unwrap())
+                    .unwrap();
+                worst = worst.max((scores[i] - top["score"].as_f64().unwrap()).abs());
+            }
+        }
+    }
+    assert!(worst < 1e-4, "onnxruntime vs predict: {worst}");
+
+    // The original head, exported: same logits and top-1 as the model itself.
+    let (exp, orig) = (&runs[2], &runs[3]);
+    let labels: Vec<String> = serde_json::from_value(exp["labels"].clone()).unwrap();
+    assert_eq!(labels.len(), 1000);
+    let mut logits_diff = 0.0f64;
+    let mut named_right = 0;
+    for ((photo, a), b) in photos
+        .iter()
+        .zip(exp["scores"].as_array().unwrap())
+        .zip(orig["scores"].as_array().unwrap())
+    {
+        let (a, b) = (floats(a), floats(b));
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            logits_diff = logits_diff.max((x - y).abs());
+        }
+        assert_eq!(argmax(&a), argmax(&b), "{}: top-1 changed", photo.display());
+        // The file name holds the photo's ImageNet class: imagenet_NN_CLASS.ext.
+        let class = photo
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .rsplit('_')
+            .next()
+            .unwrap();
+        named_right += usize::from(labels[argmax(&a)] == class);
+    }
+    assert!(
+        logits_diff < 1e-4,
+        "original vs exported logits: {logits_diff}"
+    );
+    eprintln!(
+        "onnxruntime: adapted heads vs predict {worst:e}; original head re-exported vs model \
+         {logits_diff:e}, same top-1 on {} photos ({named_right} the photo's class)",
+        photos.len()
+    );
+}
