@@ -1,4 +1,4 @@
-"""Reads a fastretrain feature store (src/store.rs) into NumPy, independently of the Rust code:
+"""Reads (and writes) fastretrain feature stores (src/store.rs) in NumPy, independently of the Rust code:
 header (magic, version, postcard header, crc32), then chunks (CHNK, meta, rows, crc32, meta,
 features). Used by the peers (scikit-learn) so that they fit on exactly our features."""
 import struct
@@ -64,3 +64,42 @@ def read_store(path):
     x = np.concatenate(features).astype(np.float32) if features else np.zeros((0, dim), np.float32)
     return x, labels, {"sha256": sha, "tensor": tensor, "dim": dim, "model_path": model_path,
                        "precision": ["f16", "f32"][precision]}
+
+
+def _put_varint(value):
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _put_string(s):
+    b = s.encode()
+    return _put_varint(len(b)) + b
+
+
+def write_store(path, x, labels, sha256, model_path, tensor="features", precision="f32",
+                chunk_rows=256, source="python"):
+    """Writes features x (n x d) with their labels as a fastretrain feature store (the layout
+    read_store reads), so features computed elsewhere (onnxruntime) can be fitted by
+    `fastretrain fit --store`. `sha256` and `tensor` must be those of the model they came from."""
+    n, dim = x.shape
+    code = {"f16": 0, "f32": 1}[precision]
+    dtype = {"f16": "<f2", "f32": "<f4"}[precision]
+    header = (_put_string(sha256) + _put_string(tensor) + _put_varint(dim)
+              + _put_string(model_path) + _put_varint(code) + _put_varint(chunk_rows))
+    with open(path, "wb") as f:
+        f.write(b"FRSTORE\0" + struct.pack("<II", 1, len(header)) + header
+                + struct.pack("<I", zlib.crc32(header)))
+        for start in range(0, n, chunk_rows):
+            rows = x[start:start + chunk_rows]
+            names = labels[start:start + chunk_rows]
+            meta = (_put_string(source) + _put_varint(len(rows)) + _put_varint(len(names))
+                    + b"".join(_put_string(s) for s in names))
+            body = meta + np.ascontiguousarray(rows, dtype=dtype).tobytes()
+            f.write(b"CHNK" + struct.pack("<III", len(meta), len(rows), zlib.crc32(body)) + body)

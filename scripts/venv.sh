@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${FASTRETRAIN_VENV:-$PWD/.venv}"
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import numpy, onnx, onnxruntime, PIL, sklearn' 2>/dev/null; then
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import numpy, onnx, onnxruntime, PIL, sklearn, matplotlib' 2>/dev/null; then
   python3 -m venv "$VENV" >&2
   "$VENV/bin/pip" install -q -r scripts/requirements.txt >&2
 fi

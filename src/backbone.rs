@@ -51,6 +51,49 @@ pub fn find_dense_head(proto: &ModelProto) -> Option<DenseHeadInfo> {
         })
 }
 
+/// Rewrites every `Clip(x, lo, hi)` as `Min(Max(x, lo), hi)`: the same values, but tract
+/// 0.23 fuses Max/Min into the preceding convolution and not Clip (ReLU6 in MobileNetV2:
+/// −23 % forward time, docs/BENCHMARKS.md). Returns how many nodes were rewritten.
+pub fn rewrite_clips(proto: &mut ModelProto) -> usize {
+    let Some(graph) = proto.graph.as_mut() else {
+        return 0;
+    };
+    let mut rewritten = 0;
+    let mut nodes = Vec::with_capacity(graph.node.len());
+    for n in std::mem::take(&mut graph.node) {
+        let bound = |i: usize| n.input.get(i).filter(|s| !s.is_empty()).cloned();
+        let (lo, hi) = (bound(1), bound(2));
+        // Opset < 11 keeps the bounds in attributes: left to tract as is.
+        if n.op_type != "Clip" || n.output.len() != 1 || (lo.is_none() && hi.is_none()) {
+            nodes.push(n);
+            continue;
+        }
+        rewritten += 1;
+        let (x, out) = (n.input[0].clone(), n.output[0].clone());
+        let mid = match (&lo, &hi) {
+            (Some(_), Some(_)) => format!("{out}/fastretrain_max"),
+            _ => out.clone(),
+        };
+        let make = |op: &str, inputs: Vec<String>, output: String| tract_onnx::pb::NodeProto {
+            op_type: op.into(),
+            name: format!("{}/{}", n.name, op.to_lowercase()),
+            input: inputs,
+            output: vec![output],
+            ..Default::default()
+        };
+        let mut x = x;
+        if let Some(lo) = lo {
+            nodes.push(make("Max", vec![x, lo], mid.clone()));
+            x = mid;
+        }
+        if let Some(hi) = hi {
+            nodes.push(make("Min", vec![x, hi], out));
+        }
+    }
+    graph.node = nodes;
+    rewritten
+}
+
 /// Sets how many threads tract's matrix products use (process-wide, first call wins).
 pub fn set_threads(threads: usize) {
     static SET: OnceLock<()> = OnceLock::new();
@@ -70,6 +113,29 @@ pub struct Backbone {
     fingerprint: Fingerprint,
     head: Option<DenseHeadInfo>,
     input_shape: [usize; 4],
+    batch: usize,
+}
+
+/// How to prepare the backbone; the default is what every command uses.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Tensor to stop at (default: the spec's, else the input of the model's dense head).
+    pub feature_tensor: Option<String>,
+    /// Images per run: the input shape is fixed to it. 1 is faster per image in tract 0.23
+    /// (docs/BENCHMARKS.md).
+    pub batch: usize,
+    /// Apply [`rewrite_clips`] (on by default; off only to measure what it buys).
+    pub rewrite_clips: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            feature_tensor: None,
+            batch: 1,
+            rewrite_clips: true,
+        }
+    }
 }
 
 impl std::fmt::Debug for Backbone {
@@ -89,6 +155,20 @@ impl Backbone {
         spec: Option<ModelSpec>,
         feature_tensor: Option<&str>,
     ) -> Result<Self> {
+        Self::load_with(
+            model,
+            spec,
+            &LoadOptions {
+                feature_tensor: feature_tensor.map(String::from),
+                ..LoadOptions::default()
+            },
+        )
+    }
+
+    /// [`Self::load`] with every option (batch size, graph rewrites).
+    pub fn load_with(model: &Path, spec: Option<ModelSpec>, options: &LoadOptions) -> Result<Self> {
+        let feature_tensor = options.feature_tensor.as_deref();
+        let batch = options.batch.max(1);
         let spec = match spec {
             Some(s) => s,
             None => ModelSpec::load(&ModelSpec::path_for_model(model))?,
@@ -110,13 +190,16 @@ impl Backbone {
             path: model.into(),
             reason,
         };
-        let proto = tract_onnx::onnx()
+        let mut proto = tract_onnx::onnx()
             .proto_model_for_read(&mut &bytes[..])
             .map_err(|e| bad(format!("cannot parse ONNX protobuf: {e}")))?;
         if proto.graph.is_none() {
             return Err(bad("the file holds no graph".into()));
         }
         let head = find_dense_head(&proto);
+        if options.rewrite_clips {
+            rewrite_clips(&mut proto);
+        }
         let feature_tensor = match (feature_tensor, &spec.feature_tensor, &head) {
             (Some(name), _, _) => name.to_string(),
             (None, Some(name), _) => name.clone(),
@@ -124,8 +207,8 @@ impl Backbone {
             (None, None, None) => return Err(Error::NoDenseHead { path: model.into() }),
         };
         let input_shape = match spec.input.layout {
-            Layout::Nchw => [1, 3, spec.input.height, spec.input.width],
-            Layout::Nhwc => [1, spec.input.height, spec.input.width, 3],
+            Layout::Nchw => [batch, 3, spec.input.height, spec.input.width],
+            Layout::Nhwc => [batch, spec.input.height, spec.input.width, 3],
         };
         let plan = (|| -> TractResult<_> {
             let mut m = tract_onnx::onnx().model_for_proto_model(&proto)?;
@@ -145,7 +228,7 @@ impl Backbone {
         let feature_dim = fact
             .shape
             .as_concrete()
-            .map(|s| s.iter().product::<usize>())
+            .map(|s| s.iter().product::<usize>() / batch)
             .ok_or_else(|| bad(format!("tensor '{feature_tensor}' has no fixed shape")))?;
         if let Some(expected) = spec.feature_dim
             && expected != feature_dim
@@ -165,7 +248,18 @@ impl Backbone {
             },
             head,
             input_shape,
+            batch,
         })
+    }
+
+    /// Values of one image's input tensor.
+    pub fn input_len(&self) -> usize {
+        self.input_shape[1..].iter().product()
+    }
+
+    /// Images per run (1 unless loaded with [`LoadOptions::batch`]).
+    pub fn batch(&self) -> usize {
+        self.batch
     }
 
     pub fn spec(&self) -> &ModelSpec {
@@ -189,8 +283,8 @@ impl Backbone {
         self.head.as_ref()
     }
 
-    /// Runs one preprocessed input (see [`crate::preprocess::Preprocessor`]) and writes its
-    /// features into `out`.
+    /// Runs one preprocessed input (see [`crate::preprocess::Preprocessor`]; [`Self::batch`]
+    /// of them back to back) and writes their features into `out`.
     pub fn features_into(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
         let fail = |reason: String| Error::Model {
             path: self.model_path.clone(),

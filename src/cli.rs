@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use fastretrain::backbone::{self, Backbone};
+use fastretrain::backbone::{self, Backbone, LoadOptions};
 use fastretrain::data::{DataOptions, DataSource};
 use fastretrain::evaluation::{EvalReport, evaluate_features};
 use fastretrain::features::{ExtractReport, FeatureExtractor, extract_to_store};
@@ -67,6 +67,28 @@ enum Command {
     Convert(ConvertArgs),
     /// Learn + eval on the shipped model and Fashion-MNIST subset, with timings.
     Demo(DemoArgs),
+    /// Time the backbone's forward pass on this machine (ms per image; see --threads).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Timed runs (the median is reported).
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// Untimed runs first.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Run the graph's Clip nodes as they are (to measure what rewriting them buys).
+    #[arg(long)]
+    keep_clip: bool,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -392,6 +414,7 @@ pub fn run(cli: Cli) -> Result<bool> {
         Command::Convert(a) => convert(a),
         Command::Export(a) => export(a),
         Command::Demo(a) => demo(a),
+        Command::Bench(a) => bench(a, threads),
     }
 }
 
@@ -457,6 +480,11 @@ fn print_learn(r: &LearnReport) {
         r.images_per_second,
         r.total_samples,
         r.labels.len()
+    );
+    let t = &r.stages;
+    println!(
+        "time: decode {:.2} s, preprocess {:.2} s, forward {:.2} s, accumulate {:.3} s",
+        t.decode, t.preprocess, t.forward, t.accumulate
     );
     for s in &r.skipped {
         println!("skipped: {s}");
@@ -939,6 +967,47 @@ fn export(a: ExportArgs) -> Result<bool> {
             },
             report.output,
             report.bytes
+        );
+    }
+    Ok(true)
+}
+
+fn bench(a: BenchArgs, threads: usize) -> Result<bool> {
+    let model = a
+        .model
+        .model
+        .clone()
+        .unwrap_or_else(|| shipped(DEFAULT_MODEL));
+    if a.batch == 0 || a.runs == 0 {
+        bail!("--batch and --runs must be at least 1");
+    }
+    let options = LoadOptions {
+        feature_tensor: a.model.feature_tensor.clone(),
+        batch: a.batch,
+        rewrite_clips: !a.keep_clip,
+    };
+    let loading = std::time::Instant::now();
+    let backbone = Backbone::load_with(&model, None, &options)?;
+    let load_seconds = loading.elapsed().as_secs_f64();
+    let timing = fastretrain::benchmark::time_forward(&backbone, a.warmup, a.runs)?;
+    if a.json {
+        let mut value = serde_json::to_value(&timing)?;
+        value["threads"] = threads.into();
+        value["load_seconds"] = load_seconds.into();
+        value["model"] = model.display().to_string().into();
+        print_json(&value)?;
+    } else {
+        println!(
+            "{}: {:.2} ms/image (median of {} runs, min {:.2}, max {:.2}), batch {}, {} \
+             threads; loaded in {:.2} s",
+            model.display(),
+            timing.ms_per_image,
+            timing.runs,
+            timing.ms_per_image_min,
+            timing.ms_per_image_max,
+            timing.batch,
+            threads,
+            load_seconds
         );
     }
     Ok(true)

@@ -15,6 +15,21 @@ pub struct FeatureExtractor {
     backbone: Backbone,
     preprocessor: Preprocessor,
     input: Vec<f32>,
+    times: StageTimes,
+}
+
+/// Where the time of a run went, in seconds (what [`crate::retrainer::Retrainer::learn`]
+/// reports; the benchmarks table it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct StageTimes {
+    /// Reading and decoding samples.
+    pub decode: f64,
+    /// Resize, crop, normalise into the input tensor.
+    pub preprocess: f64,
+    /// The backbone's forward pass.
+    pub forward: f64,
+    /// Folding features into the statistics (rank-k updates).
+    pub accumulate: f64,
 }
 
 impl FeatureExtractor {
@@ -25,6 +40,7 @@ impl FeatureExtractor {
             backbone,
             preprocessor,
             input,
+            times: StageTimes::default(),
         }
     }
 
@@ -39,14 +55,23 @@ impl FeatureExtractor {
     /// Features of decoded pixels, written into `out` (length [`Self::dim`]). Non-finite
     /// features (a broken model or input) are an error naming `what`.
     pub fn pixels_into(&mut self, pixels: &Pixels, what: &str, out: &mut [f32]) -> Result<()> {
+        let started = Instant::now();
         self.preprocessor.tensor_into(pixels, &mut self.input);
+        let preprocessed = Instant::now();
         self.backbone.features_into(&self.input, out)?;
+        self.times.preprocess += (preprocessed - started).as_secs_f64();
+        self.times.forward += preprocessed.elapsed().as_secs_f64();
         if !out.iter().all(|v| v.is_finite()) {
             return Err(Error::NonFiniteFeatures {
                 what: format!("{what} through {}", self.backbone.model_path().display()),
             });
         }
         Ok(())
+    }
+
+    /// Preprocess and forward time since the last call (the other stages stay 0).
+    pub fn take_times(&mut self) -> StageTimes {
+        std::mem::take(&mut self.times)
     }
 
     pub fn sample(&mut self, sample: &Sample) -> Result<Vec<f32>> {

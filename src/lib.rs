@@ -8,6 +8,8 @@
 
 #[cfg(feature = "backbone")]
 pub mod backbone;
+#[cfg(feature = "backbone")]
+pub mod benchmark;
 pub mod data;
 pub mod error;
 pub mod evaluation;

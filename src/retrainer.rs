@@ -10,7 +10,7 @@ use crate::backbone::Backbone;
 use crate::data::DataSource;
 use crate::error::{Error, Result};
 use crate::evaluation::{Confusion, EvalReport};
-use crate::features::FeatureExtractor;
+use crate::features::{FeatureExtractor, StageTimes};
 use crate::head::{FitReport, Head, Scored};
 use crate::state::State;
 use crate::store::FeatureSet;
@@ -55,6 +55,8 @@ pub struct LearnReport {
     pub labels: Vec<String>,
     pub seconds_features: f64,
     pub images_per_second: f64,
+    /// Where `seconds_features` went.
+    pub stages: StageTimes,
     pub fit: FitReport,
 }
 
@@ -143,7 +145,15 @@ impl Retrainer {
         let (mut samples, mut skipped) = (0u64, Vec::new());
         // Counts not yet recorded in the state, and samples since the last checkpoint.
         let (mut consumed_pending, mut samples_pending, mut since_checkpoint) = (0u64, 0u64, 0);
-        for (i, sample) in source.enumerate() {
+        self.extractor.take_times();
+        let (mut decode, mut accumulate) = (0.0, 0.0);
+        let mut records = source.enumerate();
+        loop {
+            let fetching = Instant::now();
+            let Some((i, sample)) = records.next() else {
+                break;
+            };
+            decode += fetching.elapsed().as_secs_f64();
             progress(resumed_after as usize + i + 1);
             consumed_pending += 1;
             let sample = match sample {
@@ -162,7 +172,9 @@ impl Retrainer {
             samples += 1;
             samples_pending += 1;
             if batch_labels.len() == BATCH {
+                let folding = Instant::now();
                 self.fold_batch(&batch, &batch_labels, &source_id, options.decay)?;
+                accumulate += folding.elapsed().as_secs_f64();
                 batch.clear();
                 batch_labels.clear();
                 since_checkpoint += BATCH;
@@ -174,9 +186,16 @@ impl Retrainer {
                 }
             }
         }
+        let folding = Instant::now();
         self.fold_batch(&batch, &batch_labels, &source_id, options.decay)?;
+        accumulate += folding.elapsed().as_secs_f64();
         self.state
             .record_source(&source_id, consumed_pending, samples_pending);
+        let stages = StageTimes {
+            decode,
+            accumulate,
+            ..self.extractor.take_times()
+        };
         if samples == 0 && resumed_after == 0 {
             return Err(Error::data(&source_id, "no usable samples"));
         }
@@ -191,6 +210,7 @@ impl Retrainer {
             labels: self.state.stats.labels().to_vec(),
             seconds_features,
             images_per_second: samples as f64 / seconds_features.max(1e-9),
+            stages,
             fit,
         })
     }

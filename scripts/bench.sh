@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# One benchmark run, us vs the peers (onnxruntime, scikit-learn), alternating: regenerates
+# docs/BENCHMARKS.md, docs/BENCHMARKS.json and docs/benchmarks.svg (scripts/bench.py says what
+# is measured). Makes the Python venv if missing (PyPI) and builds the release binary first.
+# Options are bench.py's (e.g. --rounds 5).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=$(scripts/venv.sh)
+cargo build --release --locked >&2
+B="$(realpath "${CARGO_TARGET_DIR:-target}")/release/fastretrain"
+"$PY" scripts/bench.py --bin "$B" "$@"

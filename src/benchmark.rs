@@ -1,0 +1,58 @@
+//! Timing the backbone's forward pass on this machine (`fastretrain bench`): what
+//! `scripts/bench.sh` compares with onnxruntime, and what a user runs on a board to know how
+//! many images per second to expect.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::backbone::Backbone;
+use crate::error::Result;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwardTiming {
+    pub batch: usize,
+    pub runs: usize,
+    /// Median over the runs of (run time / batch), in milliseconds.
+    pub ms_per_image: f64,
+    pub ms_per_image_min: f64,
+    pub ms_per_image_max: f64,
+}
+
+/// Runs `warmup` untimed then `runs` timed forward passes of one batch (a fixed, deterministic
+/// input: the backbone's speed does not depend on the pixel values).
+pub fn time_forward(backbone: &Backbone, warmup: usize, runs: usize) -> Result<ForwardTiming> {
+    let batch = backbone.batch();
+    let per_image: usize = backbone.input_len();
+    let input: Vec<f32> = (0..per_image * batch)
+        .map(|i| ((i * 7919) % 255) as f32 / 127.5 - 1.0)
+        .collect();
+    let mut out = vec![0.0; backbone.feature_dim() * batch];
+    for _ in 0..warmup {
+        backbone.features_into(&input, &mut out)?;
+    }
+    let mut ms: Vec<f64> = Vec::with_capacity(runs.max(1));
+    for _ in 0..runs.max(1) {
+        let started = Instant::now();
+        backbone.features_into(&input, &mut out)?;
+        ms.push(started.elapsed().as_secs_f64() * 1e3 / batch as f64);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(ForwardTiming {
+        batch,
+        runs: ms.len(),
+        ms_per_image: median(&ms),
+        ms_per_image_min: ms[0],
+        ms_per_image_max: ms[ms.len() - 1],
+    })
+}
+
+/// Median of sorted values.
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}

@@ -1,0 +1,92 @@
+//! The benchmark code paths on tiny inputs (no timing is checked anywhere): `fastretrain
+//! bench` on the tiny test CNN, and `scripts/bench.py` end to end with every section shrunk,
+//! writing its report into a temporary folder. The Python side runs in the venv
+//! `scripts/venv.sh` makes (or `FASTRETRAIN_PYTHON`).
+
+mod common;
+
+use std::process::Command;
+
+use common::{json_of, refused, run};
+
+#[test]
+fn bench_command_times_the_forward_pass() {
+    let dir = common::temp_dir("bench-cmd");
+    let model = common::data("models/tiny_cnn.onnx");
+    let model = model.to_str().unwrap();
+    for extra in [&[][..], &["--keep-clip"][..]] {
+        let mut args = vec![
+            "bench", "--json", "--model", model, "--batch", "3", "--runs", "2", "--warmup", "1",
+        ];
+        args.extend_from_slice(extra);
+        let timing = json_of(&run(&dir, &args));
+        assert_eq!(timing["batch"], 3);
+        assert_eq!(timing["runs"], 2);
+        let (lo, mid, hi) = (
+            timing["ms_per_image_min"].as_f64().unwrap(),
+            timing["ms_per_image"].as_f64().unwrap(),
+            timing["ms_per_image_max"].as_f64().unwrap(),
+        );
+        assert!(0.0 < lo && lo <= mid && mid <= hi, "{timing}");
+    }
+    refused(
+        &dir,
+        &["bench", "--model", model, "--batch", "0"],
+        "at least 1",
+    );
+}
+
+#[test]
+fn bench_script_writes_every_section() {
+    let dir = common::temp_dir("bench-script");
+    let python = match std::env::var("FASTRETRAIN_PYTHON") {
+        Ok(p) => p,
+        Err(_) => {
+            let out = Command::new(common::root().join("scripts/venv.sh"))
+                .output()
+                .expect("scripts/venv.sh runs");
+            assert!(out.status.success(), "{}", common::stderr(&out));
+            common::stdout(&out).trim().to_string()
+        }
+    };
+    let out = Command::new(python)
+        .arg(common::root().join("scripts/bench.py"))
+        .args(["--bin", env!("CARGO_BIN_EXE_fastretrain"), "--model"])
+        .arg(common::data("models/tiny_cnn.onnx"))
+        .args(["--out", dir.to_str().unwrap()])
+        .args([
+            "--rounds",
+            "1",
+            "--runs",
+            "2",
+            "--learn-n",
+            "16",
+            "--train-n",
+            "64",
+        ])
+        .args(["--test-n", "32", "--rss-rows", "64,128"])
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let report = std::fs::read_to_string(dir.join("BENCHMARKS.md")).unwrap();
+    for section in [
+        "## 1. Backbone forward",
+        "## 2. End-to-end `learn`",
+        "## 3. Head fitting",
+        "## 4. Peak RSS",
+        "scikit-learn LogisticRegression",
+        "fastretrain recompute",
+    ] {
+        assert!(report.contains(section), "missing {section}:\n{report}");
+    }
+    let raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("BENCHMARKS.json")).unwrap())
+            .unwrap();
+    assert_eq!(raw["forward"].as_array().unwrap().len(), 4);
+    assert_eq!(raw["memory"].as_array().unwrap().len(), 2);
+    assert!(
+        std::fs::read_to_string(dir.join("benchmarks.svg"))
+            .unwrap()
+            .contains("<svg")
+    );
+}
