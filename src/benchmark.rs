@@ -50,7 +50,7 @@ pub fn time_forward(backbone: &Backbone, warmup: usize, runs: usize) -> Result<F
 /// Median of sorted values.
 fn median(sorted: &[f64]) -> f64 {
     let n = sorted.len();
-    if n % 2 == 1 {
+    if !n.is_multiple_of(2) {
         sorted[n / 2]
     } else {
         (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
