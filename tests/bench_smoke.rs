@@ -39,17 +39,7 @@ fn bench_command_times_the_forward_pass() {
 #[test]
 fn bench_script_writes_every_section() {
     let dir = common::temp_dir("bench-script");
-    let python = match std::env::var("FASTRETRAIN_PYTHON") {
-        Ok(p) => p,
-        Err(_) => {
-            let out = Command::new(common::root().join("scripts/venv.sh"))
-                .output()
-                .expect("scripts/venv.sh runs");
-            assert!(out.status.success(), "{}", common::stderr(&out));
-            common::stdout(&out).trim().to_string()
-        }
-    };
-    let out = Command::new(python)
+    let out = Command::new(common::python())
         .arg(common::root().join("scripts/bench.py"))
         .args(["--bin", env!("CARGO_BIN_EXE_fastretrain"), "--model"])
         .arg(common::data("models/tiny_cnn.onnx"))

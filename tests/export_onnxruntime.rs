@@ -16,25 +16,10 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("FASTRETRAIN_PYTHON") {
-        return p.into();
-    }
-    let out = Command::new(common::root().join("scripts/venv.sh"))
-        .output()
-        .expect("scripts/venv.sh runs");
-    assert!(
-        out.status.success(),
-        "scripts/venv.sh failed (it installs onnxruntime from PyPI): {}",
-        common::stderr(&out)
-    );
-    common::stdout(&out).trim().into()
-}
-
 /// Outputs of each model on each image, per onnxruntime.
 fn onnxruntime_scores(models: &[&Path], images: &[PathBuf]) -> Vec<serde_json::Value> {
     let root = common::root();
-    let mut cmd = Command::new(python());
+    let mut cmd = Command::new(common::python());
     cmd.arg(root.join("scripts/onnxruntime_run.py"))
         .args([
             "--spec",

@@ -129,3 +129,20 @@ pub fn run_or_kill(
     let status = child.wait().unwrap();
     finished.then_some(status)
 }
+
+/// The Python interpreter with the pinned packages (onnxruntime, scikit-learn…): the venv
+/// `scripts/venv.sh` makes on first use (from PyPI), or `FASTRETRAIN_PYTHON`.
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("FASTRETRAIN_PYTHON") {
+        return p.into();
+    }
+    let out = Command::new(root().join("scripts/venv.sh"))
+        .output()
+        .expect("scripts/venv.sh runs");
+    assert!(
+        out.status.success(),
+        "scripts/venv.sh failed (it installs the pinned packages from PyPI): {}",
+        stderr(&out)
+    );
+    stdout(&out).trim().into()
+}
