@@ -69,6 +69,23 @@ enum Command {
     Demo(DemoArgs),
     /// Time the backbone's forward pass on this machine (ms per image; see --threads).
     Bench(BenchArgs),
+    /// Write a copy of a model (and its spec) with another input size: smaller is faster.
+    ResizeInput(ResizeInputArgs),
+}
+
+#[derive(Args)]
+struct ResizeInputArgs {
+    /// The model to copy (its spec JSON must be beside it).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Side of the new square input, in pixels.
+    #[arg(long)]
+    size: usize,
+    /// The new ONNX file; its spec is written beside it (`.json`).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -415,6 +432,7 @@ pub fn run(cli: Cli) -> Result<bool> {
         Command::Export(a) => export(a),
         Command::Demo(a) => demo(a),
         Command::Bench(a) => bench(a, threads),
+        Command::ResizeInput(a) => resize_input(a),
     }
 }
 
@@ -967,6 +985,23 @@ fn export(a: ExportArgs) -> Result<bool> {
             },
             report.output,
             report.bytes
+        );
+    }
+    Ok(true)
+}
+
+fn resize_input(a: ResizeInputArgs) -> Result<bool> {
+    let model = a.model.unwrap_or_else(|| shipped(DEFAULT_MODEL));
+    let report = fastretrain::export::resize_input(&model, a.size, &a.out)?;
+    if a.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "wrote {} ({}×{} input) and {}",
+            report.out.display(),
+            report.size,
+            report.size,
+            report.spec.display()
         );
     }
     Ok(true)

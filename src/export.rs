@@ -18,6 +18,7 @@ use tract_onnx::pb::{
 use crate::backbone::find_dense_head;
 use crate::error::{Error, Result};
 use crate::head::{Activation, DenseLayer, Head, LambdaSource, MethodName};
+use crate::spec::{Layout, ModelSpec};
 use crate::state::{State, hex, write_atomically};
 
 /// Metadata key holding the labels (a JSON array, in output order).
@@ -376,6 +377,74 @@ pub fn export_original(model: &Path, out: &Path) -> Result<ExportReport> {
     write_atomically(out, &onnx)?;
     report.out = out.into();
     Ok(report)
+}
+
+/// What [`resize_input`] wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ResizeReport {
+    pub out: PathBuf,
+    pub spec: PathBuf,
+    pub size: usize,
+    pub sha256: String,
+}
+
+/// Writes a copy of `model` whose input is `size`×`size` (ONNX input dims rewritten, shape
+/// annotations of inner tensors dropped so runtimes infer them again) and its spec beside it
+/// (`out` with `.json`; preprocessing scaled by [`ModelSpec::at_input_size`], the new file's
+/// sha256). A new file, so states and stores made with it never mix with the original's. Works
+/// for models whose layers do not hard-code the spatial size (global pooling before the head,
+/// as MobileNetV2 and ResNets); others fail to load at the new size with tract's reason.
+pub fn resize_input(model: &Path, size: usize, out: &Path) -> Result<ResizeReport> {
+    let spec = ModelSpec::load(&ModelSpec::path_for_model(model))?;
+    let mut resized = spec.at_input_size(size)?;
+    let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
+    let bad = |reason: String| Error::Model {
+        path: model.into(),
+        reason,
+    };
+    let mut proto = ModelProto::decode(&bytes[..])
+        .map_err(|e| bad(format!("cannot parse ONNX protobuf: {e}")))?;
+    let graph = proto
+        .graph
+        .as_mut()
+        .ok_or_else(|| bad("the file holds no graph".into()))?;
+    let initializers: std::collections::HashSet<String> =
+        graph.initializer.iter().map(|t| t.name.clone()).collect();
+    let input = graph
+        .input
+        .iter_mut()
+        .find(|i| !initializers.contains(&i.name))
+        .ok_or_else(|| bad("the graph has no input".into()))?;
+    let input_name = input.name.clone();
+    let dims = match input.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+        Some(type_proto::Value::TensorType(t)) => t.shape.as_mut().map(|s| &mut s.dim),
+        _ => None,
+    }
+    .filter(|d| d.len() == 4)
+    .ok_or_else(|| bad(format!("input '{input_name}' is not a 4-d tensor")))?;
+    let (h, w) = match spec.input.layout {
+        Layout::Nchw => (2, 3),
+        Layout::Nhwc => (1, 2),
+    };
+    for axis in [h, w] {
+        dims[axis].value = Some(tensor_shape_proto::dimension::Value::DimValue(size as i64));
+    }
+    graph.value_info.clear();
+    let onnx = proto.encode_to_vec();
+    let sha256 = hex(&Sha256::digest(&onnx));
+    resized.sha256 = Some(sha256.clone());
+    resized.file = out.file_name().map(|n| n.to_string_lossy().into_owned());
+    let spec_path = ModelSpec::path_for_model(out);
+    let spec_json = serde_json::to_string_pretty(&resized)
+        .map_err(|e| Error::InvalidArgument(format!("cannot encode the spec: {e}")))?;
+    write_atomically(out, &onnx)?;
+    write_atomically(&spec_path, spec_json.as_bytes())?;
+    Ok(ResizeReport {
+        out: out.into(),
+        spec: spec_path,
+        size,
+        sha256,
+    })
 }
 
 /// Exports `state`'s head on its backbone `model` to `out` (written atomically: a failure

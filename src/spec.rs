@@ -102,6 +102,23 @@ impl ModelSpec {
         Ok(spec)
     }
 
+    /// The same preprocessing scaled to a `size`×`size` input: the crop becomes `size` and the
+    /// short side keeps its ratio to the crop (224 of 256 → 96 of 110).
+    pub fn at_input_size(&self, size: usize) -> Result<ModelSpec> {
+        let mut spec = self.clone();
+        let p = &mut spec.preprocess;
+        p.resize_short_side =
+            ((size * p.resize_short_side) as f64 / p.crop as f64).round() as usize;
+        p.crop = size;
+        spec.input.height = size;
+        spec.input.width = size;
+        spec.name = format!("{} at {size}×{size}", self.name);
+        spec.sha256 = None;
+        spec.validate()
+            .map_err(|reason| Error::InvalidArgument(format!("input size {size}: {reason}")))?;
+        Ok(spec)
+    }
+
     fn validate(&self) -> std::result::Result<(), String> {
         let p = &self.preprocess;
         if p.resize_filter != "bilinear-antialias" {

@@ -233,6 +233,37 @@ fn exported_models_give_predict_scores_and_bad_input_leaves_nothing() {
     let err = export_bytes(&model_bytes, &model, "features", &empty).unwrap_err();
     assert!(err.to_string().contains("no classes"), "{err}");
     assert!(!out.exists());
+    // resize-input: an impossible size, a model without a spec beside it.
+    let mobilenet = common::root().join("models/mobilenetv2.onnx");
+    refused(
+        &dir,
+        &[
+            "resize-input",
+            "--model",
+            s(&mobilenet),
+            "--size",
+            "0",
+            "--out",
+            s(&out),
+        ],
+        "input size 0",
+    );
+    let lonely = dir.join("lonely.onnx");
+    std::fs::copy(&model, &lonely).unwrap();
+    refused(
+        &dir,
+        &[
+            "resize-input",
+            "--model",
+            s(&lonely),
+            "--size",
+            "8",
+            "--out",
+            s(&out),
+        ],
+        "spec",
+    );
+    assert!(!out.exists() && !out.with_extension("json").exists());
     let leftovers: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())

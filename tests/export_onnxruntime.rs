@@ -1,5 +1,6 @@
-//! onnxruntime runs what `export` writes: on the shipped MobileNetV2, an adapted linear head
-//! and a head with a hidden layer give `predict`'s scores within 1e-4, and the model's own
+//! onnxruntime runs what `export` writes: on the shipped MobileNetV2, an adapted linear head,
+//! a head with a hidden layer, and a head on the model resized to 96×96 (`resize-input`) give
+//! `predict`'s scores within 1e-4, and the model's own
 //! ImageNet head exported unchanged gives the original model's top-1 on real photos.
 //! onnxruntime is Python's (pinned in scripts/requirements.txt), in the venv `scripts/venv.sh`
 //! makes, or the interpreter `FASTRETRAIN_PYTHON` names; preprocessing on that side is
@@ -16,16 +17,11 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Outputs of each model on each image, per onnxruntime.
-fn onnxruntime_scores(models: &[&Path], images: &[PathBuf]) -> Vec<serde_json::Value> {
-    let root = common::root();
+/// Outputs of each model on each image, per onnxruntime, preprocessed as `spec` says.
+fn onnxruntime_scores(spec: &Path, models: &[&Path], images: &[PathBuf]) -> Vec<serde_json::Value> {
     let mut cmd = Command::new(common::python());
-    cmd.arg(root.join("scripts/onnxruntime_run.py"))
-        .args([
-            "--spec",
-            s(&root.join("models/mobilenetv2.json")),
-            "--models",
-        ])
+    cmd.arg(common::root().join("scripts/onnxruntime_run.py"))
+        .args(["--spec", s(spec), "--models"])
         .args(models)
         .arg("--images")
         .args(images);
@@ -99,8 +95,39 @@ fn onnxruntime_runs_exported_models_like_predict() {
     ];
     json_of(&run(&dir, &fit));
 
+    // A head learned on the model resized to a 96×96 input (`resize-input`).
+    let small = dir.join("mobilenetv2-96.onnx");
+    let resized = json_of(&run(
+        &dir,
+        &[
+            "resize-input",
+            "--json",
+            "--model",
+            s(&model),
+            "--size",
+            "96",
+            "--out",
+            s(&small),
+        ],
+    ));
+    assert_eq!(resized["size"], 96);
+    let small_state = dir.join("small.frs");
+    let learn_small = [
+        "learn",
+        "--json",
+        "--state",
+        s(&small_state),
+        "--model",
+        s(&small),
+        "--data",
+        s(&train),
+        "--limit",
+        "60",
+    ];
+    json_of(&run(&dir, &learn_small));
+
     let mut exported = Vec::new();
-    for state in [&linear, &hidden] {
+    for state in [&linear, &hidden, &small_state] {
         let out = state.with_extension("onnx");
         json_of(&run(
             &dir,
@@ -124,8 +151,15 @@ fn onnxruntime_runs_exported_models_like_predict() {
         ],
     ));
 
-    let models: Vec<&Path> = vec![&exported[0].0, &exported[1].0, &original, &model];
-    let runs = onnxruntime_scores(&models, &photos);
+    let spec = root.join("models/mobilenetv2.json");
+    let mut adapted = onnxruntime_scores(&spec, &[&exported[0].0, &exported[1].0], &photos);
+    // The 96×96 model's own spec (written beside it) says how to preprocess for it.
+    adapted.extend(onnxruntime_scores(
+        &small.with_extension("json"),
+        &[&exported[2].0],
+        &photos,
+    ));
+    let originals = onnxruntime_scores(&spec, &[&original, &model], &photos);
 
     // Scores are compared on the PNG photos only: JPEG decoders (PIL's libjpeg, our
     // zune-jpeg) may round differently, which is not what this test is about.
@@ -134,7 +168,7 @@ fn onnxruntime_runs_exported_models_like_predict() {
         .map(|p| p.extension().is_some_and(|e| e == "png"))
         .collect();
     let mut worst = 0.0f64;
-    for ((_, predicted), ort) in exported.iter().zip(&runs) {
+    for ((_, predicted), ort) in exported.iter().zip(&adapted) {
         let labels: Vec<String> = serde_json::from_value(ort["labels"].clone()).unwrap();
         assert_eq!(labels.len(), 10, "Fashion-MNIST has 10 classes");
         for ((prediction, scores), _) in predicted
@@ -158,7 +192,7 @@ fn onnxruntime_runs_exported_models_like_predict() {
     assert!(worst < 1e-4, "onnxruntime vs predict: {worst}");
 
     // The original head, exported: same logits and top-1 as the model itself.
-    let (exp, orig) = (&runs[2], &runs[3]);
+    let (exp, orig) = (&originals[0], &originals[1]);
     let labels: Vec<String> = serde_json::from_value(exp["labels"].clone()).unwrap();
     assert_eq!(labels.len(), 1000);
     let mut logits_diff = 0.0f64;
