@@ -210,10 +210,15 @@ impl Backbone {
             Layout::Nchw => [batch, 3, spec.input.height, spec.input.width],
             Layout::Nhwc => [batch, spec.input.height, spec.input.width, 3],
         };
-        let plan = (|| -> TractResult<_> {
+        // The file bytes and the protobuf are freed as soon as tract has its own copy of the
+        // graph, so they do not add to the peak memory of optimising it.
+        drop(bytes);
+        let tensor = feature_tensor.clone();
+        let plan = (move || -> TractResult<_> {
             let mut m = tract_onnx::onnx().model_for_proto_model(&proto)?;
+            drop(proto);
             m = m.with_input_fact(0, f32::fact(input_shape).into())?;
-            m.select_outputs_by_name([feature_tensor.as_str()])?;
+            m.select_outputs_by_name([tensor.as_str()])?;
             m.into_optimized()?.into_runnable()
         })()
         .map_err(|e| {

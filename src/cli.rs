@@ -694,7 +694,12 @@ fn forget(a: ForgetArgs) -> Result<bool> {
 }
 
 fn predict(a: PredictArgs) -> Result<bool> {
-    let mut retrainer = open_retrainer(&a.state, &a.model)?;
+    // Only the head is needed: the statistics (13 MB for MobileNetV2) are freed before the
+    // model loads, which keeps the peak memory down on a board.
+    let mut state = State::load(&a.state)?;
+    state.drop_statistics();
+    let backbone = backbone_for_state(&state, &a.model)?;
+    let mut retrainer = Retrainer::new(backbone, state, &a.state)?;
     let mut predictions = Vec::new();
     for image in &a.images {
         predictions.push(retrainer.predict_file(image, a.top_k.max(1))?);

@@ -160,6 +160,12 @@ impl State {
         }
     }
 
+    /// Frees the statistics, keeping the head, sources and fingerprint: for commands that only
+    /// predict. Such a state must not be saved.
+    pub fn drop_statistics(&mut self) {
+        self.stats = GramStats::new(0);
+    }
+
     /// Adds to the counts of source `id`.
     pub fn record_source(&mut self, id: &str, consumed: u64, samples: u64) {
         match self.sources.iter_mut().find(|s| s.id == id) {
