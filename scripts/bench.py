@@ -3,8 +3,8 @@
 docs/benchmarks.svg. Run it through scripts/bench.sh (builds, makes the venv).
 
 Sections (each alternates us and the peer, round by round; medians over rounds):
-  1. backbone forward ms/image: `fastretrain bench` (tract) vs onnxruntime, same model file,
-     threads 1 and 2, batch 1 and 8; and our forward without the Clip rewrite (the "before");
+  1. backbone forward ms/image (to the feature tensor): `fastretrain bench` (tract) vs
+     onnxruntime, same model file, threads 1 and 2, batch 1 and 8;
   2. end-to-end `learn` images/s (decode + preprocess + forward + accumulate) vs an onnxruntime +
      PIL + NumPy pipeline doing the same work, with the time split per stage;
   3. head fitting on the same features (onnxruntime's, of the shipped Fashion-MNIST subset,
@@ -53,35 +53,49 @@ def timed(cmd):
     return out.stdout, float(wall), int(rss) / 1024
 
 
-def ort_session(model, threads):
+def ort_session(model, threads, tensor):
+    """onnxruntime session whose output is `tensor` (the features, as our backbone stops
+    there), with `threads` intra-op threads."""
+    import onnx
     import onnxruntime as ort
+    proto = onnx.load(model)
+    if tensor not in [o.name for o in proto.graph.output]:
+        proto.graph.output.insert(0, onnx.helper.make_tensor_value_info(
+            tensor, onnx.TensorProto.FLOAT, None))
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(proto.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+
+
+def feature_tensor(a):
+    """The tensor our backbone reads features from (what `bench --json` reports)."""
+    return run_json([a.bin, "bench", "--json", "--model", a.model, "--runs", "1",
+                     "--warmup", "0"])["feature_tensor"]
 
 
 # ---------------------------------------------------------------- 1. forward
 
 
-def ort_forward(model, spec, threads, batch, warmup, runs):
-    session = ort_session(model, threads)
+def ort_forward(model, spec, threads, batch, warmup, runs, tensor):
+    session = ort_session(model, threads, tensor)
     name = session.get_inputs()[0].name
     h, w = spec["input"]["height"], spec["input"]["width"]
     x = np.random.default_rng(0).uniform(-1, 1, (batch, 3, h, w)).astype(np.float32)
     for _ in range(warmup):
-        session.run(None, {name: x})
+        session.run([tensor], {name: x})
     ms = []
     for _ in range(runs):
         t = time.perf_counter()
-        session.run(None, {name: x})
+        session.run([tensor], {name: x})
         ms.append((time.perf_counter() - t) * 1e3 / batch)
     return statistics.median(ms)
 
 
 def forward_section(a, spec):
     configs = [(t, b) for t in (1, 2) for b in (1, 8)]
-    rows = {c: {"ours": [], "ort": [], "ours_clip": []} for c in configs}
+    rows = {c: {"ours": [], "ort": []} for c in configs}
     for r in range(a.rounds):
         for threads, batch in configs:
             runs = max(2, a.runs // batch)
@@ -89,10 +103,7 @@ def forward_section(a, spec):
                    "--batch", str(batch), "--runs", str(runs), "--warmup", "2"]
             rows[(threads, batch)]["ours"].append(run_json(cmd)["ms_per_image"])
             rows[(threads, batch)]["ort"].append(
-                ort_forward(a.model, spec, threads, batch, 2, runs))
-            if batch == 1:
-                rows[(threads, batch)]["ours_clip"].append(
-                    run_json(cmd + ["--keep-clip"])["ms_per_image"])
+                ort_forward(a.model, spec, threads, batch, 2, runs, a.tensor))
             print(f"forward round {r} t{threads} b{batch}: "
                   f"{ {k: v[-1] for k, v in rows[(threads, batch)].items() if v} }",
                   file=sys.stderr, flush=True)
@@ -104,11 +115,11 @@ def forward_section(a, spec):
 # ---------------------------------------------------------------- 2. end to end
 
 
-def peer_learn(model, spec, images_path, n, threads):
+def peer_learn(model, spec, images_path, n, threads, tensor):
     """The same work as `learn`: decode (IDX), preprocess (PIL antialiased resize, crop,
     normalise), forward (onnxruntime, batch 1), accumulate G = Σ x xᵀ, B = Σ x tᵀ per 64."""
     from PIL import Image
-    session = ort_session(model, threads)
+    session = ort_session(model, threads, tensor)
     name = session.get_inputs()[0].name
     stages = {"decode": 0.0, "preprocess": 0.0, "forward": 0.0, "accumulate": 0.0}
     started = time.perf_counter()
@@ -122,7 +133,7 @@ def peer_learn(model, spec, images_path, n, threads):
         t = time.perf_counter()
         x = preprocess(Image.fromarray(img), spec)[None]
         t2 = time.perf_counter()
-        f = session.run(None, {name: x})[0].reshape(-1)
+        f = session.run([tensor], {name: x})[0].reshape(-1)
         t3 = time.perf_counter()
         stages["preprocess"] += t2 - t
         stages["forward"] += t3 - t2
@@ -152,7 +163,7 @@ def learn_section(a, spec, work):
                         "--lambda", "1"])
         ours.append({"images_per_second": out["images_per_second"],
                      "seconds": out["seconds_features"], "stages": out["stages"]})
-        peer.append(peer_learn(a.model, spec, images, a.learn_n, 2))
+        peer.append(peer_learn(a.model, spec, images, a.learn_n, 2, a.tensor))
         print(f"learn round {r}: ours {ours[-1]['images_per_second']:.1f} img/s, "
               f"peer {peer[-1]['images_per_second']:.1f} img/s", file=sys.stderr, flush=True)
 
@@ -166,13 +177,13 @@ def learn_section(a, spec, work):
 # ---------------------------------------------------------------- 3. heads
 
 
-def ort_features(model, spec, images_path, n, threads):
+def ort_features(model, spec, images_path, n, threads, tensor):
     from PIL import Image
-    session = ort_session(model, threads)
+    session = ort_session(model, threads, tensor)
     name = session.get_inputs()[0].name
     images = read_idx(images_path)[:n]
     labels = read_idx(images_path.replace("images-idx3", "labels-idx1"))[:n]
-    x = np.stack([session.run(None, {name: preprocess(Image.fromarray(i), spec)[None]})[0]
+    x = np.stack([session.run([tensor], {name: preprocess(Image.fromarray(i), spec)[None]})[0]
                   .reshape(-1) for i in images])
     return x.astype(np.float32), [int(v) for v in labels]
 
@@ -187,7 +198,7 @@ def feature_stores(a, spec, work):
     for split, n in (("train", a.train_n), ("test", a.test_n)):
         path = os.path.join(ROOT, f"data/fashion-mnist/{'train' if split == 'train' else 't10k'}"
                                   "-images-idx3-ubyte.gz")
-        x, y = ort_features(a.model, spec, path, n, 2)
+        x, y = ort_features(a.model, spec, path, n, 2, tensor)
         stores[split] = (os.path.join(work, f"{split}.frf"), x, [names[v] for v in y])
         write_store(stores[split][0], x, stores[split][2], sha, a.model, tensor, "f32")
     return stores, (sha, tensor)
@@ -284,13 +295,10 @@ def write_report(a, r):
          "(> 1: we are faster). This is a shared 2-core VM: timings vary run to run; compare "
          "rows of the same run, not runs.", "",
          f"## 1. Backbone forward ({r['model']}, ms per image)", "",
-         "| threads | batch | fastretrain (tract) | onnxruntime | ratio | ours before the Clip "
-         "rewrite | rewrite speed-up |", "|---|---|---|---|---|---|---|"]
+         "| threads | batch | fastretrain (tract) | onnxruntime | ratio |", "|---|---|---|---|---|"]
     for f in r["forward"]:
-        before = f.get("ours_clip")
         L.append(f"| {f['threads']} | {f['batch']} | {f['ours']:.3g} | {f['ort']:.3g} | "
-                 f"{ratio(f['ort'], f['ours']):.2f}× | "
-                 + (f"{before:.3g} | {before / f['ours']:.2f}× |" if before else "– | – |"))
+                 f"{ratio(f['ort'], f['ours']):.2f}× |")
     le = r["learn"]
     L += ["", f"## 2. End-to-end `learn` ({le['images']} Fashion-MNIST images, 2 threads)", "",
           "| | images/s | decode s | preprocess s | forward s | accumulate s | accumulate / "
@@ -366,6 +374,7 @@ def main():
     a = p.parse_args()
     a.model = os.path.abspath(a.model)
     a.rss_rows = [int(v) for v in a.rss_rows.split(",")]
+    a.tensor = feature_tensor(a)
     spec = load_spec(os.path.splitext(a.model)[0] + ".json")
     os.makedirs(a.out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="bench-")

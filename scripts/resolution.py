@@ -66,7 +66,8 @@ def main():
                 times[f"ours_{threads}"].append(run_json(
                     [a.bin, "--threads", str(threads), "bench", "--json", "--model", model,
                      "--runs", str(a.runs)])["ms_per_image"])
-                times[f"ort_{threads}"].append(ort_forward(model, spec, threads, 1, 2, a.runs))
+                times[f"ort_{threads}"].append(
+                    ort_forward(model, spec, threads, 1, 2, a.runs, "features"))
         row = {"size": size, "accuracy": ev["accuracy"], "lambda": fit["lambda"],
                "extract_images_per_second": extract_rate,
                **{k: statistics.median(v) for k, v in times.items()}}

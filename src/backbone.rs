@@ -51,49 +51,6 @@ pub fn find_dense_head(proto: &ModelProto) -> Option<DenseHeadInfo> {
         })
 }
 
-/// Rewrites every `Clip(x, lo, hi)` as `Min(Max(x, lo), hi)`: the same values, but tract
-/// 0.23 fuses Max/Min into the preceding convolution and not Clip (ReLU6 in MobileNetV2:
-/// −23 % forward time, docs/BENCHMARKS.md). Returns how many nodes were rewritten.
-pub fn rewrite_clips(proto: &mut ModelProto) -> usize {
-    let Some(graph) = proto.graph.as_mut() else {
-        return 0;
-    };
-    let mut rewritten = 0;
-    let mut nodes = Vec::with_capacity(graph.node.len());
-    for n in std::mem::take(&mut graph.node) {
-        let bound = |i: usize| n.input.get(i).filter(|s| !s.is_empty()).cloned();
-        let (lo, hi) = (bound(1), bound(2));
-        // Opset < 11 keeps the bounds in attributes: left to tract as is.
-        if n.op_type != "Clip" || n.output.len() != 1 || (lo.is_none() && hi.is_none()) {
-            nodes.push(n);
-            continue;
-        }
-        rewritten += 1;
-        let (x, out) = (n.input[0].clone(), n.output[0].clone());
-        let mid = match (&lo, &hi) {
-            (Some(_), Some(_)) => format!("{out}/fastretrain_max"),
-            _ => out.clone(),
-        };
-        let make = |op: &str, inputs: Vec<String>, output: String| tract_onnx::pb::NodeProto {
-            op_type: op.into(),
-            name: format!("{}/{}", n.name, op.to_lowercase()),
-            input: inputs,
-            output: vec![output],
-            ..Default::default()
-        };
-        let mut x = x;
-        if let Some(lo) = lo {
-            nodes.push(make("Max", vec![x, lo], mid.clone()));
-            x = mid;
-        }
-        if let Some(hi) = hi {
-            nodes.push(make("Min", vec![x, hi], out));
-        }
-    }
-    graph.node = nodes;
-    rewritten
-}
-
 /// Sets how many threads tract's matrix products use (process-wide, first call wins).
 pub fn set_threads(threads: usize) {
     static SET: OnceLock<()> = OnceLock::new();
@@ -124,8 +81,6 @@ pub struct LoadOptions {
     /// Images per run: the input shape is fixed to it. 1 is faster per image in tract 0.23
     /// (docs/BENCHMARKS.md).
     pub batch: usize,
-    /// Apply [`rewrite_clips`] (on by default; off only to measure what it buys).
-    pub rewrite_clips: bool,
 }
 
 impl Default for LoadOptions {
@@ -133,7 +88,6 @@ impl Default for LoadOptions {
         LoadOptions {
             feature_tensor: None,
             batch: 1,
-            rewrite_clips: true,
         }
     }
 }
@@ -165,7 +119,7 @@ impl Backbone {
         )
     }
 
-    /// [`Self::load`] with every option (batch size, graph rewrites).
+    /// [`Self::load`] with every option.
     pub fn load_with(model: &Path, spec: Option<ModelSpec>, options: &LoadOptions) -> Result<Self> {
         let feature_tensor = options.feature_tensor.as_deref();
         let batch = options.batch.max(1);
@@ -190,16 +144,13 @@ impl Backbone {
             path: model.into(),
             reason,
         };
-        let mut proto = tract_onnx::onnx()
+        let proto = tract_onnx::onnx()
             .proto_model_for_read(&mut &bytes[..])
             .map_err(|e| bad(format!("cannot parse ONNX protobuf: {e}")))?;
         if proto.graph.is_none() {
             return Err(bad("the file holds no graph".into()));
         }
         let head = find_dense_head(&proto);
-        if options.rewrite_clips {
-            rewrite_clips(&mut proto);
-        }
         let feature_tensor = match (feature_tensor, &spec.feature_tensor, &head) {
             (Some(name), _, _) => name.to_string(),
             (None, Some(name), _) => name.clone(),

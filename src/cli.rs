@@ -101,9 +101,6 @@ struct BenchArgs {
     /// Untimed runs first.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
-    /// Run the graph's Clip nodes as they are (to measure what rewriting them buys).
-    #[arg(long)]
-    keep_clip: bool,
     #[arg(long)]
     json: bool,
 }
@@ -1024,7 +1021,6 @@ fn bench(a: BenchArgs, threads: usize) -> Result<bool> {
     let options = LoadOptions {
         feature_tensor: a.model.feature_tensor.clone(),
         batch: a.batch,
-        rewrite_clips: !a.keep_clip,
     };
     let loading = std::time::Instant::now();
     let backbone = Backbone::load_with(&model, None, &options)?;
@@ -1035,6 +1031,7 @@ fn bench(a: BenchArgs, threads: usize) -> Result<bool> {
         value["threads"] = threads.into();
         value["load_seconds"] = load_seconds.into();
         value["model"] = model.display().to_string().into();
+        value["feature_tensor"] = backbone.fingerprint().feature_tensor.clone().into();
         print_json(&value)?;
     } else {
         println!(
