@@ -56,7 +56,7 @@ def main():
                            "--model", model, "--data", os.path.join(data, images),
                            "--limit", str(n), "--precision", "f32"])
             if split == "train":
-                extract_rate = ex["images_per_second"]
+                extract_rate = ex["extract"]["images_per_second"]
         state = os.path.join(work, f"fit-{size}.frs")
         fit = run_json([a.bin, "fit", "--json", "--state", state, "--store", stores["train"]])
         ev = run_json([a.bin, "eval", "--json", "--state", state, "--store", stores["test"]])
