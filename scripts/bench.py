@@ -32,6 +32,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 from reference import load_spec, preprocess, read_idx  # noqa: E402
+from methods_table import timed  # noqa: E402
 from store_reader import read_store, write_store  # noqa: E402
 
 
@@ -40,17 +41,6 @@ def run_json(cmd):
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{out.stderr}")
     return json.loads(out.stdout)
-
-
-def timed(cmd):
-    """(stdout, wall s, peak RSS MB) of cmd under /usr/bin/time."""
-    with tempfile.NamedTemporaryFile("r") as t:
-        out = subprocess.run(["/usr/bin/time", "-o", t.name, "-f", "%e %M"] + cmd,
-                             capture_output=True, text=True)
-        if out.returncode != 0:
-            raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{out.stderr}")
-        wall, rss = open(t.name).read().split()[-2:]
-    return out.stdout, float(wall), int(rss) / 1024
 
 
 def ort_session(model, threads, tensor):

@@ -12,19 +12,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
+import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from methods_table import timed  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def timed(cmd):
-    """(wall seconds, peak RSS MB) of cmd, which must succeed."""
-    with tempfile.NamedTemporaryFile("r") as t:
-        subprocess.run(["/usr/bin/time", "-o", t.name, "-f", "%e %M"] + cmd, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wall, rss = t.read().split()[-2:]
-    return float(wall), int(rss) / 1024
 
 
 def main():
@@ -45,11 +39,11 @@ def main():
     state = None
     for n in [int(x) for x in args.samples.split(",")]:
         state = os.path.join(work, f"learn{n}.frs")
-        wall, rss = timed([args.binary, "learn", "--state", state, "--model", model,
+        _, wall, rss = timed([args.binary, "learn", "--state", state, "--model", model,
                            "--data", args.full_train, "--limit", str(n)])
         result["learn"][n] = {"rss_mb": rss, "wall_s": wall}
         print(f"learn {n}: {rss:.1f} MB, {wall:.1f} s", flush=True)
-    runs = [timed([args.binary, "predict", "--state", state, photo]) for _ in range(5)]
+    runs = [timed([args.binary, "predict", "--state", state, photo])[1:] for _ in range(5)]
     result["predict"] = {
         "rss_mb": statistics.median(r[1] for r in runs),
         "first_prediction_s": statistics.median(r[0] for r in runs),
