@@ -373,7 +373,18 @@ pub fn original_head(model: &[u8], model_path: &Path) -> Result<(Head, String)> 
 pub fn export_original(model: &Path, out: &Path) -> Result<ExportReport> {
     let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
     let (head, feature_tensor) = original_head(&bytes, model)?;
-    let (onnx, mut report) = export_bytes(&bytes, model, &feature_tensor, &head)?;
+    write_export(&bytes, model, &feature_tensor, &head, out)
+}
+
+/// [`export_bytes`], then the result written atomically to `out`.
+fn write_export(
+    bytes: &[u8],
+    model: &Path,
+    feature_tensor: &str,
+    head: &Head,
+    out: &Path,
+) -> Result<ExportReport> {
+    let (onnx, mut report) = export_bytes(bytes, model, feature_tensor, head)?;
     write_atomically(out, &onnx)?;
     report.out = out.into();
     Ok(report)
@@ -462,8 +473,5 @@ pub fn export(state: &State, model: &Path, out: &Path) -> Result<ExportReport> {
             model: format!("sha256 {}… (a different file)", &sha[..12]),
         });
     }
-    let (onnx, mut report) = export_bytes(&bytes, model, &state.backbone.feature_tensor, head)?;
-    write_atomically(out, &onnx)?;
-    report.out = out.into();
-    Ok(report)
+    write_export(&bytes, model, &state.backbone.feature_tensor, head, out)
 }

@@ -7,14 +7,11 @@
 
 mod common;
 
-use std::path::Path;
+use common::s;
+
 use std::process::Command;
 
 use common::json_of;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 #[test]
 fn arm_build_under_qemu_matches_the_x86_build() {

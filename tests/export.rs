@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::s;
+
 use std::path::{Path, PathBuf};
 
 use common::{json_of, refused, run};
@@ -12,10 +14,6 @@ use fastretrain::export::export_bytes;
 use fastretrain::head::{Head, LambdaSource, MethodName};
 use fastretrain::preprocess::{Preprocessor, decode_image_file};
 use fastretrain::spec::ModelSpec;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Runs the exported model to its output with tract and returns the scores of `image`.
 fn exported_scores(model: &Path, image: &Path, output: &str) -> Vec<f32> {

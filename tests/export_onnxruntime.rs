@@ -8,14 +8,12 @@
 
 mod common;
 
+use common::s;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{json_of, run};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Outputs of each model on each image, per onnxruntime, preprocessed as `spec` says.
 fn onnxruntime_scores(spec: &Path, models: &[&Path], images: &[PathBuf]) -> Vec<serde_json::Value> {
@@ -27,10 +25,6 @@ fn onnxruntime_scores(spec: &Path, models: &[&Path], images: &[PathBuf]) -> Vec<
         .args(images);
     let out = cmd.output().expect("python runs");
     json_of(&out)["models"].as_array().unwrap().clone()
-}
-
-fn floats(v: &serde_json::Value) -> Vec<f64> {
-    common::f64s(v)
 }
 
 fn argmax(v: &[f64]) -> usize {
@@ -179,7 +173,7 @@ fn onnxruntime_runs_exported_models_like_predict() {
             .zip(&png)
             .filter(|(_, is_png)| **is_png)
         {
-            let scores = floats(scores);
+            let scores = common::f64s(scores);
             for top in prediction["top"].as_array().unwrap() {
                 let i = labels
                     .iter()
@@ -202,7 +196,7 @@ fn onnxruntime_runs_exported_models_like_predict() {
         .zip(exp["scores"].as_array().unwrap())
         .zip(orig["scores"].as_array().unwrap())
     {
-        let (a, b) = (floats(a), floats(b));
+        let (a, b) = (common::f64s(a), common::f64s(b));
         assert_eq!(a.len(), b.len());
         for (x, y) in a.iter().zip(&b) {
             logits_diff = logits_diff.max((x - y).abs());

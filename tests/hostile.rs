@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::s;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -76,10 +78,6 @@ impl Checker {
         );
         self.cases += 1;
     }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::s;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -11,10 +13,6 @@ use std::time::Instant;
 use common::{json_of, refused, run};
 use fastretrain::state::State;
 use fastretrain::store::{FeatureBatches, FeatureStore, Precision, StoreHeader, StoreWriter};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn tiny() -> PathBuf {
     common::data("models/tiny_cnn.onnx")

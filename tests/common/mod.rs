@@ -8,6 +8,11 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A path as the `&str` a command-line argument list wants (test paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 test path")
+}
+
 pub fn data(rel: &str) -> PathBuf {
     root().join("tests/data").join(rel)
 }
