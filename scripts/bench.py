@@ -4,7 +4,8 @@ docs/benchmarks.svg. Run it through scripts/bench.sh (builds, makes the venv).
 
 Sections (each alternates us and the peer, round by round; medians over rounds):
   1. backbone forward ms/image (to the feature tensor): `fastretrain bench` (tract) vs
-     onnxruntime, same model file, threads 1 and 2, batch 1 and 8;
+     onnxruntime, same model file, threads 1 and 2, batch 1 and 8, and two images at once
+     (single-threaded each: how `learn` streams data);
   2. end-to-end `learn` images/s (decode + preprocess + forward + accumulate) vs an onnxruntime +
      PIL + NumPy pipeline doing the same work, with the time split per stage;
   3. head fitting on the same features (onnxruntime's, of the shipped Fashion-MNIST subset,
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -68,38 +70,55 @@ def feature_tensor(a):
 # ---------------------------------------------------------------- 1. forward
 
 
-def ort_forward(model, spec, threads, batch, warmup, runs, tensor):
-    session = ort_session(model, threads, tensor)
-    name = session.get_inputs()[0].name
+def ort_forward(model, spec, threads, batch, warmup, runs, tensor, parallel=1):
+    """ms per image of onnxruntime; with `parallel` > 1, that many single-threaded sessions
+    run a batch each at the same time (Python threads: onnxruntime releases the GIL)."""
+    sessions = [ort_session(model, 1 if parallel > 1 else threads, tensor)
+                for _ in range(parallel)]
+    name = sessions[0].get_inputs()[0].name
     h, w = spec["input"]["height"], spec["input"]["width"]
     x = np.random.default_rng(0).uniform(-1, 1, (batch, 3, h, w)).astype(np.float32)
+    pool = ThreadPoolExecutor(parallel) if parallel > 1 else None
+
+    def one_pass():
+        if pool is None:
+            sessions[0].run([tensor], {name: x})
+        else:
+            list(pool.map(lambda s: s.run([tensor], {name: x}), sessions))
+
     for _ in range(warmup):
-        session.run([tensor], {name: x})
+        one_pass()
     ms = []
     for _ in range(runs):
         t = time.perf_counter()
-        session.run([tensor], {name: x})
-        ms.append((time.perf_counter() - t) * 1e3 / batch)
+        one_pass()
+        ms.append((time.perf_counter() - t) * 1e3 / (batch * parallel))
+    if pool is not None:
+        pool.shutdown()
     return statistics.median(ms)
 
 
+# (threads, batch, images at once): the last is how `learn`/`extract`/`eval` stream data.
+FORWARD_CONFIGS = [(1, 1, 1), (1, 8, 1), (2, 1, 1), (2, 8, 1), (2, 1, 2)]
+
+
 def forward_section(a, spec):
-    configs = [(t, b) for t in (1, 2) for b in (1, 8)]
-    rows = {c: {"ours": [], "ort": []} for c in configs}
+    rows = {c: {"ours": [], "ort": []} for c in FORWARD_CONFIGS}
     for r in range(a.rounds):
-        for threads, batch in configs:
-            runs = max(2, a.runs // batch)
+        for threads, batch, parallel in FORWARD_CONFIGS:
+            runs = max(2, a.runs // (batch * parallel))
             cmd = [a.bin, "--threads", str(threads), "bench", "--json", "--model", a.model,
-                   "--batch", str(batch), "--runs", str(runs), "--warmup", "2"]
-            rows[(threads, batch)]["ours"].append(run_json(cmd)["ms_per_image"])
-            rows[(threads, batch)]["ort"].append(
-                ort_forward(a.model, spec, threads, batch, 2, runs, a.tensor))
-            print(f"forward round {r} t{threads} b{batch}: "
-                  f"{ {k: v[-1] for k, v in rows[(threads, batch)].items() if v} }",
-                  file=sys.stderr, flush=True)
-    return [{"threads": t, "batch": b,
-             **{k: statistics.median(v) for k, v in rows[(t, b)].items() if v}}
-            for (t, b) in configs]
+                   "--batch", str(batch), "--parallel", str(parallel), "--runs", str(runs),
+                   "--warmup", "2"]
+            row = rows[(threads, batch, parallel)]
+            row["ours"].append(run_json(cmd)["ms_per_image"])
+            row["ort"].append(
+                ort_forward(a.model, spec, threads, batch, 2, runs, a.tensor, parallel))
+            print(f"forward round {r} t{threads} b{batch} p{parallel}: "
+                  f"{ {k: v[-1] for k, v in row.items() if v} }", file=sys.stderr, flush=True)
+    return [{"threads": t, "batch": b, "parallel": p,
+             **{k: statistics.median(v) for k, v in rows[(t, b, p)].items() if v}}
+            for (t, b, p) in FORWARD_CONFIGS]
 
 
 # ---------------------------------------------------------------- 2. end to end
@@ -285,10 +304,14 @@ def write_report(a, r):
          "(> 1: we are faster). This is a shared 2-core VM: timings vary run to run; compare "
          "rows of the same run, not runs.", "",
          f"## 1. Backbone forward ({r['model']}, ms per image)", "",
-         "| threads | batch | fastretrain (tract) | onnxruntime | ratio |", "|---|---|---|---|---|"]
+         "| threads | batch | images at once | fastretrain (tract) | onnxruntime | ratio |",
+         "|---|---|---|---|---|---|"]
     for f in r["forward"]:
-        L.append(f"| {f['threads']} | {f['batch']} | {f['ours']:.3g} | {f['ort']:.3g} | "
-                 f"{ratio(f['ort'], f['ours']):.2f}× |")
+        L.append(f"| {f['threads']} | {f['batch']} | {f['parallel']} | {f['ours']:.3g} | "
+                 f"{f['ort']:.3g} | {ratio(f['ort'], f['ours']):.2f}× |")
+    L += ["", "Images at once = 2: two single-threaded runs side by side (our `learn`, `extract` "
+          "and `eval` stream data this way; onnxruntime gets two 1-thread sessions); the time is "
+          "per image of throughput."]
     le = r["learn"]
     L += ["", f"## 2. End-to-end `learn` ({le['images']} Fashion-MNIST images, 2 threads)", "",
           "| | images/s | decode s | preprocess s | forward s | accumulate s | accumulate / "
@@ -324,7 +347,8 @@ def plot(a, r):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    labels = [f"{f['threads']}t b{f['batch']}" for f in r["forward"]]
+    labels = [f"{f['threads']}t b{f['batch']}" + (f" ×{f['parallel']}" if f["parallel"] > 1
+                                                   else "") for f in r["forward"]]
     xs = np.arange(len(labels))
     ax1.bar(xs - 0.2, [f["ours"] for f in r["forward"]], 0.4, label="fastretrain (tract)")
     ax1.bar(xs + 0.2, [f["ort"] for f in r["forward"]], 0.4, label="onnxruntime")

@@ -51,16 +51,79 @@ pub fn find_dense_head(proto: &ModelProto) -> Option<DenseHeadInfo> {
         })
 }
 
-/// Sets how many threads tract's matrix products use (process-wide, first call wins).
+static THREADS: OnceLock<usize> = OnceLock::new();
+
+/// Sets how many cores the backbone uses, process-wide (the first call wins): a single image
+/// runs on that many threads of tract's matrix products; streams of images
+/// ([`crate::features::FeatureExtractor`]) run that many images at once instead.
 pub fn set_threads(threads: usize) {
-    static SET: OnceLock<()> = OnceLock::new();
-    SET.get_or_init(|| {
+    THREADS.get_or_init(|| {
         if threads > 1 {
             tract_linalg::multithread::set_default_executor(
                 tract_linalg::multithread::Executor::multithread(threads),
             );
         }
+        threads.max(1)
     });
+}
+
+/// What [`set_threads`] chose (1 if it was not called).
+pub fn threads() -> usize {
+    THREADS.get().copied().unwrap_or(1)
+}
+
+/// Runs `f` with tract's matrix products on the calling thread only, whatever
+/// [`set_threads`] chose: for work that is already spread over threads one image each.
+pub fn single_threaded<R>(f: impl FnOnce() -> R) -> R {
+    tract_linalg::multithread::multithread_tract_scope(
+        tract_linalg::multithread::Executor::SingleThread,
+        f,
+    )
+}
+
+/// One forward-pass context of a [`Backbone`] (tract's run state, kept between images).
+/// Runners of one backbone share its plan and can work in parallel threads.
+pub struct Runner {
+    state: TypedSimpleState,
+    input_shape: [usize; 4],
+    model_path: PathBuf,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("model_path", &self.model_path)
+            .finish()
+    }
+}
+
+impl Runner {
+    /// Runs one preprocessed input (see [`crate::preprocess::Preprocessor`]; the backbone's
+    /// batch of them back to back) and writes their features into `out`.
+    pub fn features_into(&mut self, input: &[f32], out: &mut [f32]) -> Result<()> {
+        let fail = |reason: String| Error::Model {
+            path: self.model_path.clone(),
+            reason,
+        };
+        let tensor = Tensor::from_shape(&self.input_shape, input)
+            .map_err(|e| fail(format!("bad input tensor: {e}")))?;
+        let outputs = self
+            .state
+            .run(tvec!(tensor.into()))
+            .map_err(|e| fail(format!("inference failed: {e:#}")))?;
+        let view = outputs[0]
+            .to_plain_array_view::<f32>()
+            .map_err(|e| fail(format!("feature tensor is not f32: {e}")))?;
+        if view.len() != out.len() {
+            return Err(Error::FeatureDim {
+                what: self.model_path.display().to_string(),
+                expected: out.len(),
+                got: view.len(),
+            });
+        }
+        out.iter_mut().zip(view.iter()).for_each(|(o, v)| *o = *v);
+        Ok(())
+    }
 }
 
 pub struct Backbone {
@@ -239,30 +302,22 @@ impl Backbone {
         self.head.as_ref()
     }
 
-    /// Runs one preprocessed input (see [`crate::preprocess::Preprocessor`]; [`Self::batch`]
-    /// of them back to back) and writes their features into `out`.
-    pub fn features_into(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
-        let fail = |reason: String| Error::Model {
+    /// A new forward-pass context (see [`Runner`]).
+    pub fn runner(&self) -> Result<Runner> {
+        let state = self.plan.spawn().map_err(|e| Error::Model {
             path: self.model_path.clone(),
-            reason,
-        };
-        let tensor = Tensor::from_shape(&self.input_shape, input)
-            .map_err(|e| fail(format!("bad input tensor: {e}")))?;
-        let outputs = self
-            .plan
-            .run(tvec!(tensor.into()))
-            .map_err(|e| fail(format!("inference failed: {e:#}")))?;
-        let view = outputs[0]
-            .to_plain_array_view::<f32>()
-            .map_err(|e| fail(format!("feature tensor is not f32: {e}")))?;
-        if view.len() != out.len() {
-            return Err(Error::FeatureDim {
-                what: self.model_path.display().to_string(),
-                expected: out.len(),
-                got: view.len(),
-            });
-        }
-        out.iter_mut().zip(view.iter()).for_each(|(o, v)| *o = *v);
-        Ok(())
+            reason: format!("cannot start a run: {e:#}"),
+        })?;
+        Ok(Runner {
+            state,
+            input_shape: self.input_shape,
+            model_path: self.model_path.clone(),
+        })
+    }
+
+    /// Runs one preprocessed input through a fresh [`Runner`] (for one-off calls; loops keep
+    /// a runner).
+    pub fn features_into(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
+        self.runner()?.features_into(input, out)
     }
 }

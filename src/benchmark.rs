@@ -6,12 +6,14 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::backbone::Backbone;
+use crate::backbone::{Backbone, single_threaded};
 use crate::error::Result;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ForwardTiming {
     pub batch: usize,
+    /// Images run at the same time, one thread each (1: one image, tract's own threads).
+    pub parallel: usize,
     pub runs: usize,
     /// Median over the runs of (run time / batch), in milliseconds.
     pub ms_per_image: f64,
@@ -20,26 +22,60 @@ pub struct ForwardTiming {
 }
 
 /// Runs `warmup` untimed then `runs` timed forward passes of one batch (a fixed, deterministic
-/// input: the backbone's speed does not depend on the pixel values).
-pub fn time_forward(backbone: &Backbone, warmup: usize, runs: usize) -> Result<ForwardTiming> {
+/// input: the backbone's speed does not depend on the pixel values). With `parallel` > 1, each
+/// pass runs that many batches at once, one thread each with tract single-threaded (how
+/// [`crate::features::FeatureExtractor`] streams data); the time per image is then the
+/// throughput's.
+pub fn time_forward(
+    backbone: &Backbone,
+    warmup: usize,
+    runs: usize,
+    parallel: usize,
+) -> Result<ForwardTiming> {
     let batch = backbone.batch();
+    let parallel = parallel.max(1);
     let per_image: usize = backbone.input_len();
     let input: Vec<f32> = (0..per_image * batch)
         .map(|i| ((i * 7919) % 255) as f32 / 127.5 - 1.0)
         .collect();
-    let mut out = vec![0.0; backbone.feature_dim() * batch];
+    let mut lanes = (0..parallel)
+        .map(|_| {
+            Ok((
+                backbone.runner()?,
+                vec![0.0; backbone.feature_dim() * batch],
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut pass = || -> Result<()> {
+        if let [(runner, out)] = lanes.as_mut_slice() {
+            return runner.features_into(&input, out);
+        }
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = lanes
+                .iter_mut()
+                .map(|(runner, out)| {
+                    scope.spawn(|| single_threaded(|| runner.features_into(&input, out)))
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    };
     for _ in 0..warmup {
-        backbone.features_into(&input, &mut out)?;
+        pass()?;
     }
     let mut ms: Vec<f64> = Vec::with_capacity(runs.max(1));
     for _ in 0..runs.max(1) {
         let started = Instant::now();
-        backbone.features_into(&input, &mut out)?;
-        ms.push(started.elapsed().as_secs_f64() * 1e3 / batch as f64);
+        pass()?;
+        ms.push(started.elapsed().as_secs_f64() * 1e3 / (batch * parallel) as f64);
     }
     ms.sort_by(f64::total_cmp);
     Ok(ForwardTiming {
         batch,
+        parallel,
         runs: ms.len(),
         ms_per_image: median(&ms),
         ms_per_image_min: ms[0],

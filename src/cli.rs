@@ -35,7 +35,8 @@ const DEFAULT_DEMO_DATA: &str = "data/fashion-mnist";
                   (MNIST format, .gz allowed) with its labels file beside it."
 )]
 pub struct Cli {
-    /// Threads for the backbone's matrix products (default: all cores).
+    /// Cores for the backbone (default: all): images in parallel when streaming data,
+    /// tract's matrix-product threads for a single image.
     #[arg(long, global = true)]
     threads: Option<usize>,
     #[command(subcommand)]
@@ -101,6 +102,10 @@ struct BenchArgs {
     /// Untimed runs first.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// Run this many batches at once, one thread each with tract single-threaded (how
+    /// learn/extract/eval stream data); reports throughput per image.
+    #[arg(long, default_value_t = 1)]
+    parallel: usize,
     #[arg(long)]
     json: bool,
 }
@@ -561,7 +566,7 @@ fn learn(a: LearnArgs) -> Result<bool> {
             &model,
             None,
             a.model.feature_tensor.as_deref(),
-        )?)
+        )?)?
     };
     let source = a.data.open()?;
     let bar = progress_bar(source.len(), "learn");
@@ -918,7 +923,7 @@ fn extract(a: ExtractArgs) -> Result<bool> {
     )?;
     let source = a.data.open()?;
     let resumed_after = existing.map_or(0, |s| s.consumed(&source.id()));
-    let mut extractor = FeatureExtractor::new(backbone);
+    let mut extractor = FeatureExtractor::new(backbone)?;
     let bar = progress_bar(source.len(), "extract");
     let report = extract_to_store(
         &mut extractor,
@@ -1015,8 +1020,8 @@ fn bench(a: BenchArgs, threads: usize) -> Result<bool> {
         .model
         .clone()
         .unwrap_or_else(|| shipped(DEFAULT_MODEL));
-    if a.batch == 0 || a.runs == 0 {
-        bail!("--batch and --runs must be at least 1");
+    if a.batch == 0 || a.runs == 0 || a.parallel == 0 {
+        bail!("--batch, --runs and --parallel must be at least 1");
     }
     let options = LoadOptions {
         feature_tensor: a.model.feature_tensor.clone(),
@@ -1025,7 +1030,7 @@ fn bench(a: BenchArgs, threads: usize) -> Result<bool> {
     let loading = std::time::Instant::now();
     let backbone = Backbone::load_with(&model, None, &options)?;
     let load_seconds = loading.elapsed().as_secs_f64();
-    let timing = fastretrain::benchmark::time_forward(&backbone, a.warmup, a.runs)?;
+    let timing = fastretrain::benchmark::time_forward(&backbone, a.warmup, a.runs, a.parallel)?;
     if a.json {
         let mut value = serde_json::to_value(&timing)?;
         value["threads"] = threads.into();
@@ -1036,13 +1041,14 @@ fn bench(a: BenchArgs, threads: usize) -> Result<bool> {
     } else {
         println!(
             "{}: {:.2} ms/image (median of {} runs, min {:.2}, max {:.2}), batch {}, {} \
-             threads; loaded in {:.2} s",
+             at once, {} threads; loaded in {:.2} s",
             model.display(),
             timing.ms_per_image,
             timing.runs,
             timing.ms_per_image_min,
             timing.ms_per_image_max,
             timing.batch,
+            timing.parallel,
             threads,
             load_seconds
         );
@@ -1085,7 +1091,7 @@ fn demo(a: DemoArgs) -> Result<bool> {
     let dir = a.data_dir.unwrap_or_else(|| shipped(DEFAULT_DEMO_DATA));
     let backbone = Backbone::load(&model, None, None)?;
     let seconds_load = started.elapsed().as_secs_f64();
-    let mut retrainer = Retrainer::fresh(backbone);
+    let mut retrainer = Retrainer::fresh(backbone)?;
     let open = |split: &str, limit: usize| -> Result<DataSource> {
         Ok(DataSource::open(
             &dir.join(format!("{split}-images-idx3-ubyte.gz")),

@@ -3,23 +3,82 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::backbone::Backbone;
+use crate::backbone::{Backbone, Runner, single_threaded};
 use crate::data::{DataSource, Sample};
 use crate::error::{Error, Result};
 use crate::preprocess::{Pixels, Preprocessor, decode_image_file};
 use crate::store::StoreWriter;
 
-/// Reusable buffers around one backbone: one image in flight at a time.
+/// Samples read before they go through the backbone together (one run of the workers) and
+/// are folded into the Gram matrix (one rank-k update).
+pub const BATCH: usize = 64;
+
+/// One image in flight: a preprocessing buffer and a forward-pass context.
+#[derive(Debug)]
+struct Lane {
+    preprocessor: Preprocessor,
+    input: Vec<f32>,
+    runner: Runner,
+}
+
+impl Lane {
+    /// Features of each sample into its row of `out`; returns (preprocess, forward) seconds.
+    fn run(
+        &mut self,
+        samples: &[Sample],
+        out: &mut [f32],
+        model_path: &Path,
+    ) -> Result<(f64, f64)> {
+        let Some(dim) = out.len().checked_div(samples.len()) else {
+            return Ok((0.0, 0.0));
+        };
+        let (mut preprocess, mut forward) = (0.0, 0.0);
+        for (sample, row) in samples.iter().zip(out.chunks_mut(dim)) {
+            let (p, f) = self.pixels_into(&sample.pixels, &sample.id, row, model_path)?;
+            preprocess += p;
+            forward += f;
+        }
+        Ok((preprocess, forward))
+    }
+
+    fn pixels_into(
+        &mut self,
+        pixels: &Pixels,
+        what: &str,
+        out: &mut [f32],
+        model_path: &Path,
+    ) -> Result<(f64, f64)> {
+        let started = Instant::now();
+        self.preprocessor.tensor_into(pixels, &mut self.input);
+        let preprocessed = Instant::now();
+        self.runner.features_into(&self.input, out)?;
+        let times = (
+            (preprocessed - started).as_secs_f64(),
+            preprocessed.elapsed().as_secs_f64(),
+        );
+        if !out.iter().all(|v| v.is_finite()) {
+            return Err(Error::NonFiniteFeatures {
+                what: format!("{what} through {}", model_path.display()),
+            });
+        }
+        Ok(times)
+    }
+}
+
+/// Reusable buffers around one backbone. Runs of samples ([`Self::samples_into`]) are spread
+/// over `workers` threads, one image each with tract single-threaded: on 2 cores that gives
+/// more images per second than one image on tract's 2 matrix-product threads
+/// (docs/BENCHMARKS.md). Single images use tract's threads.
 #[derive(Debug)]
 pub struct FeatureExtractor {
     backbone: Backbone,
-    preprocessor: Preprocessor,
-    input: Vec<f32>,
+    lanes: Vec<Lane>,
     times: StageTimes,
 }
 
 /// Where the time of a run went, in seconds (what [`crate::retrainer::Retrainer::learn`]
-/// reports; the benchmarks table it).
+/// reports; the benchmarks table it). With several workers, preprocess and forward split the
+/// wall time of the parallel part in proportion to the threads' own times.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct StageTimes {
     /// Reading and decoding samples.
@@ -33,15 +92,28 @@ pub struct StageTimes {
 }
 
 impl FeatureExtractor {
-    pub fn new(backbone: Backbone) -> Self {
-        let preprocessor = Preprocessor::new(backbone.spec());
-        let input = vec![0.0; preprocessor.input_len()];
-        FeatureExtractor {
+    /// An extractor with one worker per thread of [`crate::backbone::set_threads`].
+    pub fn new(backbone: Backbone) -> Result<Self> {
+        Self::with_workers(backbone, crate::backbone::threads())
+    }
+
+    /// An extractor that computes up to `workers` (at least 1) images at once.
+    pub fn with_workers(backbone: Backbone, workers: usize) -> Result<Self> {
+        let lanes = (0..workers.max(1))
+            .map(|_| {
+                let preprocessor = Preprocessor::new(backbone.spec());
+                Ok(Lane {
+                    input: vec![0.0; preprocessor.input_len()],
+                    preprocessor,
+                    runner: backbone.runner()?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(FeatureExtractor {
             backbone,
-            preprocessor,
-            input,
+            lanes,
             times: StageTimes::default(),
-        }
+        })
     }
 
     pub fn backbone(&self) -> &Backbone {
@@ -52,20 +124,68 @@ impl FeatureExtractor {
         self.backbone.feature_dim()
     }
 
+    /// Threads [`Self::samples_into`] uses.
+    pub fn workers(&self) -> usize {
+        self.lanes.len()
+    }
+
     /// Features of decoded pixels, written into `out` (length [`Self::dim`]). Non-finite
     /// features (a broken model or input) are an error naming `what`.
     pub fn pixels_into(&mut self, pixels: &Pixels, what: &str, out: &mut [f32]) -> Result<()> {
-        let started = Instant::now();
-        self.preprocessor.tensor_into(pixels, &mut self.input);
-        let preprocessed = Instant::now();
-        self.backbone.features_into(&self.input, out)?;
-        self.times.preprocess += (preprocessed - started).as_secs_f64();
-        self.times.forward += preprocessed.elapsed().as_secs_f64();
-        if !out.iter().all(|v| v.is_finite()) {
-            return Err(Error::NonFiniteFeatures {
-                what: format!("{what} through {}", self.backbone.model_path().display()),
+        let (preprocess, forward) =
+            self.lanes[0].pixels_into(pixels, what, out, self.backbone.model_path())?;
+        self.times.preprocess += preprocess;
+        self.times.forward += forward;
+        Ok(())
+    }
+
+    /// Features of `samples`, row `i` into `out[i·dim..(i+1)·dim]`, spread over the workers.
+    /// The first failing sample's error is returned.
+    pub fn samples_into(&mut self, samples: &[Sample], out: &mut [f32]) -> Result<()> {
+        let dim = self.dim();
+        if out.len() != samples.len() * dim {
+            return Err(Error::FeatureDim {
+                what: "feature rows".into(),
+                expected: samples.len() * dim,
+                got: out.len(),
             });
         }
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let model_path = self.backbone.model_path();
+        if self.lanes.len() == 1 || samples.len() == 1 {
+            let (preprocess, forward) = self.lanes[0].run(samples, out, model_path)?;
+            self.times.preprocess += preprocess;
+            self.times.forward += forward;
+            return Ok(());
+        }
+        let per_lane = samples.len().div_ceil(self.lanes.len());
+        let started = Instant::now();
+        let results: Vec<Result<(f64, f64)>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = self
+                .lanes
+                .iter_mut()
+                .zip(samples.chunks(per_lane).zip(out.chunks_mut(per_lane * dim)))
+                .map(|(lane, (samples, out))| {
+                    scope.spawn(move || single_threaded(|| lane.run(samples, out, model_path)))
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let wall = started.elapsed().as_secs_f64();
+        let (mut preprocess, mut forward) = (0.0, 0.0);
+        for result in results {
+            let (p, f) = result?;
+            preprocess += p;
+            forward += f;
+        }
+        let share = preprocess / (preprocess + forward).max(1e-12);
+        self.times.preprocess += wall * share;
+        self.times.forward += wall * (1.0 - share);
         Ok(())
     }
 
@@ -114,24 +234,45 @@ pub fn extract_to_store(
     let started = Instant::now();
     let source_id = source.id();
     source.skip_records(resumed_after as usize)?;
-    let mut feature = vec![0.0f32; extractor.dim()];
+    let dim = extractor.dim();
+    let (mut pending, mut features) = (Vec::with_capacity(BATCH), Vec::new());
+    // Runs the samples read so far and hands them to the writer, in record order.
+    let mut store_pending = |pending: &mut Vec<Sample>, writer: &mut StoreWriter| -> Result<u64> {
+        features.resize(pending.len() * dim, 0.0);
+        extractor.samples_into(pending, &mut features)?;
+        for (sample, row) in pending.iter().zip(features.chunks(dim)) {
+            writer.push(&source_id, row, sample.require_label()?, &sample.id)?;
+        }
+        let stored = pending.len() as u64;
+        pending.clear();
+        Ok(stored)
+    };
     let (mut rows, mut skipped) = (0u64, Vec::new());
     for (i, sample) in source.enumerate() {
         progress(resumed_after as usize + i + 1);
-        let sample = match sample {
-            Ok(s) => s,
+        match sample.and_then(|s| {
+            s.require_label()?;
+            Ok(s)
+        }) {
+            Ok(sample) => pending.push(sample),
             Err(e @ Error::Image { .. }) if skip_bad => {
+                // The store counts records in order: what came before is stored first.
+                rows += store_pending(&mut pending, writer)?;
                 skipped.push(e.to_string());
                 writer.skip(&source_id)?;
-                continue;
             }
-            Err(e) => return Err(e),
-        };
-        let label = sample.require_label()?;
-        extractor.pixels_into(&sample.pixels, &sample.id, &mut feature)?;
-        writer.push(&source_id, &feature, label, &sample.id)?;
-        rows += 1;
+            Err(e) => {
+                // What was read before the error goes to the writer, as it would have
+                // one sample at a time: its complete chunks stay in the store.
+                store_pending(&mut pending, writer)?;
+                return Err(e);
+            }
+        }
+        if pending.len() == BATCH {
+            rows += store_pending(&mut pending, writer)?;
+        }
     }
+    rows += store_pending(&mut pending, writer)?;
     writer.flush()?;
     if rows == 0 && resumed_after == 0 {
         return Err(Error::data(&source_id, "no usable samples"));

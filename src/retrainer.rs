@@ -7,16 +7,13 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::backbone::Backbone;
-use crate::data::DataSource;
+use crate::data::{DataSource, Sample};
 use crate::error::{Error, Result};
 use crate::evaluation::{Confusion, EvalReport};
-use crate::features::{FeatureExtractor, StageTimes};
+use crate::features::{BATCH, FeatureExtractor, StageTimes};
 use crate::head::{FitReport, Head, Scored};
 use crate::state::State;
 use crate::store::FeatureSet;
-
-/// Samples folded into the Gram matrix per rank-k update.
-const BATCH: usize = 64;
 
 #[derive(Debug, Clone, Default)]
 pub struct LearnOptions {
@@ -77,18 +74,18 @@ impl Retrainer {
     pub fn new(backbone: Backbone, state: State, state_path: &Path) -> Result<Self> {
         state.check_backbone(backbone.fingerprint(), state_path)?;
         Ok(Retrainer {
-            extractor: FeatureExtractor::new(backbone),
+            extractor: FeatureExtractor::new(backbone)?,
             state,
         })
     }
 
     /// A fresh, empty state for `backbone`.
-    pub fn fresh(backbone: Backbone) -> Self {
+    pub fn fresh(backbone: Backbone) -> Result<Self> {
         let state = State::new(backbone.fingerprint().clone(), backbone.model_path());
-        Retrainer {
-            extractor: FeatureExtractor::new(backbone),
+        Ok(Retrainer {
+            extractor: FeatureExtractor::new(backbone)?,
             state,
-        }
+        })
     }
 
     pub fn state(&self) -> &State {
@@ -139,9 +136,8 @@ impl Retrainer {
             .checkpoint_every
             .map(|n| n.div_ceil(BATCH).max(1) * BATCH);
         let dim = self.extractor.dim();
-        let mut batch = Vec::with_capacity(BATCH * dim);
-        let mut batch_labels = Vec::with_capacity(BATCH);
-        let mut feature = vec![0.0f32; dim];
+        let mut pending: Vec<Sample> = Vec::with_capacity(BATCH);
+        let mut features = Vec::with_capacity(BATCH * dim);
         let (mut samples, mut skipped) = (0u64, Vec::new());
         // Counts not yet recorded in the state, and samples since the last checkpoint.
         let (mut consumed_pending, mut samples_pending, mut since_checkpoint) = (0u64, 0u64, 0);
@@ -150,45 +146,49 @@ impl Retrainer {
         let mut records = source.enumerate();
         loop {
             let fetching = Instant::now();
-            let Some((i, sample)) = records.next() else {
-                break;
-            };
+            let next = records.next();
             decode += fetching.elapsed().as_secs_f64();
-            progress(resumed_after as usize + i + 1);
-            consumed_pending += 1;
-            let sample = match sample {
-                Ok(s) => s,
-                Err(e @ Error::Image { .. }) if options.skip_bad => {
-                    skipped.push(e.to_string());
+            let last = next.is_none();
+            if let Some((i, sample)) = next {
+                progress(resumed_after as usize + i + 1);
+                consumed_pending += 1;
+                match sample {
+                    Ok(s) => {
+                        s.require_label()?;
+                        pending.push(s);
+                    }
+                    Err(e @ Error::Image { .. }) if options.skip_bad => {
+                        skipped.push(e.to_string());
+                    }
+                    Err(e) => return Err(e),
+                }
+                if pending.len() < BATCH {
                     continue;
                 }
-                Err(e) => return Err(e),
-            };
-            let label = sample.require_label()?;
-            self.extractor
-                .pixels_into(&sample.pixels, &sample.id, &mut feature)?;
-            batch.extend_from_slice(&feature);
-            batch_labels.push(self.state.stats.label_index(label));
-            samples += 1;
-            samples_pending += 1;
-            if batch_labels.len() == BATCH {
-                let folding = Instant::now();
-                self.fold_batch(&batch, &batch_labels, &source_id, options.decay)?;
-                accumulate += folding.elapsed().as_secs_f64();
-                batch.clear();
-                batch_labels.clear();
-                since_checkpoint += BATCH;
-                if every.is_some_and(|n| since_checkpoint >= n) {
-                    self.state
-                        .record_source(&source_id, consumed_pending, samples_pending);
-                    (consumed_pending, samples_pending, since_checkpoint) = (0, 0, 0);
-                    checkpoint(&self.state)?;
-                }
+            }
+            features.resize(pending.len() * dim, 0.0);
+            self.extractor.samples_into(&pending, &mut features)?;
+            let labels = pending
+                .iter()
+                .map(|s| Ok(self.state.stats.label_index(s.require_label()?)))
+                .collect::<Result<Vec<_>>>()?;
+            let folding = Instant::now();
+            self.fold_batch(&features, &labels, &source_id, options.decay)?;
+            accumulate += folding.elapsed().as_secs_f64();
+            samples += pending.len() as u64;
+            samples_pending += pending.len() as u64;
+            since_checkpoint += pending.len();
+            pending.clear();
+            if last {
+                break;
+            }
+            if every.is_some_and(|n| since_checkpoint >= n) {
+                self.state
+                    .record_source(&source_id, consumed_pending, samples_pending);
+                (consumed_pending, samples_pending, since_checkpoint) = (0, 0, 0);
+                checkpoint(&self.state)?;
             }
         }
-        let folding = Instant::now();
-        self.fold_batch(&batch, &batch_labels, &source_id, options.decay)?;
-        accumulate += folding.elapsed().as_secs_f64();
         self.state
             .record_source(&source_id, consumed_pending, samples_pending);
         let stages = StageTimes {
@@ -258,32 +258,42 @@ impl Retrainer {
             features: Vec::new(),
             label_ids: Vec::new(),
         };
-        let mut feature = vec![0.0f32; dim];
         let before = self.state.clone();
         let mut forgotten = 0u64;
-        for (i, sample) in source.enumerate() {
-            progress(i + 1);
-            let sample = sample?;
-            let label = sample.require_label()?;
-            self.extractor
-                .pixels_into(&sample.pixels, &sample.id, &mut feature)?;
-            let id = match rows.labels.iter().position(|l| l == label) {
-                Some(i) => i,
-                None => {
-                    rows.labels.push(label.to_string());
-                    rows.labels.len() - 1
+        let subtract_all = || -> Result<()> {
+            let mut pending: Vec<Sample> = Vec::with_capacity(BATCH);
+            let mut records = source.enumerate().peekable();
+            while let Some((i, sample)) = records.next() {
+                progress(i + 1);
+                let sample = sample?;
+                sample.require_label()?;
+                pending.push(sample);
+                if pending.len() < BATCH && records.peek().is_some() {
+                    continue;
                 }
-            };
-            rows.features.extend_from_slice(&feature);
-            rows.label_ids.push(id);
-            forgotten += 1;
-            if rows.label_ids.len() == BATCH {
-                self.forget_rows(&rows, &before)?;
-                rows.features.clear();
+                rows.features.resize(pending.len() * dim, 0.0);
+                self.extractor.samples_into(&pending, &mut rows.features)?;
                 rows.label_ids.clear();
+                for sample in pending.drain(..) {
+                    let label = sample.require_label()?;
+                    let id = match rows.labels.iter().position(|l| l == label) {
+                        Some(i) => i,
+                        None => {
+                            rows.labels.push(label.to_string());
+                            rows.labels.len() - 1
+                        }
+                    };
+                    rows.label_ids.push(id);
+                }
+                self.state.forget_statistics(&rows)?;
+                forgotten += rows.label_ids.len() as u64;
             }
+            Ok(())
+        };
+        if let Err(e) = subtract_all() {
+            self.state = before;
+            return Err(e);
         }
-        self.forget_rows(&rows, &before)?;
         if forgotten == 0 {
             return Err(Error::data(&source_id, "no samples to forget"));
         }
@@ -305,18 +315,6 @@ impl Retrainer {
         })
     }
 
-    /// Subtracts one batch; on error puts `before` back.
-    fn forget_rows(&mut self, rows: &FeatureSet, before: &State) -> Result<()> {
-        if rows.label_ids.is_empty() {
-            return Ok(());
-        }
-        let result = self.state.forget_statistics(rows);
-        if result.is_err() {
-            self.state = before.clone();
-        }
-        result
-    }
-
     /// Re-solves the head from the statistics: at `lambda`, or at the GCV choice.
     pub fn fit(&mut self, lambda: Option<f64>) -> Result<FitReport> {
         self.state.fit(lambda)
@@ -330,15 +328,24 @@ impl Retrainer {
     ) -> Result<EvalReport> {
         let head = self.head()?.clone();
         let mut confusion = Confusion::new(&head);
-        let mut feature = vec![0.0f32; self.extractor.dim()];
-        for (i, sample) in source.enumerate() {
+        let dim = self.extractor.dim();
+        let (mut pending, mut features) = (Vec::with_capacity(BATCH), Vec::new());
+        let mut truths = Vec::with_capacity(BATCH);
+        let mut records = source.enumerate().peekable();
+        while let Some((i, sample)) = records.next() {
             progress(i + 1);
             let sample = sample?;
-            let label = sample.require_label()?;
-            let truth = confusion.truth(label)?;
-            self.extractor
-                .pixels_into(&sample.pixels, &sample.id, &mut feature)?;
-            confusion.add(truth, &head.scores(&feature)?);
+            truths.push(confusion.truth(sample.require_label()?)?);
+            pending.push(sample);
+            if pending.len() < BATCH && records.peek().is_some() {
+                continue;
+            }
+            features.resize(pending.len() * dim, 0.0);
+            self.extractor.samples_into(&pending, &mut features)?;
+            for (truth, feature) in truths.drain(..).zip(features.chunks(dim)) {
+                confusion.add(truth, &head.scores(feature)?);
+            }
+            pending.clear();
         }
         confusion.report()
     }

@@ -12,7 +12,7 @@ fn features_match_onnxruntime_on_real_photos() {
     let backbone = Backbone::load(&model, None, None).unwrap();
     assert_eq!(backbone.fingerprint().feature_tensor, "features");
     assert_eq!(backbone.feature_dim(), 1280);
-    let mut extractor = FeatureExtractor::new(backbone);
+    let mut extractor = FeatureExtractor::new(backbone).unwrap();
     let images = reference["images"].as_array().unwrap();
     assert!(images.len() >= 8);
     for image in images {

@@ -28,10 +28,28 @@ fn bench_command_times_the_forward_pass() {
             timing["ms_per_image_max"].as_f64().unwrap(),
         );
         assert!(0.0 < lo && lo <= mid && mid <= hi, "{timing}");
+        let args = [
+            "bench",
+            "--json",
+            "--model",
+            model,
+            "--parallel",
+            "2",
+            "--runs",
+            "2",
+        ];
+        let timing = json_of(&run(&dir, &args));
+        assert_eq!(timing["parallel"], 2);
+        assert!(timing["ms_per_image"].as_f64().unwrap() > 0.0, "{timing}");
     }
     refused(
         &dir,
         &["bench", "--model", model, "--batch", "0"],
+        "at least 1",
+    );
+    refused(
+        &dir,
+        &["bench", "--model", model, "--parallel", "0"],
         "at least 1",
     );
 }
@@ -72,7 +90,7 @@ fn bench_script_writes_every_section() {
     let raw: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("BENCHMARKS.json")).unwrap())
             .unwrap();
-    assert_eq!(raw["forward"].as_array().unwrap().len(), 4);
+    assert_eq!(raw["forward"].as_array().unwrap().len(), 5);
     assert_eq!(raw["memory"].as_array().unwrap().len(), 2);
     assert!(
         std::fs::read_to_string(dir.join("benchmarks.svg"))

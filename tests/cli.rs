@@ -157,6 +157,107 @@ fn learn_predict_eval_info_fit_on_an_image_folder() {
     assert_eq!(info["head"]["lambda"], 5.0);
 }
 
+/// `learn`, `eval` and `extract` spread images over `--threads` workers: the result must be
+/// the one-image-at-a-time result exactly (same rows, same order, same labels), including
+/// runs that do not fill the last batch and a skipped corrupt image between good ones.
+#[test]
+fn several_threads_give_the_one_thread_result() {
+    let dir = common::temp_dir("threads");
+    let model = tiny_model();
+    let train = common::root().join("data/fashion-mnist/train-images-idx3-ubyte.gz");
+    let test = common::root().join("data/fashion-mnist/t10k-images-idx3-ubyte.gz");
+    let mut evals = Vec::new();
+    let mut grams = Vec::new();
+    for threads in ["1", "3"] {
+        let state = dir.join(format!("t{threads}.frs"));
+        let state_s = state.to_str().unwrap();
+        let learned = json_of(&run(
+            &dir,
+            &[
+                "--threads",
+                threads,
+                "learn",
+                "--json",
+                "--state",
+                state_s,
+                "--model",
+                &model,
+                "--data",
+                common::s(&train),
+                "--limit",
+                "150",
+                "--lambda",
+                "1",
+            ],
+        ));
+        assert_eq!(learned["samples"], 150);
+        let eval = json_of(&run(
+            &dir,
+            &[
+                "--threads",
+                threads,
+                "eval",
+                "--json",
+                "--state",
+                state_s,
+                "--data",
+                common::s(&test),
+                "--limit",
+                "70",
+            ],
+        ));
+        evals.push((eval["accuracy"].clone(), eval["confusion"].clone()));
+        let stats = State::load(&state).unwrap().stats;
+        assert_eq!(stats.samples(), 150.0);
+        grams.push((stats.gram(), stats.labels().to_vec()));
+    }
+    assert_eq!(evals[0], evals[1]);
+    assert_eq!(grams[0].1, grams[1].1);
+    let (a, b) = (&grams[0].0, &grams[1].0);
+    let mut worst = 0.0f64;
+    for j in 0..a.ncols() {
+        for i in 0..a.nrows() {
+            worst = worst.max((a[(i, j)] - b[(i, j)]).abs() / a[(i, j)].abs().max(1e-12));
+        }
+    }
+    assert!(
+        worst <= 1e-12,
+        "Gram matrices differ by {worst:e} (relative)"
+    );
+
+    let folder = photo_folder(&dir);
+    std::fs::write(folder.join("x/imagenet_01_zbroken.png"), b"not an image").unwrap();
+    let stores: Vec<Vec<u8>> = ["1", "3"]
+        .iter()
+        .map(|threads| {
+            let store = dir.join(format!("s{threads}.frf"));
+            let out = run(
+                &dir,
+                &[
+                    "--threads",
+                    threads,
+                    "extract",
+                    "--json",
+                    "--store",
+                    store.to_str().unwrap(),
+                    "--model",
+                    &model,
+                    "--data",
+                    folder.to_str().unwrap(),
+                    "--skip-bad",
+                    "--chunk-rows",
+                    "3",
+                ],
+            );
+            let report = json_of(&out);
+            assert_eq!(report["extract"]["rows"], 8, "{report}");
+            assert_eq!(report["extract"]["skipped"].as_array().unwrap().len(), 1);
+            std::fs::read(&store).unwrap()
+        })
+        .collect();
+    assert!(stores[0] == stores[1], "the stores differ");
+}
+
 #[test]
 fn merged_states_equal_learning_the_union() {
     let dir = common::temp_dir("merge");
