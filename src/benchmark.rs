@@ -59,8 +59,7 @@ pub fn time_forward(
                 .collect();
             workers
                 .into_iter()
-                .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
+                .try_for_each(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
         })
     };
     for _ in 0..warmup {
