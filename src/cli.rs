@@ -1,5 +1,7 @@
 //! Command-line interface: argument parsing and printing only; the work is in the library.
 
+mod retrain;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -70,6 +72,9 @@ enum Command {
     Demo(DemoArgs),
     /// Time the backbone's forward pass on this machine (ms per image; see --threads).
     Bench(BenchArgs),
+    /// Full fast retraining on the desktop: SGD on a random share of the conv layers, then
+    /// the MP refit of the head, per epoch (build with --features train).
+    Retrain(retrain::RetrainArgs),
     /// Write a copy of a model (and its spec) with another input size: smaller is faster.
     ResizeInput(ResizeInputArgs),
 }
@@ -435,6 +440,7 @@ pub fn run(cli: Cli) -> Result<bool> {
         Command::Demo(a) => demo(a),
         Command::Bench(a) => bench(a, threads),
         Command::ResizeInput(a) => resize_input(a),
+        Command::Retrain(a) => retrain::run(a),
     }
 }
 

@@ -263,7 +263,7 @@ pub fn export_bytes(
 }
 
 /// The values of a float initializer (raw little-endian bytes or `float_data`).
-fn float_values(t: &TensorProto) -> Option<Vec<f32>> {
+pub(crate) fn float_values(t: &TensorProto) -> Option<Vec<f32>> {
     if t.data_type != DataType::Float as i32 {
         return None;
     }
@@ -407,14 +407,28 @@ pub struct ResizeReport {
 /// as MobileNetV2 and ResNets); others fail to load at the new size with tract's reason.
 pub fn resize_input(model: &Path, size: usize, out: &Path) -> Result<ResizeReport> {
     let spec = ModelSpec::load(&ModelSpec::path_for_model(model))?;
-    let mut resized = spec.at_input_size(size)?;
+    let resized = spec.at_input_size(size)?;
     let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
+    let mut proto = ModelProto::decode(&bytes[..]).map_err(|e| Error::Model {
+        path: model.into(),
+        reason: format!("cannot parse ONNX protobuf: {e}"),
+    })?;
+    set_input_size(&mut proto, spec.input.layout, size, model)?;
+    write_model_with_spec(&proto, resized, size, out)
+}
+
+/// Rewrites the spatial dims of the graph's (non-initializer) input to `size`×`size` and drops
+/// the shape annotations of inner tensors so runtimes infer them again.
+pub(crate) fn set_input_size(
+    proto: &mut ModelProto,
+    layout: Layout,
+    size: usize,
+    model: &Path,
+) -> Result<()> {
     let bad = |reason: String| Error::Model {
         path: model.into(),
         reason,
     };
-    let mut proto = ModelProto::decode(&bytes[..])
-        .map_err(|e| bad(format!("cannot parse ONNX protobuf: {e}")))?;
     let graph = proto
         .graph
         .as_mut()
@@ -433,7 +447,7 @@ pub fn resize_input(model: &Path, size: usize, out: &Path) -> Result<ResizeRepor
     }
     .filter(|d| d.len() == 4)
     .ok_or_else(|| bad(format!("input '{input_name}' is not a 4-d tensor")))?;
-    let (h, w) = match spec.input.layout {
+    let (h, w) = match layout {
         Layout::Nchw => (2, 3),
         Layout::Nhwc => (1, 2),
     };
@@ -441,12 +455,23 @@ pub fn resize_input(model: &Path, size: usize, out: &Path) -> Result<ResizeRepor
         dims[axis].value = Some(tensor_shape_proto::dimension::Value::DimValue(size as i64));
     }
     graph.value_info.clear();
+    Ok(())
+}
+
+/// Writes `proto` to `out` and `spec` (with the new file's name and sha256) beside it, both
+/// atomically.
+pub(crate) fn write_model_with_spec(
+    proto: &ModelProto,
+    mut spec: ModelSpec,
+    size: usize,
+    out: &Path,
+) -> Result<ResizeReport> {
     let onnx = proto.encode_to_vec();
     let sha256 = hex(&Sha256::digest(&onnx));
-    resized.sha256 = Some(sha256.clone());
-    resized.file = out.file_name().map(|n| n.to_string_lossy().into_owned());
+    spec.sha256 = Some(sha256.clone());
+    spec.file = out.file_name().map(|n| n.to_string_lossy().into_owned());
     let spec_path = ModelSpec::path_for_model(out);
-    let spec_json = serde_json::to_string_pretty(&resized)
+    let spec_json = serde_json::to_string_pretty(&spec)
         .map_err(|e| Error::InvalidArgument(format!("cannot encode the spec: {e}")))?;
     write_atomically(out, &onnx)?;
     write_atomically(&spec_path, spec_json.as_bytes())?;

@@ -4,7 +4,8 @@
 //! statistics whose size does not grow with the number of samples ([`solver`]); the dense head
 //! is refit in closed form ([`head`]) and everything persists in one checksummed file
 //! ([`state`]). [`retrainer`] ties the chain together; the `fastretrain` binary is a thin CLI
-//! over it.
+//! over it. With the `train` feature, [`train`] adds the desktop full retraining (SGD on a
+//! random share of the conv layers + MP refit of the head, on burn).
 
 #[cfg(feature = "backbone")]
 pub mod backbone;
@@ -27,5 +28,7 @@ pub mod solver;
 pub mod spec;
 pub mod state;
 pub mod store;
+#[cfg(feature = "train")]
+pub mod train;
 
 pub use error::{Error, Result};

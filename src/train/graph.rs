@@ -1,0 +1,767 @@
+//! The ONNX graph as trainable burn tensors: a small interpreter over the model's protobuf.
+//!
+//! Every float initializer a layer uses becomes a [`Param`] (kept flat; reshaped where used),
+//! keyed by its initializer name so that training results can be written back into the same
+//! `ModelProto` ([`super::export`]). Nodes run in file order (ONNX requires topological order).
+//! Unsupported ops are refused when the graph is loaded, naming the op and the node.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use burn::tensor::activation;
+use burn::tensor::module;
+use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
+use burn::tensor::{DType, Device, Tensor, TensorData};
+use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto, TensorProto};
+
+use crate::error::{Error, Result};
+use crate::export::float_values;
+
+/// The ops the interpreter runs (the layers of MobileNet / ResNet style classifiers).
+pub const SUPPORTED_OPS: &str = "Conv, BatchNormalization, Relu, Clip, Add, \
+     GlobalAveragePool, MaxPool, Flatten, Gemm";
+
+/// A trainable (or running-statistic) tensor: an initializer of the model.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Param {
+    /// Initializer name in the ONNX file.
+    pub name: String,
+    pub dims: Vec<usize>,
+    /// Row-major values (the training state; the tensor is made from them per use).
+    pub values: Vec<f32>,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Conv {
+        weight: usize,
+        bias: Option<usize>,
+        options: ConvOptions<2>,
+    },
+    BatchNorm {
+        scale: usize,
+        bias: usize,
+        mean: usize,
+        var: usize,
+        epsilon: f64,
+        momentum: f64,
+    },
+    Relu,
+    Clip {
+        min: f64,
+        max: f64,
+    },
+    Add,
+    GlobalAveragePool,
+    MaxPool {
+        options: MaxPoolOptions<2>,
+    },
+    Flatten,
+    Gemm {
+        weight: usize,
+        bias: Option<usize>,
+        trans_b: bool,
+        alpha: f64,
+        beta: f64,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    name: String,
+    op: Op,
+    inputs: Vec<String>,
+    output: String,
+}
+
+/// A convolution and the batch normalisation right after it, if any: what the fast-retraining
+/// schedule freezes or trains as one layer.
+#[derive(Debug, Clone)]
+pub struct ConvLayer {
+    pub name: String,
+    /// Indices into [`Graph::params`] trained with SGD (weights, biases, BN scale and shift).
+    pub params: Vec<usize>,
+    /// Node index of its batch normalisation.
+    bn_node: Option<usize>,
+}
+
+/// One activation tensor during a forward pass.
+#[derive(Clone)]
+enum Value {
+    Image(Tensor<4>),
+    Rows(Tensor<2>),
+}
+
+/// Batch statistics of the batch normalisations run in training mode: (node, mean, biased
+/// variance, values per channel).
+pub struct BatchStats(pub Vec<(usize, Vec<f32>, Vec<f32>, usize)>);
+
+/// What a forward pass returns.
+pub struct Outputs {
+    /// The dense head's input, one row per image.
+    pub features: Tensor<2>,
+    /// The head's output (None when the pass stopped at the features).
+    pub logits: Option<Tensor<2>>,
+    pub batch_stats: BatchStats,
+}
+
+/// The model as an interpreter program.
+#[derive(Debug, Clone)]
+pub struct Graph {
+    nodes: Vec<Node>,
+    pub params: Vec<Param>,
+    input: String,
+    /// The dense head's input tensor (the penultimate features).
+    pub feature_tensor: String,
+    /// Node index of the dense head (the last Gemm).
+    head_node: usize,
+    pub conv_layers: Vec<ConvLayer>,
+    /// Values no longer needed after each node (freed early to keep memory down).
+    drop_after: Vec<Vec<String>>,
+}
+
+fn attribute<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+    node.attribute.iter().find(|a| a.name == name)
+}
+
+fn ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
+    attribute(node, name).map(|a| a.ints.clone())
+}
+
+fn int(node: &NodeProto, name: &str, default: i64) -> i64 {
+    attribute(node, name).map_or(default, |a| a.i)
+}
+
+fn float(node: &NodeProto, name: &str, default: f64) -> f64 {
+    attribute(node, name).map_or(default, |a| a.f as f64)
+}
+
+impl Graph {
+    /// Reads the graph of `proto` (`path` is for messages).
+    pub fn from_proto(proto: &ModelProto, path: &Path) -> Result<Self> {
+        let bad = |reason: String| Error::Model {
+            path: path.into(),
+            reason,
+        };
+        let graph = proto
+            .graph
+            .as_ref()
+            .ok_or_else(|| bad("the file holds no graph".into()))?;
+        let initializers: HashMap<&str, &TensorProto> = graph
+            .initializer
+            .iter()
+            .map(|t| (t.name.as_str(), t))
+            .collect();
+        let input = graph
+            .input
+            .iter()
+            .find(|i| !initializers.contains_key(i.name.as_str()))
+            .ok_or_else(|| bad("the graph has no input".into()))?
+            .name
+            .clone();
+        let mut params: Vec<Param> = Vec::new();
+        let mut param_index: HashMap<String, usize> = HashMap::new();
+        let mut param = |name: &str, what: &str| -> Result<usize> {
+            if let Some(&i) = param_index.get(name) {
+                return Ok(i);
+            }
+            let t = initializers.get(name).ok_or_else(|| {
+                bad(format!(
+                    "{what} '{name}' is not an initializer (computed weights are not supported)"
+                ))
+            })?;
+            let values = float_values(t)
+                .ok_or_else(|| bad(format!("{what} '{name}' is not a float tensor")))?;
+            let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+            if dims.iter().product::<usize>() != values.len() {
+                return Err(bad(format!(
+                    "initializer '{name}' has the wrong number of values"
+                )));
+            }
+            params.push(Param {
+                name: name.to_string(),
+                dims,
+                values,
+            });
+            param_index.insert(name.to_string(), params.len() - 1);
+            Ok(params.len() - 1)
+        };
+        let scalar = |name: &str| -> Option<f64> {
+            initializers
+                .get(name)
+                .and_then(|t| float_values(t))
+                .and_then(|v| v.first().map(|&x| x as f64))
+        };
+        let mut nodes = Vec::with_capacity(graph.node.len());
+        for n in &graph.node {
+            let label = if n.name.is_empty() {
+                n.output.first().cloned().unwrap_or_default()
+            } else {
+                n.name.clone()
+            };
+            let unsupported = |what: String| {
+                bad(format!(
+                    "node '{label}' ({}): {what}; `retrain` supports {SUPPORTED_OPS}",
+                    n.op_type
+                ))
+            };
+            let arity = |k: usize| -> Result<()> {
+                if n.input.len() < k || n.output.is_empty() {
+                    return Err(unsupported(format!("needs {k} inputs and an output")));
+                }
+                Ok(())
+            };
+            let op = match n.op_type.as_str() {
+                "Conv" => {
+                    arity(2)?;
+                    if attribute(n, "auto_pad").is_some_and(|a| !a.s.is_empty() && a.s != b"NOTSET")
+                    {
+                        return Err(unsupported("auto_pad is not supported".into()));
+                    }
+                    let pads = ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
+                    let strides = ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
+                    let dilations = ints(n, "dilations").unwrap_or_else(|| vec![1, 1]);
+                    if pads.len() != 4 || strides.len() != 2 || dilations.len() != 2 {
+                        return Err(unsupported("only 2-d convolutions are supported".into()));
+                    }
+                    let u = |v: i64| v.max(0) as usize;
+                    Op::Conv {
+                        weight: param(&n.input[1], "weight")?,
+                        bias: match n.input.get(2).filter(|s| !s.is_empty()) {
+                            Some(b) => Some(param(b, "bias")?),
+                            None => None,
+                        },
+                        options: ConvOptions {
+                            stride: [u(strides[0]).max(1), u(strides[1]).max(1)],
+                            padding: [(u(pads[0]), u(pads[2])), (u(pads[1]), u(pads[3]))],
+                            dilation: [u(dilations[0]).max(1), u(dilations[1]).max(1)],
+                            groups: u(int(n, "group", 1)).max(1),
+                        },
+                    }
+                }
+                "BatchNormalization" => {
+                    arity(5)?;
+                    Op::BatchNorm {
+                        scale: param(&n.input[1], "scale")?,
+                        bias: param(&n.input[2], "bias")?,
+                        mean: param(&n.input[3], "mean")?,
+                        var: param(&n.input[4], "variance")?,
+                        epsilon: float(n, "epsilon", 1e-5),
+                        momentum: float(n, "momentum", 0.9),
+                    }
+                }
+                "Relu" => {
+                    arity(1)?;
+                    Op::Relu
+                }
+                "Clip" => {
+                    arity(1)?;
+                    // Opset ≥ 11: bounds are inputs (initializers); before: attributes.
+                    let bound = |i: usize, attr: &str, default: f64| -> Result<f64> {
+                        match n.input.get(i).filter(|s| !s.is_empty()) {
+                            Some(name) => scalar(name).ok_or_else(|| {
+                                unsupported(format!("bound '{name}' is not a constant"))
+                            }),
+                            None => Ok(float(n, attr, default)),
+                        }
+                    };
+                    Op::Clip {
+                        min: bound(1, "min", f64::NEG_INFINITY)?,
+                        max: bound(2, "max", f64::INFINITY)?,
+                    }
+                }
+                "Add" => {
+                    arity(2)?;
+                    Op::Add
+                }
+                "GlobalAveragePool" => {
+                    arity(1)?;
+                    Op::GlobalAveragePool
+                }
+                "MaxPool" => {
+                    arity(1)?;
+                    let kernel = ints(n, "kernel_shape").unwrap_or_default();
+                    let pads = ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
+                    let strides = ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
+                    let dilations = ints(n, "dilations").unwrap_or_else(|| vec![1, 1]);
+                    if kernel.len() != 2 || pads.len() != 4 || strides.len() != 2 {
+                        return Err(unsupported("only 2-d pooling is supported".into()));
+                    }
+                    let u = |v: i64| v.max(0) as usize;
+                    Op::MaxPool {
+                        options: MaxPoolOptions {
+                            kernel_size: [u(kernel[0]).max(1), u(kernel[1]).max(1)],
+                            stride: [u(strides[0]).max(1), u(strides[1]).max(1)],
+                            padding: [(u(pads[0]), u(pads[2])), (u(pads[1]), u(pads[3]))],
+                            dilation: [u(dilations[0]).max(1), u(dilations[1]).max(1)],
+                            ceil_mode: int(n, "ceil_mode", 0) != 0,
+                        },
+                    }
+                }
+                "Flatten" => {
+                    arity(1)?;
+                    if int(n, "axis", 1) != 1 {
+                        return Err(unsupported("only axis 1 is supported".into()));
+                    }
+                    Op::Flatten
+                }
+                "Gemm" => {
+                    arity(2)?;
+                    if int(n, "transA", 0) != 0 {
+                        return Err(unsupported("transA is not supported".into()));
+                    }
+                    Op::Gemm {
+                        weight: param(&n.input[1], "weight")?,
+                        bias: match n.input.get(2).filter(|s| !s.is_empty()) {
+                            Some(b) => Some(param(b, "bias")?),
+                            None => None,
+                        },
+                        trans_b: int(n, "transB", 0) != 0,
+                        alpha: float(n, "alpha", 1.0),
+                        beta: float(n, "beta", 1.0),
+                    }
+                }
+                other => {
+                    return Err(bad(format!(
+                        "node '{label}' uses op '{other}', which `retrain` does not support \
+                         (supported: {SUPPORTED_OPS})"
+                    )));
+                }
+            };
+            let inputs = match op {
+                Op::Add => n.input[..2].to_vec(),
+                _ => n.input[..1].to_vec(),
+            };
+            nodes.push(Node {
+                name: label,
+                op,
+                inputs,
+                output: n.output[0].clone(),
+            });
+        }
+        let head_node = nodes
+            .iter()
+            .rposition(|n| matches!(n.op, Op::Gemm { .. }))
+            .ok_or_else(|| Error::NoDenseHead { path: path.into() })?;
+        let graph_outputs: HashSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+        if !graph_outputs.contains(nodes[head_node].output.as_str()) {
+            return Err(bad(format!(
+                "the last Gemm ('{}') is not the graph's output: `retrain` needs the dense head \
+                 to be the last layer",
+                nodes[head_node].name
+            )));
+        }
+        let feature_tensor = nodes[head_node].inputs[0].clone();
+        let conv_layers = nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                Op::Conv { weight, bias, .. } => {
+                    let mut params: Vec<usize> = std::iter::once(*weight).chain(*bias).collect();
+                    let bn_node = nodes.iter().position(|m| {
+                        matches!(m.op, Op::BatchNorm { .. }) && m.inputs[0] == n.output
+                    });
+                    if let Some(b) = bn_node
+                        && let Op::BatchNorm { scale, bias, .. } = nodes[b].op
+                    {
+                        params.extend([scale, bias]);
+                    }
+                    Some(ConvLayer {
+                        name: n.name.clone(),
+                        params,
+                        bn_node,
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        // Free each value after its last use.
+        let mut last_use: HashMap<&str, usize> = HashMap::new();
+        for (i, n) in nodes.iter().enumerate() {
+            for input in &n.inputs {
+                last_use.insert(input.as_str(), i);
+            }
+        }
+        let mut drop_after = vec![Vec::new(); nodes.len()];
+        for (name, i) in last_use {
+            if name != feature_tensor {
+                drop_after[i].push(name.to_string());
+            }
+        }
+        Ok(Graph {
+            nodes,
+            params,
+            input,
+            feature_tensor,
+            head_node,
+            conv_layers,
+            drop_after,
+        })
+    }
+
+    /// Indices of the dense head's parameters (weight, then bias if any).
+    pub fn head_params(&self) -> (usize, Option<usize>) {
+        match self.nodes[self.head_node].op {
+            Op::Gemm { weight, bias, .. } => (weight, bias),
+            _ => unreachable!("head_node is a Gemm"),
+        }
+    }
+
+    /// Indices of every dense layer's parameters.
+    pub fn dense_params(&self) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .filter_map(|n| match n.op {
+                Op::Gemm { weight, bias, .. } => Some(std::iter::once(weight).chain(bias)),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    /// The head as `classes × dim` weights (Gemm layout with transB) and a bias; replaces the
+    /// model's own head (whatever its class count) and sets alpha = beta = 1.
+    pub fn set_head(&mut self, weight_rows: Vec<f32>, bias: Vec<f32>) {
+        let classes = bias.len();
+        let dim = weight_rows.len() / classes.max(1);
+        let (w, b) = self.head_params();
+        self.params[w].values = weight_rows;
+        self.params[w].dims = vec![classes, dim];
+        match b {
+            Some(b) => {
+                self.params[b].values = bias;
+                self.params[b].dims = vec![classes];
+            }
+            None => {
+                self.params.push(Param {
+                    name: format!("{}.bias", self.nodes[self.head_node].name),
+                    dims: vec![classes],
+                    values: bias,
+                });
+                let index = self.params.len() - 1;
+                if let Op::Gemm { bias, .. } = &mut self.nodes[self.head_node].op {
+                    *bias = Some(index);
+                }
+            }
+        }
+        if let Op::Gemm {
+            trans_b,
+            alpha,
+            beta,
+            ..
+        } = &mut self.nodes[self.head_node].op
+        {
+            *trans_b = true;
+            *alpha = 1.0;
+            *beta = 1.0;
+        }
+    }
+
+    /// Output classes of the head.
+    pub fn classes(&self) -> usize {
+        let (w, _) = self.head_params();
+        match self.nodes[self.head_node].op {
+            Op::Gemm { trans_b: true, .. } => self.params[w].dims[0],
+            _ => self.params[w].dims.get(1).copied().unwrap_or(0),
+        }
+    }
+
+    /// Whether the head was rewritten by [`Self::set_head`] with a bias it did not have.
+    pub fn head_node_name(&self) -> &str {
+        &self.nodes[self.head_node].name
+    }
+
+    /// The parameters as tensors on `device` in `dtype`; those in `tracked` require gradients
+    /// (`device` must then have autodiff enabled).
+    pub fn param_tensors(
+        &self,
+        device: &Device,
+        dtype: DType,
+        tracked: &HashSet<usize>,
+    ) -> Vec<Tensor<1>> {
+        self.params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let t = flat_tensor(&p.values, device, dtype);
+                if tracked.contains(&i) {
+                    t.require_grad()
+                } else {
+                    t
+                }
+            })
+            .collect()
+    }
+
+    /// Runs the graph on `x` (N×C×H×W). `train_bn` lists the batch-normalisation nodes run on
+    /// batch statistics (training mode); the others use their running statistics. Stops after
+    /// the features when `features_only`.
+    pub fn forward(
+        &self,
+        x: Tensor<4>,
+        params: &[Tensor<1>],
+        train_bn: &HashSet<usize>,
+        features_only: bool,
+    ) -> Result<Outputs> {
+        let mut values: HashMap<String, Value> = HashMap::new();
+        values.insert(self.input.clone(), Value::Image(x));
+        let mut batch_stats = Vec::new();
+        let reshape4 = |i: usize| -> Tensor<4> {
+            let d = &self.params[i].dims;
+            params[i].clone().reshape([d[0], d[1], d[2], d[3]])
+        };
+        let fail = |node: &Node, what: &str| {
+            Error::InvalidArgument(format!("node '{}': {what}", node.name))
+        };
+        for (i, node) in self.nodes.iter().enumerate() {
+            if features_only && i == self.head_node {
+                break;
+            }
+            let get = |k: usize| -> Result<Value> {
+                values.get(&node.inputs[k]).cloned().ok_or_else(|| {
+                    fail(
+                        node,
+                        &format!("input '{}' was not computed", node.inputs[k]),
+                    )
+                })
+            };
+            let image = |v: Value| -> Result<Tensor<4>> {
+                match v {
+                    Value::Image(t) => Ok(t),
+                    Value::Rows(_) => Err(fail(node, "expects a 4-d input")),
+                }
+            };
+            let out = match &node.op {
+                Op::Conv {
+                    weight,
+                    bias,
+                    options,
+                } => {
+                    let x = image(get(0)?)?;
+                    let w = reshape4(*weight);
+                    if x.dims()[1] != w.dims()[1] * options.groups {
+                        return Err(fail(
+                            node,
+                            &format!(
+                                "input has {} channels, the weight expects {}",
+                                x.dims()[1],
+                                w.dims()[1] * options.groups
+                            ),
+                        ));
+                    }
+                    let b = bias.map(|b| params[b].clone());
+                    Value::Image(module::conv2d(x, w, b, options.clone()))
+                }
+                Op::BatchNorm {
+                    scale,
+                    bias,
+                    mean,
+                    var,
+                    epsilon,
+                    ..
+                } => {
+                    let x = image(get(0)?)?;
+                    if train_bn.contains(&i) {
+                        let [n, _, h, w] = x.dims();
+                        let out = module::batch_norm_train(
+                            x,
+                            params[*scale].clone(),
+                            params[*bias].clone(),
+                            *epsilon,
+                        );
+                        batch_stats.push((i, to_f32(out.mean)?, to_f32(out.variance)?, n * h * w));
+                        Value::Image(out.output)
+                    } else {
+                        Value::Image(module::batch_norm(
+                            x,
+                            params[*scale].clone(),
+                            params[*bias].clone(),
+                            params[*mean].clone(),
+                            params[*var].clone(),
+                            *epsilon,
+                        ))
+                    }
+                }
+                Op::Relu => match get(0)? {
+                    Value::Image(t) => Value::Image(activation::relu(t)),
+                    Value::Rows(t) => Value::Rows(activation::relu(t)),
+                },
+                Op::Clip { min, max } => match get(0)? {
+                    Value::Image(t) => Value::Image(t.clamp(*min, *max)),
+                    Value::Rows(t) => Value::Rows(t.clamp(*min, *max)),
+                },
+                Op::Add => match (get(0)?, get(1)?) {
+                    (Value::Image(a), Value::Image(b)) if a.dims() == b.dims() => {
+                        Value::Image(a.add(b))
+                    }
+                    (Value::Rows(a), Value::Rows(b)) if a.dims() == b.dims() => {
+                        Value::Rows(a.add(b))
+                    }
+                    _ => return Err(fail(node, "inputs of different shapes (no broadcasting)")),
+                },
+                Op::GlobalAveragePool => {
+                    Value::Image(module::adaptive_avg_pool2d(image(get(0)?)?, [1, 1]))
+                }
+                Op::MaxPool { options } => {
+                    Value::Image(module::max_pool2d(image(get(0)?)?, options.clone()))
+                }
+                Op::Flatten => match get(0)? {
+                    Value::Image(t) => {
+                        let [n, c, h, w] = t.dims();
+                        Value::Rows(t.reshape([n, c * h * w]))
+                    }
+                    rows => rows,
+                },
+                Op::Gemm {
+                    weight,
+                    bias,
+                    trans_b,
+                    alpha,
+                    beta,
+                } => {
+                    let x = match get(0)? {
+                        Value::Rows(t) => t,
+                        Value::Image(_) => return Err(fail(node, "expects a 2-d input")),
+                    };
+                    let d = &self.params[*weight].dims;
+                    let w: Tensor<2> = params[*weight].clone().reshape([d[0], d[1]]);
+                    let w = if *trans_b { w.transpose() } else { w };
+                    if x.dims()[1] != w.dims()[0] {
+                        return Err(fail(node, "input width does not match the weight"));
+                    }
+                    let mut y = x.matmul(w);
+                    if *alpha != 1.0 {
+                        y = y.mul_scalar(*alpha);
+                    }
+                    if let Some(b) = bias {
+                        let b = params[*b].clone();
+                        let b = if *beta != 1.0 { b.mul_scalar(*beta) } else { b };
+                        y = y.add(b.unsqueeze::<2>());
+                    }
+                    Value::Rows(y)
+                }
+            };
+            values.insert(node.output.clone(), out);
+            for name in &self.drop_after[i] {
+                values.remove(name);
+            }
+        }
+        let rows = |name: &str| -> Result<Tensor<2>> {
+            match values.get(name) {
+                Some(Value::Rows(t)) => Ok(t.clone()),
+                Some(Value::Image(t)) => {
+                    let [n, c, h, w] = t.dims();
+                    Ok(t.clone().reshape([n, c * h * w]))
+                }
+                None => Err(Error::InvalidArgument(format!(
+                    "tensor '{name}' was not computed"
+                ))),
+            }
+        };
+        let features = rows(&self.feature_tensor)?;
+        let logits = if features_only {
+            None
+        } else {
+            Some(rows(&self.nodes[self.head_node].output)?)
+        };
+        Ok(Outputs {
+            features,
+            logits,
+            batch_stats: BatchStats(batch_stats),
+        })
+    }
+
+    /// Folds batch statistics into the running mean and variance (ONNX momentum convention:
+    /// `running = momentum·running + (1 − momentum)·batch`; the variance made unbiased as
+    /// PyTorch does).
+    pub fn update_running_stats(&mut self, stats: &BatchStats) {
+        for (node, mean, var, count) in &stats.0 {
+            if let Op::BatchNorm {
+                mean: m,
+                var: v,
+                momentum,
+                ..
+            } = self.nodes[*node].op
+            {
+                let unbias = if *count > 1 {
+                    *count as f32 / (*count as f32 - 1.0)
+                } else {
+                    1.0
+                };
+                let mo = momentum as f32;
+                for (r, b) in self.params[m].values.iter_mut().zip(mean) {
+                    *r = mo * *r + (1.0 - mo) * b;
+                }
+                for (r, b) in self.params[v].values.iter_mut().zip(var) {
+                    *r = mo * *r + (1.0 - mo) * b * unbias;
+                }
+            }
+        }
+    }
+
+    /// Batch-normalisation nodes of the given conv layers (run in training mode with them).
+    pub fn bn_nodes_of(&self, layers: &[usize]) -> HashSet<usize> {
+        layers
+            .iter()
+            .filter_map(|&l| self.conv_layers[l].bn_node)
+            .collect()
+    }
+
+    /// Every batch-normalisation node that follows no convolution (trained with the dense
+    /// layers, always in training mode during SGD).
+    pub fn loose_bn_nodes(&self) -> HashSet<usize> {
+        let tied: HashSet<usize> = self.conv_layers.iter().filter_map(|l| l.bn_node).collect();
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| matches!(n.op, Op::BatchNorm { .. }) && !tied.contains(i))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Parameters of [`Self::loose_bn_nodes`].
+    pub fn loose_bn_params(&self) -> Vec<usize> {
+        self.loose_bn_nodes()
+            .into_iter()
+            .filter_map(|i| match self.nodes[i].op {
+                Op::BatchNorm { scale, bias, .. } => Some([scale, bias]),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+}
+
+/// A tensor of `shape` holding `values` (row major) on `device` in `dtype`.
+pub fn tensor_from<const D: usize>(
+    values: &[f32],
+    shape: [usize; D],
+    device: &Device,
+    dtype: DType,
+) -> Tensor<D> {
+    let data = match dtype {
+        DType::F64 => TensorData::new(values.iter().map(|&v| v as f64).collect::<Vec<_>>(), shape),
+        _ => TensorData::new(values.to_vec(), shape),
+    };
+    Tensor::from_data(data, (device, dtype))
+}
+
+/// A flat tensor of `values` on `device` in `dtype`.
+pub fn flat_tensor(values: &[f32], device: &Device, dtype: DType) -> Tensor<1> {
+    tensor_from(values, [values.len()], device, dtype)
+}
+
+/// The values of a tensor as f32, row major.
+pub fn to_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::InvalidArgument(format!("cannot read a tensor back: {e:?}")))
+}
+
+/// The values of a tensor as f64, row major (gradient checks).
+pub fn to_f64<const D: usize>(t: Tensor<D>) -> Result<Vec<f64>> {
+    t.into_data()
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .map_err(|e| Error::InvalidArgument(format!("cannot read a tensor back: {e:?}")))
+}

@@ -1,0 +1,651 @@
+//! Full fast retraining on the desktop (cargo feature `train`): the paper's §3.
+//!
+//! Each epoch freezes a random `round(N_conv·(1 − ra_e))` of the conv layers, runs one epoch of
+//! SGD with momentum on the rest (frozen layers get no gradient), then — in the `fast` and
+//! `sgd+mp` modes — extracts the training features with the updated network (forward only) and
+//! refits the dense head in closed form with the edge solver ([`crate::state::State::fit`]),
+//! and evaluates. Epoch 0 is the edge-only refit on the pretrained backbone: the floor, and
+//! the head every mode starts from. The model runs in a small interpreter ([`graph`]) on burn
+//! (autodiff over its `flex` CPU backend, or a GPU backend with `train-wgpu` / `train-cuda`).
+
+pub mod graph;
+mod output;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::{DType, Device, Tensor, TensorData, activation};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::backbone::Fingerprint;
+use crate::data::{DataSource, Sample};
+use crate::error::{Error, Result};
+use crate::preprocess::Preprocessor;
+use crate::recompute::SplitMix64;
+use crate::spec::{Layout, ModelSpec};
+use crate::state::State;
+pub use graph::Graph;
+pub use output::{Checkpoint, RetrainOutput};
+
+/// What SGD trains each epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    /// The paper: a random share of the conv layers (schedule `ra`) + MP refit of the head.
+    Fast,
+    /// Plain fine-tuning: every layer, no refit.
+    Sgd,
+    /// Yang 2019: every layer, then the MP refit of the head.
+    SgdMp,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Result<Mode> {
+        match s {
+            "fast" => Ok(Mode::Fast),
+            "sgd" => Ok(Mode::Sgd),
+            "sgd+mp" => Ok(Mode::SgdMp),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown mode '{other}' (use fast, sgd or sgd+mp)"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Fast => "fast",
+            Mode::Sgd => "sgd",
+            Mode::SgdMp => "sgd+mp",
+        }
+    }
+
+    fn refits(self) -> bool {
+        self != Mode::Sgd
+    }
+}
+
+/// Where the tensors live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeviceChoice {
+    Cpu,
+    Wgpu,
+    Cuda,
+}
+
+impl DeviceChoice {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "wgpu" => Ok(DeviceChoice::Wgpu),
+            "cuda" => Ok(DeviceChoice::Cuda),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown device '{other}' (use cpu, wgpu or cuda)"
+            ))),
+        }
+    }
+
+    /// The burn device, checked to be usable: a GPU that is absent is an error that names the
+    /// fallback (`--device cpu`), never a silent switch.
+    pub fn device(self) -> Result<Device> {
+        match self {
+            DeviceChoice::Cpu => Ok(Device::flex()),
+            DeviceChoice::Wgpu => gpu_device("wgpu", "train-wgpu", WGPU),
+            DeviceChoice::Cuda => gpu_device("cuda", "train-cuda", CUDA),
+        }
+    }
+}
+
+/// How to make a device of each GPU backend this build has (None: not compiled in).
+#[cfg(feature = "train-wgpu")]
+const WGPU: Option<fn() -> Device> = Some(|| Device::wgpu(burn::tensor::DeviceKind::DefaultDevice));
+#[cfg(not(feature = "train-wgpu"))]
+const WGPU: Option<fn() -> Device> = None;
+#[cfg(feature = "train-cuda")]
+const CUDA: Option<fn() -> Device> = Some(|| Device::cuda(0));
+#[cfg(not(feature = "train-cuda"))]
+const CUDA: Option<fn() -> Device> = None;
+
+/// A GPU device if this build has its backend and a tensor can be made on it.
+fn gpu_device(name: &str, feature: &str, make: Option<fn() -> Device>) -> Result<Device> {
+    let absent = |why: String| {
+        Error::InvalidArgument(format!(
+            "--device {name}: {why}; use --device cpu (the flex CPU backend) instead"
+        ))
+    };
+    let Some(make) = make else {
+        return Err(absent(format!(
+            "this build has no {name} backend (rebuild with `--features {feature}`)"
+        )));
+    };
+    // Backends panic when no adapter exists: probe once with the panic message silenced.
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let probe = std::panic::catch_unwind(|| {
+        let device = make();
+        let t = Tensor::<1>::from_data(TensorData::new(vec![1.0f32], [1]), &device);
+        graph::to_f32(t.add_scalar(1.0)).ok().map(|_| device)
+    });
+    std::panic::set_hook(previous);
+    match probe {
+        Ok(Some(device)) => Ok(device),
+        Ok(None) | Err(_) => Err(absent(format!("no usable {name} device was found"))),
+    }
+}
+
+/// Per-epoch schedules, parsed from `--ra 1,1,.75` and `--lr 1e-3x3,1e-4x3,1e-5x2` (`vxN`
+/// repeats v N times); an epoch past the end uses the last value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule(pub Vec<f64>);
+
+impl Schedule {
+    pub fn parse(s: &str, what: &str, range: std::ops::RangeInclusive<f64>) -> Result<Self> {
+        let bad = |why: String| Error::InvalidArgument(format!("{what} '{s}': {why}"));
+        let mut values = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (value, times) = match part.split_once('x') {
+                Some((v, n)) => (v, n.parse::<usize>().map_err(|e| bad(e.to_string()))?),
+                None => (part, 1),
+            };
+            let value: f64 = value
+                .parse()
+                .map_err(|_| bad(format!("'{value}' is not a number")))?;
+            if !range.contains(&value) {
+                return Err(bad(format!(
+                    "{value} is outside [{}, {}]",
+                    range.start(),
+                    range.end()
+                )));
+            }
+            values.extend(std::iter::repeat_n(value, times));
+        }
+        if values.is_empty() {
+            return Err(bad("no values".into()));
+        }
+        Ok(Schedule(values))
+    }
+
+    /// The value for epoch `e` (1-based).
+    pub fn at(&self, e: usize) -> f64 {
+        self.0[(e.max(1) - 1).min(self.0.len() - 1)]
+    }
+}
+
+/// Everything that decides a run (a checkpoint only resumes the run it was made by).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetrainOptions {
+    pub mode: Mode,
+    pub epochs: usize,
+    /// Activation rate per epoch (share of conv layers trained; `fast` only).
+    pub ra: Schedule,
+    pub lr: Schedule,
+    pub momentum: f64,
+    pub batch: usize,
+    /// Square input size the network is trained (and exported) at.
+    pub size: usize,
+    pub seed: u64,
+    /// Ridge λ for the MP refit; GCV when None.
+    pub lambda: Option<f64>,
+    pub device: DeviceChoice,
+}
+
+/// One line of the metrics file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub mode: String,
+    /// 0: the edge-only refit on the pretrained backbone (no SGD).
+    pub epoch: usize,
+    pub ra: Option<f64>,
+    pub lr: Option<f64>,
+    pub trained_convs: usize,
+    pub frozen_convs: usize,
+    /// Mean cross-entropy over the epoch's SGD steps.
+    pub train_loss: Option<f64>,
+    pub test_accuracy: f64,
+    pub lambda: Option<f64>,
+    pub seconds_sgd: f64,
+    pub seconds_refit: f64,
+    pub seconds_eval: f64,
+    /// SGD + refit (what the paper's time comparison counts; evaluation excluded).
+    pub seconds_train: f64,
+}
+
+/// Labelled images in memory with the label index of each (labels sorted by name).
+pub struct LabelledSet {
+    pub samples: Vec<Sample>,
+    pub targets: Vec<usize>,
+    pub source_id: String,
+}
+
+impl LabelledSet {
+    /// Indexes `samples` by `labels`; a label outside them is an error naming it.
+    pub fn new(samples: Vec<Sample>, labels: &[String], source_id: String) -> Result<Self> {
+        let targets = samples
+            .iter()
+            .map(|s| {
+                let label = s.require_label()?;
+                labels.iter().position(|l| l == label).ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "{}: label '{label}' is not among the training labels ({}); the head \
+                         cannot predict it",
+                        s.id,
+                        labels.join(", ")
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(LabelledSet {
+            samples,
+            targets,
+            source_id,
+        })
+    }
+
+    /// The sorted distinct labels of `samples` (at least two).
+    pub fn labels_of(samples: &[Sample]) -> Result<Vec<String>> {
+        let mut labels: Vec<String> = samples
+            .iter()
+            .map(|s| s.require_label().map(String::from))
+            .collect::<Result<_>>()?;
+        labels.sort();
+        labels.dedup();
+        if labels.len() < 2 {
+            return Err(Error::InvalidArgument(format!(
+                "the training data has {} label(s); a classifier needs at least 2",
+                labels.len()
+            )));
+        }
+        Ok(labels)
+    }
+}
+
+/// Reads `model` for retraining: the interpreter graph, the model's spec (beside it) and the
+/// file's sha256 (what checkpoints and the output state are tied to).
+pub fn load_model(model: &Path) -> Result<(Graph, ModelSpec, String)> {
+    use prost::Message;
+    let spec = ModelSpec::load(&ModelSpec::path_for_model(model))?;
+    let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
+    let sha256 = crate::state::hex(&sha2::Sha256::digest(&bytes));
+    let proto = tract_onnx::pb::ModelProto::decode(&bytes[..]).map_err(|e| Error::Model {
+        path: model.into(),
+        reason: format!("cannot parse ONNX protobuf: {e}"),
+    })?;
+    drop(bytes);
+    Ok((Graph::from_proto(&proto, model)?, spec, sha256))
+}
+
+/// Every sample of `source` in memory (with the source's id): training revisits them each
+/// epoch. Decoded images are small next to the network's activations.
+pub fn read_samples(source: DataSource) -> Result<(Vec<Sample>, String)> {
+    let id = source.id();
+    let samples = source.collect::<Result<Vec<_>>>()?;
+    if samples.is_empty() {
+        return Err(Error::data(&id, "no samples"));
+    }
+    Ok((samples, id))
+}
+
+/// The network being retrained, with what training needs around it.
+pub struct Trainer {
+    pub graph: Graph,
+    pub spec: ModelSpec,
+    pub labels: Vec<String>,
+    pub options: RetrainOptions,
+    device: Device,
+    dtype: DType,
+    preprocessor: Preprocessor,
+    /// Momentum buffers, one per parameter (empty until first used).
+    velocity: Vec<Vec<f32>>,
+}
+
+/// What one refit made: the statistics-backed state (features of the current network) and λ.
+pub struct Refit {
+    pub state: State,
+    pub lambda: f64,
+}
+
+impl Trainer {
+    /// `graph` read from the model whose `spec` (at its own size) is given; trains at
+    /// `options.size`.
+    pub fn new(
+        graph: Graph,
+        spec: &ModelSpec,
+        labels: Vec<String>,
+        options: RetrainOptions,
+    ) -> Result<Self> {
+        if spec.input.layout != Layout::Nchw {
+            return Err(Error::InvalidArgument(
+                "retrain supports NCHW models (the ONNX convention)".into(),
+            ));
+        }
+        if options.batch == 0 || options.epochs == 0 {
+            return Err(Error::InvalidArgument(
+                "--batch and --epochs must be at least 1".into(),
+            ));
+        }
+        if !(0.0..1.0).contains(&options.momentum) {
+            return Err(Error::InvalidArgument(format!(
+                "--momentum must be in [0, 1), got {}",
+                options.momentum
+            )));
+        }
+        let spec = if options.size == spec.input.height && options.size == spec.input.width {
+            spec.clone()
+        } else {
+            spec.at_input_size(options.size)?
+        };
+        let device = options.device.device()?;
+        let velocity = vec![Vec::new(); graph.params.len()];
+        Ok(Trainer {
+            preprocessor: Preprocessor::new(&spec),
+            graph,
+            spec,
+            labels,
+            options,
+            device,
+            dtype: DType::F32,
+            velocity,
+        })
+    }
+
+    /// Preprocessed images of `samples` as one N×3×S×S tensor on `device`.
+    fn images(&mut self, samples: &[&Sample], device: &Device) -> Tensor<4> {
+        let per = self.preprocessor.input_len();
+        let mut data = vec![0.0f32; per * samples.len()];
+        for (s, out) in samples.iter().zip(data.chunks_mut(per)) {
+            self.preprocessor.tensor_into(&s.pixels, out);
+        }
+        let shape = [
+            samples.len(),
+            3,
+            self.spec.input.height,
+            self.spec.input.width,
+        ];
+        graph::tensor_from(&data, shape, device, self.dtype)
+    }
+
+    /// Features of every sample (forward only, running statistics), as f32 rows.
+    pub fn features(&mut self, set: &LabelledSet) -> Result<Vec<f32>> {
+        let params = self
+            .graph
+            .param_tensors(&self.device, self.dtype, &HashSet::new());
+        let mut rows = Vec::new();
+        let device = self.device.clone();
+        for chunk in set.samples.chunks(64) {
+            let refs: Vec<&Sample> = chunk.iter().collect();
+            let x = self.images(&refs, &device);
+            let out = self.graph.forward(x, &params, &HashSet::new(), true)?;
+            rows.extend(graph::to_f32(out.features)?);
+        }
+        if !rows.iter().all(|v| v.is_finite()) {
+            return Err(Error::NonFiniteFeatures {
+                what: "retrain features (the network diverged: lower --lr)".into(),
+            });
+        }
+        Ok(rows)
+    }
+
+    /// Closed-form refit of the dense head from the training features (the edge solver), written
+    /// back into the graph; momentum of the head is reset.
+    pub fn refit(&mut self, set: &LabelledSet, fingerprint: Fingerprint) -> Result<Refit> {
+        let rows = self.features(set)?;
+        let dim = fingerprint.feature_dim;
+        let mut state = State::new(fingerprint, Path::new(""));
+        for label in &self.labels {
+            state.stats.label_index(label);
+        }
+        for (chunk, targets) in rows.chunks(64 * dim).zip(set.targets.chunks(64)) {
+            state.stats.accumulate(chunk, targets, &set.source_id)?;
+        }
+        state.record_source(
+            &set.source_id,
+            set.samples.len() as u64,
+            set.samples.len() as u64,
+        );
+        let fit = state.fit(self.options.lambda)?;
+        let head = state.head.as_ref().expect("fit made a head");
+        let classes = self.labels.len();
+        let mut weight_rows = vec![0.0f32; classes * dim];
+        for c in 0..classes {
+            for i in 0..dim {
+                weight_rows[c * dim + i] = head.weights[i * classes + c] as f32;
+            }
+        }
+        let bias = (0..classes)
+            .map(|c| head.weights[dim * classes + c] as f32)
+            .collect();
+        self.graph.set_head(weight_rows, bias);
+        let (w, b) = self.graph.head_params();
+        self.velocity.resize(self.graph.params.len(), Vec::new());
+        self.velocity[w].clear();
+        if let Some(b) = b {
+            self.velocity[b].clear();
+        }
+        Ok(Refit {
+            state,
+            lambda: fit.lambda,
+        })
+    }
+
+    /// Test accuracy of the whole network (its own head).
+    pub fn accuracy(&mut self, set: &LabelledSet) -> Result<f64> {
+        let params = self
+            .graph
+            .param_tensors(&self.device, self.dtype, &HashSet::new());
+        let device = self.device.clone();
+        let mut correct = 0usize;
+        let classes = self.graph.classes();
+        for (chunk, targets) in set.samples.chunks(64).zip(set.targets.chunks(64)) {
+            let refs: Vec<&Sample> = chunk.iter().collect();
+            let x = self.images(&refs, &device);
+            let logits = self.graph.forward(x, &params, &HashSet::new(), false)?;
+            let logits = graph::to_f32(logits.logits.expect("full pass"))?;
+            for (row, &t) in logits.chunks(classes).zip(targets) {
+                let best = row
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map(|(i, _)| i);
+                correct += usize::from(best == Some(t));
+            }
+        }
+        Ok(correct as f64 / set.samples.len().max(1) as f64)
+    }
+
+    /// The conv layers SGD trains in `epoch` (1-based): all, or for `fast` a random
+    /// `N − round(N·(1 − ra))` of them (drawn from the seed and the epoch, so a resumed run draws
+    /// the same).
+    pub fn trained_layers(&self, epoch: usize) -> Vec<usize> {
+        let n = self.graph.conv_layers.len();
+        if self.options.mode != Mode::Fast {
+            return (0..n).collect();
+        }
+        let frozen = (n as f64 * (1.0 - self.options.ra.at(epoch))).round() as usize;
+        let mut rng = SplitMix64(self.options.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9));
+        let mut trained: Vec<usize> = rng.permutation(n)[frozen.min(n)..].to_vec();
+        trained.sort_unstable();
+        trained
+    }
+
+    /// One epoch of SGD with momentum (PyTorch's rule: v = μv + g, w −= lr·v) over `set` in a
+    /// seeded random order, training the dense layers, the given conv layers and batch
+    /// normalisations that follow no conv. Returns the mean loss.
+    pub fn sgd_epoch(&mut self, set: &LabelledSet, epoch: usize, layers: &[usize]) -> Result<f64> {
+        let lr = self.options.lr.at(epoch);
+        let momentum = self.options.momentum;
+        let mut tracked: HashSet<usize> = self.graph.dense_params().into_iter().collect();
+        tracked.extend(self.graph.loose_bn_params());
+        for &l in layers {
+            tracked.extend(self.graph.conv_layers[l].params.iter().copied());
+        }
+        let mut train_bn = self.graph.bn_nodes_of(layers);
+        train_bn.extend(self.graph.loose_bn_nodes());
+        let autodiff = self.device.clone().autodiff();
+        let order =
+            SplitMix64(self.options.seed.wrapping_add(epoch as u64)).permutation(set.samples.len());
+        let (mut loss_sum, mut batches) = (0.0, 0usize);
+        for batch in order.chunks(self.options.batch) {
+            let refs: Vec<&Sample> = batch.iter().map(|&i| &set.samples[i]).collect();
+            let x = self.images(&refs, &autodiff);
+            let targets: Vec<usize> = batch.iter().map(|&i| set.targets[i]).collect();
+            let params = self.graph.param_tensors(&autodiff, self.dtype, &tracked);
+            let out = self.graph.forward(x, &params, &train_bn, false)?;
+            let loss = cross_entropy(out.logits.expect("full pass"), &targets, self.dtype);
+            let value = graph::to_f32(loss.clone())?[0] as f64;
+            if !value.is_finite() {
+                return Err(Error::InvalidArgument(format!(
+                    "epoch {epoch}: the loss became {value} (diverged); lower --lr"
+                )));
+            }
+            let grads = loss.backward();
+            for &i in &tracked {
+                let Some(g) = params[i].grad(&grads) else {
+                    continue;
+                };
+                let g = graph::to_f32(g)?;
+                let v = &mut self.velocity[i];
+                if v.len() != g.len() {
+                    *v = vec![0.0; g.len()];
+                }
+                let w = &mut self.graph.params[i].values;
+                for ((w, v), g) in w.iter_mut().zip(v.iter_mut()).zip(&g) {
+                    *v = momentum as f32 * *v + g;
+                    *w -= lr as f32 * *v;
+                }
+            }
+            self.graph.update_running_stats(&out.batch_stats);
+            loss_sum += value;
+            batches += 1;
+        }
+        Ok(loss_sum / batches.max(1) as f64)
+    }
+
+    /// The momentum buffers (for checkpoints).
+    pub fn velocity(&self) -> &[Vec<f32>] {
+        &self.velocity
+    }
+
+    pub fn set_velocity(&mut self, velocity: Vec<Vec<f32>>) {
+        self.velocity = velocity;
+        self.velocity.resize(self.graph.params.len(), Vec::new());
+    }
+}
+
+/// Mean softmax cross-entropy of `logits` (N×C) against the class index of each row: the
+/// SGD loss.
+pub fn cross_entropy(logits: Tensor<2>, targets: &[usize], dtype: DType) -> Tensor<1> {
+    let [n, classes] = logits.dims();
+    let mut onehot = vec![0.0f32; n * classes];
+    for (row, &t) in targets.iter().enumerate() {
+        onehot[row * classes + t] = 1.0;
+    }
+    let onehot = graph::tensor_from(&onehot, [n, classes], &logits.device(), dtype);
+    activation::log_softmax(logits, 1)
+        .mul(onehot)
+        .sum()
+        .mul_scalar(-1.0 / n as f64)
+}
+
+/// What `retrain` needs beyond the options.
+pub struct RetrainJob<'a> {
+    pub model: &'a Path,
+    pub train: LabelledSet,
+    pub test: LabelledSet,
+    pub out: PathBuf,
+    pub checkpoint: PathBuf,
+    pub resume: bool,
+}
+
+/// Runs the whole schedule (or the rest of it, with `resume`), calling `on_epoch` after each
+/// epoch (0 first), checkpointing after each, and writes the retrained model.
+pub fn retrain(
+    job: RetrainJob<'_>,
+    mut trainer: Trainer,
+    model_sha256: &str,
+    mut on_epoch: impl FnMut(&EpochMetrics) -> Result<()>,
+) -> Result<RetrainOutput> {
+    let mut metrics: Vec<EpochMetrics> = Vec::new();
+    let mut last_refit: Option<Refit> = None;
+    let start = if job.resume {
+        let checkpoint = Checkpoint::load(&job.checkpoint)?;
+        checkpoint.check(model_sha256, &trainer)?;
+        checkpoint.restore(&mut trainer)?;
+        metrics = checkpoint.metrics.clone();
+        for m in &metrics {
+            on_epoch(m)?;
+        }
+        metrics.last().map_or(0, |m| m.epoch + 1)
+    } else {
+        0
+    };
+    // The feature width, from one forward pass.
+    let feature_dim = {
+        let device = trainer.device.clone();
+        let x = trainer.images(&[&job.train.samples[0]], &device);
+        let params = trainer
+            .graph
+            .param_tensors(&device, trainer.dtype, &HashSet::new());
+        let out = trainer.graph.forward(x, &params, &HashSet::new(), true)?;
+        out.features.dims()[1]
+    };
+    let fingerprint = |graph: &Graph| Fingerprint {
+        model_sha256: model_sha256.to_string(),
+        feature_tensor: graph.feature_tensor.clone(),
+        feature_dim,
+    };
+    for epoch in start..=trainer.options.epochs {
+        let mode = trainer.options.mode;
+        let mut m = EpochMetrics {
+            mode: mode.name().into(),
+            epoch,
+            ra: None,
+            lr: None,
+            trained_convs: 0,
+            frozen_convs: 0,
+            train_loss: None,
+            test_accuracy: 0.0,
+            lambda: None,
+            seconds_sgd: 0.0,
+            seconds_refit: 0.0,
+            seconds_eval: 0.0,
+            seconds_train: 0.0,
+        };
+        if epoch > 0 {
+            let layers = trainer.trained_layers(epoch);
+            m.ra = (mode == Mode::Fast).then(|| trainer.options.ra.at(epoch));
+            m.lr = Some(trainer.options.lr.at(epoch));
+            m.trained_convs = layers.len();
+            m.frozen_convs = trainer.graph.conv_layers.len() - layers.len();
+            let started = Instant::now();
+            m.train_loss = Some(trainer.sgd_epoch(&job.train, epoch, &layers)?);
+            m.seconds_sgd = started.elapsed().as_secs_f64();
+        }
+        if epoch == 0 || mode.refits() {
+            let started = Instant::now();
+            let refit = trainer.refit(&job.train, fingerprint(&trainer.graph))?;
+            m.lambda = Some(refit.lambda);
+            last_refit = Some(refit);
+            m.seconds_refit = started.elapsed().as_secs_f64();
+        } else {
+            last_refit = None;
+        }
+        m.seconds_train = m.seconds_sgd + m.seconds_refit;
+        let started = Instant::now();
+        m.test_accuracy = trainer.accuracy(&job.test)?;
+        m.seconds_eval = started.elapsed().as_secs_f64();
+        metrics.push(m.clone());
+        Checkpoint::new(model_sha256, &trainer, metrics.clone()).save(&job.checkpoint)?;
+        on_epoch(&m)?;
+    }
+    let refit = match last_refit {
+        Some(r) => r,
+        // `sgd` keeps its SGD-trained head; the state gets the statistics of its features.
+        None => {
+            let head = trainer.graph.params.clone();
+            let r = trainer.refit(&job.train, fingerprint(&trainer.graph))?;
+            trainer.graph.params = head;
+            r
+        }
+    };
+    output::write(&job, &trainer, refit.state, metrics)
+}

@@ -1,0 +1,233 @@
+//! What a retrain leaves on disk: a checkpoint after every epoch (what `--resume` continues
+//! from), and at the end the retrained ONNX model (same graph, updated initializers, input at
+//! the training size) with its spec and an edge state beside it.
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tract_onnx::pb::{
+    ModelProto, TensorProto, tensor_proto::DataType, tensor_shape_proto, type_proto,
+};
+
+use super::graph::Param;
+use super::{EpochMetrics, RetrainJob, RetrainOptions, Trainer};
+use crate::error::{Error, Result};
+use crate::export::{set_input_size, write_model_with_spec};
+use crate::state::{State, write_atomically};
+
+const CHECKPOINT_MAGIC: &[u8; 8] = b"FRCKPT01";
+
+/// The training state after an epoch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub model_sha256: String,
+    pub options: RetrainOptions,
+    pub labels: Vec<String>,
+    pub params: Vec<Param>,
+    pub velocity: Vec<Vec<f32>>,
+    /// Epochs done so far, 0 first.
+    pub metrics: Vec<EpochMetrics>,
+}
+
+impl Checkpoint {
+    pub fn new(model_sha256: &str, trainer: &Trainer, metrics: Vec<EpochMetrics>) -> Self {
+        Checkpoint {
+            model_sha256: model_sha256.into(),
+            options: trainer.options.clone(),
+            labels: trainer.labels.clone(),
+            params: trainer.graph.params.clone(),
+            velocity: trainer.velocity().to_vec(),
+            metrics,
+        }
+    }
+
+    /// Magic, crc32 and length of the postcard payload, then the payload; written atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let payload = postcard::to_stdvec(self)
+            .map_err(|e| Error::InvalidArgument(format!("cannot encode the checkpoint: {e}")))?;
+        let mut bytes = Vec::with_capacity(payload.len() + 20);
+        bytes.extend_from_slice(CHECKPOINT_MAGIC);
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        write_atomically(path, &bytes)
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bad = |reason: &str| Error::Data {
+            path: path.into(),
+            reason: format!("{reason}; start again without --resume"),
+        };
+        if bytes.len() < 20 || &bytes[..8] != CHECKPOINT_MAGIC {
+            return Err(bad("not a fastretrain retrain checkpoint"));
+        }
+        let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes")) as usize;
+        let payload = &bytes[20..];
+        if payload.len() != len {
+            return Err(bad("the checkpoint is truncated"));
+        }
+        if crc32fast::hash(payload) != crc {
+            return Err(bad("the checkpoint is damaged (checksum mismatch)"));
+        }
+        postcard::from_bytes(payload)
+            .map_err(|e| bad(&format!("cannot decode the checkpoint: {e}")))
+    }
+
+    /// The checkpoint must come from the same model, options and labels as this run.
+    pub fn check(&self, model_sha256: &str, trainer: &Trainer) -> Result<()> {
+        let differs = |what: &str| {
+            Err(Error::InvalidArgument(format!(
+                "the checkpoint was made with another {what}; resume with the same model, data \
+                 and options, or start again without --resume"
+            )))
+        };
+        if self.model_sha256 != model_sha256 {
+            return differs("model");
+        }
+        if self.options != trainer.options {
+            return differs("set of options");
+        }
+        if self.labels != trainer.labels {
+            return differs("set of labels");
+        }
+        if self.metrics.is_empty() {
+            return differs("run (it has no finished epoch)");
+        }
+        Ok(())
+    }
+
+    /// Puts the checkpoint's weights and momentum into `trainer`.
+    pub fn restore(&self, trainer: &mut Trainer) -> Result<()> {
+        let (w, b) = trainer.graph.head_params();
+        let find = |name: &str| self.params.iter().find(|p| p.name == name);
+        let head_w = find(&trainer.graph.params[w].name);
+        let head_b = b
+            .and_then(|b| find(&trainer.graph.params[b].name))
+            .or_else(|| find(&format!("{}.bias", trainer.graph.head_node_name())));
+        let (Some(head_w), Some(head_b)) = (head_w, head_b) else {
+            return Err(Error::InvalidArgument(
+                "the checkpoint has no dense head; start again without --resume".into(),
+            ));
+        };
+        trainer
+            .graph
+            .set_head(head_w.values.clone(), head_b.values.clone());
+        if trainer.graph.params.len() != self.params.len() {
+            return Err(Error::InvalidArgument(
+                "the checkpoint's parameters do not match the model; start again without \
+                 --resume"
+                    .into(),
+            ));
+        }
+        for p in &mut trainer.graph.params {
+            let saved = find(&p.name).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "the checkpoint lacks parameter '{}'; start again without --resume",
+                    p.name
+                ))
+            })?;
+            *p = saved.clone();
+        }
+        trainer.set_velocity(self.velocity.clone());
+        Ok(())
+    }
+}
+
+/// Files a finished retrain wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetrainOutput {
+    pub model: PathBuf,
+    pub spec: PathBuf,
+    /// Edge state: the final network's feature statistics and MP head (`eval`, `learn` use it).
+    pub state: PathBuf,
+    pub sha256: String,
+    pub metrics: Vec<EpochMetrics>,
+}
+
+fn float_initializer(p: &Param) -> TensorProto {
+    TensorProto {
+        name: p.name.clone(),
+        dims: p.dims.iter().map(|&d| d as i64).collect(),
+        data_type: DataType::Float as i32,
+        raw_data: p.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..TensorProto::default()
+    }
+}
+
+/// Writes the retrained ONNX (+ spec) to `job.out` and the edge state to `job.out` with
+/// `.frs`.
+pub(super) fn write(
+    job: &RetrainJob<'_>,
+    trainer: &Trainer,
+    mut state: State,
+    metrics: Vec<EpochMetrics>,
+) -> Result<RetrainOutput> {
+    let bytes = std::fs::read(job.model).map_err(|e| Error::io(job.model, e))?;
+    let mut proto = ModelProto::decode(&bytes[..]).map_err(|e| Error::Model {
+        path: job.model.into(),
+        reason: format!("cannot parse ONNX protobuf: {e}"),
+    })?;
+    let graph = proto.graph.as_mut().ok_or_else(|| Error::Model {
+        path: job.model.into(),
+        reason: "the file holds no graph".into(),
+    })?;
+    for p in &trainer.graph.params {
+        let tensor = float_initializer(p);
+        match graph.initializer.iter_mut().find(|t| t.name == p.name) {
+            Some(t) => *t = tensor,
+            None => graph.initializer.push(tensor),
+        }
+    }
+    // The head: its node takes the (possibly new) bias, in Gemm(transB) form with unit scales.
+    let (w, b) = trainer.graph.head_params();
+    let weight_name = &trainer.graph.params[w].name;
+    let classes = trainer.graph.classes() as i64;
+    if let Some(node) = graph
+        .node
+        .iter_mut()
+        .find(|n| n.op_type == "Gemm" && n.input.get(1) == Some(weight_name))
+    {
+        if let Some(b) = b {
+            let bias = trainer.graph.params[b].name.clone();
+            node.input.truncate(2);
+            node.input.push(bias);
+        }
+        node.attribute
+            .retain(|a| !matches!(a.name.as_str(), "transB" | "alpha" | "beta"));
+        node.attribute.push(tract_onnx::pb::AttributeProto {
+            name: "transB".into(),
+            r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
+            i: 1,
+            ..Default::default()
+        });
+        let output = node.output[0].clone();
+        for o in graph.output.iter_mut().filter(|o| o.name == output) {
+            if let Some(type_proto::Value::TensorType(t)) =
+                o.r#type.as_mut().and_then(|t| t.value.as_mut())
+                && let Some(dims) = t.shape.as_mut().map(|s| &mut s.dim)
+                && dims.len() == 2
+            {
+                dims[1].value = Some(tensor_shape_proto::dimension::Value::DimValue(classes));
+            }
+        }
+    }
+    let size = trainer.options.size;
+    set_input_size(&mut proto, trainer.spec.input.layout, size, job.model)?;
+    let mut spec = trainer.spec.clone();
+    spec.name = format!("{} retrained ({})", spec.name, trainer.options.mode.name());
+    let report = write_model_with_spec(&proto, spec, size, &job.out)?;
+    let state_path = job.out.with_extension("frs");
+    state.backbone.model_sha256 = report.sha256.clone();
+    state.model_path = std::fs::canonicalize(&job.out).unwrap_or_else(|_| job.out.clone());
+    state.save(&state_path)?;
+    Ok(RetrainOutput {
+        model: report.out,
+        spec: report.spec,
+        state: state_path,
+        sha256: report.sha256,
+        metrics,
+    })
+}

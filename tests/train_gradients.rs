@@ -1,0 +1,165 @@
+//! The training interpreter against independent references (feature `train`):
+//! - gradients of every supported op (the models of scripts/make_grad_models.py) against
+//!   central finite differences of the loss, computed in f64;
+//! - its forward pass on the shipped MobileNetV2 against tract's features;
+//! - an unsupported op is refused with its name and node.
+
+#![cfg(feature = "train")]
+
+mod common;
+
+use std::collections::HashSet;
+
+use burn::tensor::{DType, Device};
+use fastretrain::backbone::Backbone;
+use fastretrain::preprocess::{Preprocessor, decode_image_file};
+use fastretrain::train::{self, Graph, graph};
+
+fn model(name: &str) -> std::path::PathBuf {
+    common::data(&format!("models/{name}.onnx"))
+}
+
+/// Loss of `graph` on the fixed batch, in f64, with every batch normalisation on batch
+/// statistics (training mode) and gradients for `tracked`.
+fn loss_and_grads(
+    graph: &Graph,
+    tracked: &HashSet<usize>,
+    with_grads: bool,
+) -> (f64, Vec<Option<Vec<f64>>>) {
+    let device = if with_grads {
+        Device::flex().autodiff()
+    } else {
+        Device::flex()
+    };
+    let input: Vec<f32> = (0..2 * 3 * 8 * 8)
+        .map(|i| (((i * 7919) % 211) as f32 / 105.0) - 1.0)
+        .collect();
+    let x = graph::tensor_from(&input, [2, 3, 8, 8], &device, DType::F64);
+    let none = HashSet::new();
+    let params = graph.param_tensors(
+        &device,
+        DType::F64,
+        if with_grads { tracked } else { &none },
+    );
+    let layers: Vec<usize> = (0..graph.conv_layers.len()).collect();
+    let mut train_bn = graph.bn_nodes_of(&layers);
+    train_bn.extend(graph.loose_bn_nodes());
+    let out = graph.forward(x, &params, &train_bn, false).unwrap();
+    let loss = train::cross_entropy(out.logits.unwrap(), &[1, 3], DType::F64);
+    let value = graph::to_f64(loss.clone()).unwrap()[0];
+    if !with_grads {
+        return (value, Vec::new());
+    }
+    let grads = loss.backward();
+    let g = (0..params.len())
+        .map(|i| {
+            tracked
+                .contains(&i)
+                .then(|| params[i].grad(&grads).map(|g| graph::to_f64(g).unwrap()))
+                .flatten()
+        })
+        .collect();
+    (value, g)
+}
+
+/// Autodiff gradients vs central differences for up to 12 coordinates of every trainable
+/// parameter; returns the worst relative error (‖g_ad − g_fd‖ / ‖g_fd‖ per parameter).
+fn check_gradients(name: &str) -> f64 {
+    let (graph, _, _) = train::load_model(&model(name)).unwrap();
+    let mut tracked: HashSet<usize> = graph.dense_params().into_iter().collect();
+    tracked.extend(graph.loose_bn_params());
+    for layer in &graph.conv_layers {
+        tracked.extend(layer.params.iter().copied());
+    }
+    let (_, grads) = loss_and_grads(&graph, &tracked, true);
+    // Small enough that no step crosses a kink of Relu / Clip / MaxPool (at 1e-3 some did:
+    // errors ~1e-2 on the models with Clip), large enough for f32 storage of the weights.
+    let eps: f32 = 1e-4;
+    let mut worst = 0.0f64;
+    let mut rng = common::Rng(5);
+    for &i in &tracked {
+        let g = grads[i]
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: no gradient for {}", graph.params[i].name));
+        let n = graph.params[i].values.len();
+        let coords: Vec<usize> = if n <= 12 {
+            (0..n).collect()
+        } else {
+            (0..12).map(|_| rng.below(n as u64) as usize).collect()
+        };
+        let (mut diff, mut norm) = (0.0f64, 0.0f64);
+        for &j in &coords {
+            let mut plus = graph.clone();
+            let mut minus = graph.clone();
+            let w = graph.params[i].values[j];
+            plus.params[i].values[j] = w + eps;
+            minus.params[i].values[j] = w - eps;
+            // The step actually taken (f32 storage).
+            let step = plus.params[i].values[j] as f64 - minus.params[i].values[j] as f64;
+            let fd = (loss_and_grads(&plus, &tracked, false).0
+                - loss_and_grads(&minus, &tracked, false).0)
+                / step;
+            diff += (g[j] - fd).powi(2);
+            norm += fd.powi(2);
+        }
+        let relative = diff.sqrt() / norm.sqrt().max(1e-12);
+        eprintln!(
+            "{name} {}: relative error {relative:.2e} over {} coords (|g_fd| {:.3e})",
+            graph.params[i].name,
+            coords.len(),
+            norm.sqrt()
+        );
+        worst = worst.max(relative);
+    }
+    worst
+}
+
+#[test]
+fn gradients_of_every_op_match_finite_differences() {
+    for name in ["grad_conv", "grad_depthwise", "grad_bn", "grad_residual"] {
+        let worst = check_gradients(name);
+        assert!(
+            worst <= 1e-3,
+            "{name}: gradient relative error {worst:.2e} > 1e-3"
+        );
+    }
+}
+
+#[test]
+fn interpreter_features_equal_tracts_on_mobilenetv2() {
+    let path = common::root().join("models/mobilenetv2.onnx");
+    let (graph, spec, _) = train::load_model(&path).unwrap();
+    let backbone = Backbone::load(&path, None, None).unwrap();
+    let mut preprocessor = Preprocessor::new(&spec);
+    let device = Device::flex();
+    let params = graph.param_tensors(&device, DType::F32, &HashSet::new());
+    let mut worst = 0.0f32;
+    for photo in ["imagenet_00_243.png", "imagenet_03_990.png"] {
+        let pixels = decode_image_file(&common::data(&format!("images/{photo}"))).unwrap();
+        let mut input = vec![0.0f32; preprocessor.input_len()];
+        preprocessor.tensor_into(&pixels, &mut input);
+        let mut expected = vec![0.0f32; backbone.feature_dim()];
+        backbone.features_into(&input, &mut expected).unwrap();
+        let x = graph::tensor_from(&input, [1, 3, 224, 224], &device, DType::F32);
+        let out = graph.forward(x, &params, &HashSet::new(), true).unwrap();
+        let got = graph::to_f32(out.features).unwrap();
+        assert_eq!(got.len(), expected.len());
+        for (a, b) in got.iter().zip(&expected) {
+            worst = worst.max((a - b).abs());
+        }
+    }
+    eprintln!("interpreter vs tract, MobileNetV2 features: max |Δ| {worst:.2e}");
+    assert!(worst <= 1e-4, "max |Δ| {worst:e} > 1e-4");
+}
+
+#[test]
+fn an_unsupported_op_is_named() {
+    let err = train::load_model(&model("unsupported_op"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("'Sigmoid'") && err.contains("sigmoid_sig"),
+        "{err}"
+    );
+    assert!(err.contains("supported: Conv"), "{err}");
+}
