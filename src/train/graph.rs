@@ -465,7 +465,7 @@ impl Graph {
         }
     }
 
-    /// Whether the head was rewritten by [`Self::set_head`] with a bias it did not have.
+    /// Name of the dense head's node (a bias [`Self::set_head`] adds is named after it).
     pub fn head_node_name(&self) -> &str {
         &self.nodes[self.head_node].name
     }
