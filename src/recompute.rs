@@ -78,7 +78,8 @@ impl SplitMix64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// A uniformly shuffled copy of `0..n` (Fisher–Yates).
+    /// A uniformly shuffled copy of `0..n` (Fisher–Yates; the training schedule's draws).
+    #[cfg(feature = "train")]
     pub(crate) fn permutation(&mut self, n: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..n).collect();
         for i in (1..n).rev() {
