@@ -136,6 +136,25 @@ fn float(node: &NodeProto, name: &str, default: f64) -> f64 {
     attribute(node, name).map_or(default, |a| a.f as f64)
 }
 
+/// Strides, (begin, end) padding and dilations of a 2-d window op (Conv, MaxPool) with ONNX's
+/// defaults; None unless the attributes are 2-d.
+#[allow(clippy::type_complexity)]
+fn window(n: &NodeProto) -> Option<([usize; 2], [(usize, usize); 2], [usize; 2])> {
+    let pads = ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
+    let strides = ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
+    let dilations = ints(n, "dilations").unwrap_or_else(|| vec![1, 1]);
+    if pads.len() != 4 || strides.len() != 2 || dilations.len() != 2 {
+        return None;
+    }
+    let u = |v: i64| v.max(0) as usize;
+    let at_least_one = |v: &[i64]| [v[0].max(1) as usize, v[1].max(1) as usize];
+    Some((
+        at_least_one(&strides),
+        [(u(pads[0]), u(pads[2])), (u(pads[1]), u(pads[3]))],
+        at_least_one(&dilations),
+    ))
+}
+
 impl Graph {
     /// Reads the graph of `proto` (`path` is for messages).
     pub fn from_proto(proto: &ModelProto, path: &Path) -> Result<Self> {
@@ -218,13 +237,8 @@ impl Graph {
                     {
                         return Err(unsupported("auto_pad is not supported".into()));
                     }
-                    let pads = ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
-                    let strides = ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
-                    let dilations = ints(n, "dilations").unwrap_or_else(|| vec![1, 1]);
-                    if pads.len() != 4 || strides.len() != 2 || dilations.len() != 2 {
-                        return Err(unsupported("only 2-d convolutions are supported".into()));
-                    }
-                    let u = |v: i64| v.max(0) as usize;
+                    let (stride, padding, dilation) = window(n)
+                        .ok_or_else(|| unsupported("only 2-d convolutions are supported".into()))?;
                     Op::Conv {
                         weight: param(&n.input[1], "weight")?,
                         bias: match n.input.get(2).filter(|s| !s.is_empty()) {
@@ -232,10 +246,10 @@ impl Graph {
                             None => None,
                         },
                         options: ConvOptions {
-                            stride: [u(strides[0]).max(1), u(strides[1]).max(1)],
-                            padding: [(u(pads[0]), u(pads[2])), (u(pads[1]), u(pads[3]))],
-                            dilation: [u(dilations[0]).max(1), u(dilations[1]).max(1)],
-                            groups: u(int(n, "group", 1)).max(1),
+                            stride,
+                            padding,
+                            dilation,
+                            groups: int(n, "group", 1).max(1) as usize,
                         },
                     }
                 }
@@ -281,19 +295,15 @@ impl Graph {
                 "MaxPool" => {
                     arity(1)?;
                     let kernel = ints(n, "kernel_shape").unwrap_or_default();
-                    let pads = ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
-                    let strides = ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
-                    let dilations = ints(n, "dilations").unwrap_or_else(|| vec![1, 1]);
-                    if kernel.len() != 2 || pads.len() != 4 || strides.len() != 2 {
-                        return Err(unsupported("only 2-d pooling is supported".into()));
-                    }
-                    let u = |v: i64| v.max(0) as usize;
+                    let (stride, padding, dilation) = window(n)
+                        .filter(|_| kernel.len() == 2)
+                        .ok_or_else(|| unsupported("only 2-d pooling is supported".into()))?;
                     Op::MaxPool {
                         options: MaxPoolOptions {
-                            kernel_size: [u(kernel[0]).max(1), u(kernel[1]).max(1)],
-                            stride: [u(strides[0]).max(1), u(strides[1]).max(1)],
-                            padding: [(u(pads[0]), u(pads[2])), (u(pads[1]), u(pads[3]))],
-                            dilation: [u(dilations[0]).max(1), u(dilations[1]).max(1)],
+                            kernel_size: [kernel[0].max(1) as usize, kernel[1].max(1) as usize],
+                            stride,
+                            padding,
+                            dilation,
                             ceil_mode: int(n, "ceil_mode", 0) != 0,
                         },
                     }
