@@ -337,7 +337,8 @@ def write_report(a, r):
     for m in r["memory"]:
         L.append(f"| {m['rows']:,} | {m['ours_mb']:.0f} | {m['peer_mb']:.0f} | "
                  f"{m['store_mb']:.0f} |")
-    L.append("")
+    L += ["", f"This run took {r['seconds']:.0f} s: " + ", ".join(
+        f"{name} {sec:.0f} s" for name, sec in r["section_seconds"].items()) + ".", ""]
     with open(os.path.join(a.out, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(L))
 
@@ -397,11 +398,19 @@ def main():
     r = {"machine": f"{platform.machine()}, {os.cpu_count()} cores",
          "date": time.strftime("%Y-%m-%d"),
          "model": f"{os.path.basename(a.model)} {spec['input']['height']}×{spec['input']['width']}"}
-    r["forward"] = forward_section(a, spec)
-    r["learn"] = learn_section(a, spec, work)
-    stores, fingerprint = feature_stores(a, spec, work)
-    r["heads"] = heads_section(a, stores, work)
-    r["memory"] = memory_section(a, stores, fingerprint, work)
+    r["section_seconds"] = {}
+
+    def section(name, run):
+        t = time.time()
+        value = run()
+        r["section_seconds"][name] = time.time() - t
+        return value
+
+    r["forward"] = section("forward", lambda: forward_section(a, spec))
+    r["learn"] = section("learn", lambda: learn_section(a, spec, work))
+    stores, fingerprint = section("feature stores", lambda: feature_stores(a, spec, work))
+    r["heads"] = section("heads", lambda: heads_section(a, stores, work))
+    r["memory"] = section("memory", lambda: memory_section(a, stores, fingerprint, work))
     r["seconds"] = time.time() - started
     with open(os.path.join(a.out, "BENCHMARKS.json"), "w") as f:
         json.dump(r, f, indent=1)
