@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One benchmark run, us vs the peers (onnxruntime, scikit-learn), alternating: regenerates
 # docs/BENCHMARKS.md, docs/BENCHMARKS.json and docs/benchmarks.svg (scripts/bench.py says what
-# is measured). Makes the Python venv if missing (PyPI) and builds the release binary first.
+# is measured). Makes the Python venv if missing (PyPI) and builds the release binary first,
+# unless BIN=path/to/fastretrain names one already built (e.g. CI's, or a machine without Rust).
 # Options are bench.py's (e.g. --rounds 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,9 +11,14 @@ cd "$(dirname "$0")/.."
 PY_FILE=$(mktemp)
 scripts/venv.sh > "$PY_FILE" &
 VENV_PID=$!
-cargo build --release --locked >&2
+if [ -n "${BIN:-}" ]; then
+  B=$(realpath "$BIN")
+  "$B" --version >&2
+else
+  cargo build --release --locked >&2
+  B="$(realpath "${CARGO_TARGET_DIR:-target}")/release/fastretrain"
+fi
 wait "$VENV_PID"
 PY=$(cat "$PY_FILE")
 rm -f "$PY_FILE"
-B="$(realpath "${CARGO_TARGET_DIR:-target}")/release/fastretrain"
 "$PY" scripts/bench.py --bin "$B" "$@"
