@@ -207,9 +207,7 @@ impl Backbone {
             path: model.into(),
             reason,
         };
-        let proto = tract_onnx::onnx()
-            .proto_model_for_read(&mut &bytes[..])
-            .map_err(|e| bad(format!("cannot parse ONNX protobuf: {e}")))?;
+        let proto = crate::export::parse_model(&bytes, model)?;
         if proto.graph.is_none() {
             return Err(bad("the file holds no graph".into()));
         }

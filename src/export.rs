@@ -156,8 +156,7 @@ pub fn export_bytes(
             "the state's head has no classes: learn some labelled data first".into(),
         ));
     }
-    let mut proto =
-        ModelProto::decode(model).map_err(|e| bad(format!("cannot parse ONNX protobuf: {e}")))?;
+    let mut proto = parse_model(model, model_path)?;
     let graph = proto
         .graph
         .as_mut()
@@ -263,6 +262,14 @@ pub fn export_bytes(
 }
 
 /// The values of a float initializer (raw little-endian bytes or `float_data`).
+/// Parses ONNX bytes (`path` is for messages): the one place models are decoded as protobuf.
+pub(crate) fn parse_model(bytes: &[u8], path: &Path) -> Result<ModelProto> {
+    ModelProto::decode(bytes).map_err(|e| Error::Model {
+        path: path.into(),
+        reason: format!("cannot parse ONNX protobuf: {e}"),
+    })
+}
+
 pub(crate) fn float_values(t: &TensorProto) -> Option<Vec<f32>> {
     if t.data_type != DataType::Float as i32 {
         return None;
@@ -289,8 +296,7 @@ pub fn original_head(model: &[u8], model_path: &Path) -> Result<(Head, String)> 
         path: model_path.into(),
         reason,
     };
-    let proto =
-        ModelProto::decode(model).map_err(|e| bad(format!("cannot parse ONNX protobuf: {e}")))?;
+    let proto = parse_model(model, model_path)?;
     let info = find_dense_head(&proto).ok_or_else(|| Error::NoDenseHead {
         path: model_path.into(),
     })?;
@@ -409,10 +415,7 @@ pub fn resize_input(model: &Path, size: usize, out: &Path) -> Result<ResizeRepor
     let spec = ModelSpec::load(&ModelSpec::path_for_model(model))?;
     let resized = spec.at_input_size(size)?;
     let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
-    let mut proto = ModelProto::decode(&bytes[..]).map_err(|e| Error::Model {
-        path: model.into(),
-        reason: format!("cannot parse ONNX protobuf: {e}"),
-    })?;
+    let mut proto = parse_model(&bytes, model)?;
     set_input_size(&mut proto, spec.input.layout, size, model)?;
     write_model_with_spec(&proto, resized, size, out)
 }

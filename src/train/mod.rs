@@ -262,14 +262,10 @@ impl LabelledSet {
 /// Reads `model` for retraining: the interpreter graph, the model's spec (beside it) and the
 /// file's sha256 (what checkpoints and the output state are tied to).
 pub fn load_model(model: &Path) -> Result<(Graph, ModelSpec, String)> {
-    use prost::Message;
     let spec = ModelSpec::load(&ModelSpec::path_for_model(model))?;
     let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
     let sha256 = crate::state::hex(&sha2::Sha256::digest(&bytes));
-    let proto = tract_onnx::pb::ModelProto::decode(&bytes[..]).map_err(|e| Error::Model {
-        path: model.into(),
-        reason: format!("cannot parse ONNX protobuf: {e}"),
-    })?;
+    let proto = crate::export::parse_model(&bytes, model)?;
     drop(bytes);
     Ok((Graph::from_proto(&proto, model)?, spec, sha256))
 }

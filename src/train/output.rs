@@ -4,16 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-use prost::Message;
 use serde::{Deserialize, Serialize};
-use tract_onnx::pb::{
-    ModelProto, TensorProto, tensor_proto::DataType, tensor_shape_proto, type_proto,
-};
+use tract_onnx::pb::{TensorProto, tensor_proto::DataType, tensor_shape_proto, type_proto};
 
 use super::graph::Param;
 use super::{EpochMetrics, RetrainJob, RetrainOptions, Trainer};
 use crate::error::{Error, Result};
-use crate::export::{set_input_size, write_model_with_spec};
+use crate::export::{parse_model, set_input_size, write_model_with_spec};
 use crate::state::{State, write_atomically};
 
 const CHECKPOINT_MAGIC: &[u8; 8] = b"FRCKPT01";
@@ -166,10 +163,7 @@ pub(super) fn write(
     metrics: Vec<EpochMetrics>,
 ) -> Result<RetrainOutput> {
     let bytes = std::fs::read(job.model).map_err(|e| Error::io(job.model, e))?;
-    let mut proto = ModelProto::decode(&bytes[..]).map_err(|e| Error::Model {
-        path: job.model.into(),
-        reason: format!("cannot parse ONNX protobuf: {e}"),
-    })?;
+    let mut proto = parse_model(&bytes, job.model)?;
     let graph = proto.graph.as_mut().ok_or_else(|| Error::Model {
         path: job.model.into(),
         reason: "the file holds no graph".into(),
