@@ -10,7 +10,7 @@ use crate::spec::{ChannelOrder, Layout, ModelSpec, PreprocessSpec};
 
 /// Images over this many pixels are refused before decoding (decompression bombs).
 pub const MAX_PIXELS: u64 = 50_000_000;
-const MAX_SIDE: u32 = 32_768;
+const MAX_SIDE: usize = 32_768;
 
 /// A decoded 8-bit image, one or three channels, rows top to bottom.
 #[derive(Debug, Clone)]
@@ -34,7 +34,8 @@ impl Pixels {
 }
 
 /// Decodes PNG or JPEG (by content, not extension) into RGB or grey pixels.
-/// Palette, alpha and 16-bit images are converted; alpha is dropped.
+/// Palette, alpha and 16-bit images are converted; alpha is dropped. No colour management
+/// (ICC profiles and gamma are ignored) and no EXIF rotation: the pixels as stored.
 pub fn decode_image_file(path: &Path) -> Result<Pixels> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     decode_image_bytes(&bytes, path)
@@ -48,52 +49,137 @@ pub fn decode_image_bytes(bytes: &[u8], path: &Path) -> Result<Pixels> {
     if bytes.is_empty() {
         return Err(bad("file is empty".into()));
     }
-    // Format sniffing reads from memory; a reader is cheap to make twice.
-    let open = || {
-        image::ImageReader::new(Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| bad(e.to_string()))
-    };
-    let mut reader = open()?;
-    match reader.format() {
-        Some(image::ImageFormat::Png) => {}
+    // By content: the PNG signature, or a JPEG start-of-image marker followed by another marker.
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        decode_png(bytes).map_err(bad)
+    } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         // The JPEG decoder fills a cut-off scan with grey instead of failing: check the end.
-        Some(image::ImageFormat::Jpeg) if !jpeg_is_complete(bytes) => {
+        if !jpeg_is_complete(bytes) {
             return Err(bad("JPEG data is truncated (no end-of-image marker)".into()));
         }
-        Some(image::ImageFormat::Jpeg) => {}
-        _ => return Err(bad("not a PNG or JPEG file".into())),
-    }
-    // Reading the header allocates nothing; the pixel cap is checked before any decoding.
-    reader.no_limits();
-    let (w, h) = reader
-        .into_dimensions()
-        .map_err(|e| bad(format!("cannot read header: {e}")))?;
-    if (w as u64) * (h as u64) > MAX_PIXELS || w > MAX_SIDE || h > MAX_SIDE {
-        return Err(bad(format!(
-            "{w}×{h} pixels is over the limit of {MAX_PIXELS} pixels ({MAX_SIDE} per side)"
-        )));
-    }
-    if w == 0 || h == 0 {
-        return Err(bad("image has no pixels".into()));
-    }
-    let mut reader = open()?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(MAX_PIXELS * 8);
-    reader.limits(limits);
-    let img = reader.decode().map_err(|e| bad(e.to_string()))?;
-    let (width, height) = (img.width() as usize, img.height() as usize);
-    Ok(if img.color().has_color() {
-        Pixels {
-            width,
-            height,
-            channels: 3,
-            data: img.into_rgb8().into_raw(),
-        }
+        decode_jpeg(bytes).map_err(bad)
     } else {
-        Pixels::grey(width, height, img.into_luma8().into_raw())
+        Err(bad("not a PNG or JPEG file".into()))
+    }
+}
+
+/// Refuses a size before any pixel buffer is allocated (decompression bombs).
+fn check_size(width: usize, height: usize) -> std::result::Result<(), String> {
+    if (width as u64) * (height as u64) > MAX_PIXELS || width > MAX_SIDE || height > MAX_SIDE {
+        return Err(format!(
+            "{width}×{height} pixels is over the limit of {MAX_PIXELS} pixels ({MAX_SIDE} per side)"
+        ));
+    }
+    if width == 0 || height == 0 {
+        return Err("image has no pixels".into());
+    }
+    Ok(())
+}
+
+/// PNG through the `png` crate: palettes and sub-byte depths expanded to 8 bits (transparency
+/// becomes an alpha channel, which is dropped), 16-bit samples rounded to 8 bits.
+fn decode_png(bytes: &[u8]) -> std::result::Result<Pixels, String> {
+    use png::{BitDepth, ColorType, Transformations};
+    // The decoder's own allocation cap, above what `check_size` lets through (16-bit RGBA).
+    let limits = png::Limits {
+        bytes: (MAX_PIXELS * 8) as usize,
+    };
+    let mut decoder = png::Decoder::new_with_limits(Cursor::new(bytes), limits);
+    let header = decoder
+        .read_header_info()
+        .map_err(|e| format!("cannot read header: {e}"))?;
+    check_size(header.width as usize, header.height as usize)?;
+    decoder.set_transformations(Transformations::EXPAND);
+    let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
+    let (color, depth) = reader.output_color_type();
+    let channels_in = match color {
+        ColorType::Grayscale => 1,
+        ColorType::GrayscaleAlpha => 2,
+        ColorType::Rgb => 3,
+        ColorType::Rgba => 4,
+        ColorType::Indexed => return Err("palette was not expanded".into()),
+    };
+    let sample_bytes = match depth {
+        BitDepth::Eight => 1,
+        BitDepth::Sixteen => 2,
+        other => return Err(format!("unsupported bit depth {other:?} after expansion")),
+    };
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| "image too large".to_string())?;
+    let mut raw = vec![0u8; size];
+    let frame = reader.next_frame(&mut raw).map_err(|e| e.to_string())?;
+    let (width, height) = (frame.width as usize, frame.height as usize);
+    let row_bytes = frame.line_size;
+    let samples_per_row = width * channels_in;
+    let channels = if channels_in >= 3 { 3 } else { 1 };
+    let mut data = Vec::with_capacity(width * height * channels);
+    for row in raw.chunks_exact(row_bytes).take(height) {
+        let row = &row[..samples_per_row * sample_bytes];
+        for pixel in row.chunks_exact(channels_in * sample_bytes) {
+            for sample in pixel.chunks_exact(sample_bytes).take(channels) {
+                data.push(match sample {
+                    [v] => *v,
+                    // Big-endian 16 bits to the nearest 8-bit value: round(v · 255 / 65535).
+                    [hi, lo] => ((u32::from(u16::from_be_bytes([*hi, *lo])) + 128) / 257) as u8,
+                    _ => unreachable!("samples are 1 or 2 bytes"),
+                });
+            }
+        }
+    }
+    Ok(Pixels {
+        width,
+        height,
+        channels,
+        data,
+    })
+}
+
+/// Baseline and progressive JPEG through `zune-jpeg`, tolerant of small stream errors as
+/// browsers are; grey stays grey, everything else (YCbCr, CMYK, YCCK) comes out RGB.
+fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Pixels, String> {
+    use zune_jpeg::JpegDecoder;
+    use zune_jpeg::zune_core::bytestream::ZCursor;
+    use zune_jpeg::zune_core::colorspace::ColorSpace;
+    use zune_jpeg::zune_core::options::DecoderOptions;
+    // Headers are read without a size cap so that an oversized image gets our message.
+    let options = DecoderOptions::default()
+        .set_strict_mode(false)
+        .set_max_width(usize::MAX)
+        .set_max_height(usize::MAX);
+    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder
+        .decode_headers()
+        .map_err(|e| format!("cannot read header: {e}"))?;
+    let (width, height) = decoder
+        .dimensions()
+        .ok_or_else(|| "cannot read header".to_string())?;
+    check_size(width, height)?;
+    let input = decoder
+        .input_colorspace()
+        .ok_or_else(|| "cannot read header".to_string())?;
+    let (out, channels) = match input {
+        ColorSpace::Luma | ColorSpace::LumaA => (ColorSpace::Luma, 1),
+        _ => (ColorSpace::RGB, 3),
+    };
+    decoder.set_options(
+        options
+            .set_max_width(MAX_SIDE)
+            .set_max_height(MAX_SIDE)
+            .jpeg_set_out_colorspace(out),
+    );
+    let data = decoder.decode().map_err(|e| e.to_string())?;
+    if data.len() != width * height * channels {
+        return Err(format!(
+            "decoded {} bytes for {width}×{height}×{channels}",
+            data.len()
+        ));
+    }
+    Ok(Pixels {
+        width,
+        height,
+        channels,
+        data,
     })
 }
 
