@@ -19,7 +19,6 @@ Nothing here is a pass/fail check; tests/bench_smoke.rs runs it on tiny inputs.
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -269,10 +268,12 @@ def heads_section(a, stores, work):
 
 
 def peer_memory_main(args):
+    """The peer's fit, run as its own process under /usr/bin/time like ours. (Its own
+    getrusage would not do: a child spawned from this big process by vfork + exec inherits
+    this process's peak RSS as its own.)"""
     from sklearn.linear_model import RidgeClassifier
     x, y, _ = read_store(args.store)
     RidgeClassifier(alpha=1.0).fit(x, y)
-    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
 def memory_section(a, stores, fingerprint, work):
@@ -289,8 +290,9 @@ def memory_section(a, stores, fingerprint, work):
             os.remove(state)
         _, wall, ours = timed([a.bin, "fit", "--json", "--state", state, "--store", path,
                                "--lambda", "1"])
-        peer = run_json([sys.executable, os.path.abspath(__file__), "peer-memory", "--store", path])
-        rows.append({"rows": n, "ours_mb": ours, "peer_mb": peer["peak_rss_mb"],
+        _, _, peer = timed([sys.executable, os.path.abspath(__file__), "peer-memory", "--store",
+                            path])
+        rows.append({"rows": n, "ours_mb": ours, "peer_mb": peer,
                      "store_mb": os.path.getsize(path) / 2**20})
         os.remove(path)
         print(f"memory {n}: {rows[-1]}", file=sys.stderr, flush=True)
