@@ -10,7 +10,6 @@ Writes docs/METHODS.md. Run through scripts/methods-table.sh, which makes the st
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -72,17 +71,16 @@ def peer_main(args):
     accuracy = float((model.predict(xt) == np.array(yt)).mean())
     iters = getattr(model, "n_iter_", None)
     print(json.dumps({"fit_seconds": seconds, "accuracy": accuracy,
-                      "iterations": None if iters is None else int(np.max(iters)),
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
+                      "iterations": None if iters is None else int(np.max(iters))}))
 
 
 def peer(train, test, model, extra=()):
     cmd = [sys.executable, os.path.abspath(__file__), "peer", "--train", train, "--test", test,
            "--model", model] + list(extra)
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"peer {model} failed:\n{out.stderr}")
-    return json.loads(out.stdout)
+    # Peak RSS from /usr/bin/time, as for ours: the peer's own getrusage would count this
+    # process's peak too (vfork + exec hands it over).
+    out, _, rss = timed(cmd)
+    return {**json.loads(out), "peak_rss_mb": rss}
 
 
 def fmt_lambda(v):
