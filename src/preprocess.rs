@@ -118,11 +118,11 @@ fn decode_png(bytes: &[u8]) -> std::result::Result<Pixels, String> {
         let row = &row[..samples_per_row * sample_bytes];
         for pixel in row.chunks_exact(channels_in * sample_bytes) {
             for sample in pixel.chunks_exact(sample_bytes).take(channels) {
-                data.push(match sample {
-                    [v] => *v,
+                data.push(if sample_bytes == 1 {
+                    sample[0]
+                } else {
                     // Big-endian 16 bits to the nearest 8-bit value: round(v · 255 / 65535).
-                    [hi, lo] => ((u32::from(u16::from_be_bytes([*hi, *lo])) + 128) / 257) as u8,
-                    _ => unreachable!("samples are 1 or 2 bytes"),
+                    ((u32::from(u16::from_be_bytes([sample[0], sample[1]])) + 128) / 257) as u8
                 });
             }
         }
