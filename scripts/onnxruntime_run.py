@@ -1,7 +1,9 @@
 """Runs ONNX models with onnxruntime on images and prints their outputs as JSON.
 
-Independent of fastretrain: preprocessing is scripts/reference.py's (PIL + NumPy). Used by
-tests/export_onnxruntime.rs to check exported models.
+Independent of fastretrain: preprocessing is scripts/reference.py's (PIL + NumPy): the float
+resize (`--pipeline float`, PIL mode 'F') or the 8-bit one a torchvision user has
+(`--pipeline torchvision`: PIL resize on 8-bit pixels, ToTensor, Normalize; NHWC and BGR as the
+spec says). Used by tests/export_onnxruntime.rs to check exported models.
 
     python scripts/onnxruntime_run.py --spec models/mobilenetv2.json \
         --models adapted.onnx models/mobilenetv2.onnx --images a.png b.jpg
@@ -16,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from reference import load_spec, preprocess
+from reference import load_spec, preprocess, preprocess_u8
 
 
 def main():
@@ -24,9 +26,11 @@ def main():
     ap.add_argument("--spec", required=True)
     ap.add_argument("--models", nargs="+", required=True)
     ap.add_argument("--images", nargs="+", required=True)
+    ap.add_argument("--pipeline", choices=["float", "torchvision"], default="float")
     args = ap.parse_args()
     spec = load_spec(args.spec)
-    batch = np.stack([preprocess(Image.open(p), spec) for p in args.images])
+    prepare = preprocess_u8 if args.pipeline == "torchvision" else preprocess
+    batch = np.stack([prepare(Image.open(p), spec) for p in args.images])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
     result = []

@@ -41,6 +41,31 @@ def preprocess(img, spec):
     return ((x / np.float32(255.0) - mean) / std).astype(np.float32)
 
 
+def preprocess_u8(img, spec):
+    """PIL image -> the model's input for one image, as a torchvision user makes it:
+    Resize(resize_short_side) on the PIL image (8-bit pixels out), CenterCrop(crop), then
+    (x · scale − mean) / std in float32 (ToTensor + Normalize for scale = 1/255), channels in
+    the spec's order and layout ((3, crop, crop) for NCHW, (crop, crop, 3) for NHWC)."""
+    pre, inp = spec["preprocess"], spec["input"]
+    short, crop = pre["resize_short_side"], pre["crop"]
+    img = img.convert("RGB")
+    w, h = img.size
+    if w <= h:
+        nw, nh = short, int(short * h / w)
+    else:
+        nw, nh = int(short * w / h), short
+    img = img.resize((nw, nh), Image.BILINEAR)
+    top, left = int(round((nh - crop) / 2.0)), int(round((nw - crop) / 2.0))
+    img = img.crop((left, top, left + crop, top + crop))
+    x = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) * np.float32(pre["scale"])
+    x = (x - np.array(pre["mean"], np.float32)[:, None, None]) / np.array(pre["std"], np.float32)[:, None, None]
+    if inp["channels"] == "BGR":
+        x = x[::-1]
+    if inp["layout"] == "NHWC":
+        x = x.transpose(1, 2, 0)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
 def read_idx(path):
     """IDX (MNIST format) file, optionally gzip-compressed -> numpy array."""
     opener = gzip.open if path.endswith(".gz") else open

@@ -10,46 +10,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use sha2::{Digest, Sha256};
-use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::spec::{Layout, ModelSpec};
+pub use crate::onnx::{DenseHeadInfo, find_dense_head};
+use crate::onnx::{
+    check_input, check_spec_file, dims, forget_intermediate_shapes, image_input, show_dims,
+};
+use crate::spec::{InputSpec, Layout, ModelSpec, Preset};
 pub use crate::state::Fingerprint;
 use crate::state::hex;
-
-/// The model's own final dense layer, as found in the graph.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DenseHeadInfo {
-    pub node_name: String,
-    pub op_type: String,
-    /// Input of the head: the penultimate features.
-    pub input: String,
-    pub weight: String,
-    pub output: String,
-}
-
-/// Finds the last Gemm/MatMul whose weight (second input) is an initializer.
-pub fn find_dense_head(proto: &ModelProto) -> Option<DenseHeadInfo> {
-    let graph = proto.graph.as_ref()?;
-    let is_init = |name: &str| graph.initializer.iter().any(|t| t.name == name);
-    graph
-        .node
-        .iter()
-        .rev()
-        .find(|n| {
-            (n.op_type == "Gemm" || n.op_type == "MatMul")
-                && n.input.len() >= 2
-                && is_init(&n.input[1])
-        })
-        .map(|n| DenseHeadInfo {
-            node_name: n.name.clone(),
-            op_type: n.op_type.clone(),
-            input: n.input[0].clone(),
-            weight: n.input[1].clone(),
-            output: n.output.first().cloned().unwrap_or_default(),
-        })
-}
 
 static THREADS: OnceLock<usize> = OnceLock::new();
 
@@ -132,6 +102,8 @@ pub struct Backbone {
     model_path: PathBuf,
     fingerprint: Fingerprint,
     head: Option<DenseHeadInfo>,
+    /// Class names stored in the model by `export` (metadata `fastretrain.labels`).
+    labels: Option<Vec<String>>,
     input_shape: [usize; 4],
     batch: usize,
 }
@@ -144,6 +116,12 @@ pub struct LoadOptions {
     /// Images per run: the input shape is fixed to it. 1 is faster per image in tract 0.23
     /// (docs/BENCHMARKS.md).
     pub batch: usize,
+    /// The sha256 the model file must have (a state's model): another file is refused with a
+    /// message saying so, before tract looks for the state's feature tensor in it.
+    pub expected_sha256: Option<String>,
+    /// Run the whole model to its (first) output instead of stopping at the features: the
+    /// model's own classification.
+    pub model_output: bool,
 }
 
 impl Default for LoadOptions {
@@ -151,6 +129,8 @@ impl Default for LoadOptions {
         LoadOptions {
             feature_tensor: None,
             batch: 1,
+            expected_sha256: None,
+            model_output: false,
         }
     }
 }
@@ -186,12 +166,29 @@ impl Backbone {
     pub fn load_with(model: &Path, spec: Option<ModelSpec>, options: &LoadOptions) -> Result<Self> {
         let feature_tensor = options.feature_tensor.as_deref();
         let batch = options.batch.max(1);
+        if !model.is_file() {
+            return Err(Error::ModelNotFound {
+                path: model.into(),
+                recorded_in: None,
+            });
+        }
+        let spec_path = ModelSpec::path_for_model(model);
+        let spec_beside = spec.is_none();
         let spec = match spec {
             Some(s) => s,
-            None => ModelSpec::load(&ModelSpec::path_for_model(model))?,
+            None => ModelSpec::load(&spec_path)?,
         };
         let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
         let model_sha256 = hex(&Sha256::digest(&bytes));
+        if let Some(expected) = &options.expected_sha256
+            && !expected.eq_ignore_ascii_case(&model_sha256)
+        {
+            return Err(Error::ModelMismatch {
+                path: model.into(),
+                expected: expected.clone(),
+                found: model_sha256,
+            });
+        }
         if let Some(expected) = &spec.sha256
             && !expected.eq_ignore_ascii_case(&model_sha256)
         {
@@ -207,12 +204,26 @@ impl Backbone {
             path: model.into(),
             reason,
         };
-        let proto = crate::export::parse_model(&bytes, model)?;
-        if proto.graph.is_none() {
+        let mut proto = crate::onnx::parse_model(&bytes, model)?;
+        let Some(graph) = proto.graph.as_mut() else {
             return Err(bad("the file holds no graph".into()));
+        };
+        if spec_beside {
+            check_spec_file(&spec, model, &spec_path)?;
         }
+        check_input(graph, &spec, model, &spec_path)?;
+        forget_intermediate_shapes(graph);
+        let model_output = graph.output.first().map(|o| o.name.clone());
+        let labels = proto
+            .metadata_props
+            .iter()
+            .find(|p| p.key == crate::export::LABELS_KEY)
+            .and_then(|p| serde_json::from_str::<Vec<String>>(&p.value).ok());
         let head = find_dense_head(&proto);
         let feature_tensor = match (feature_tensor, &spec.feature_tensor, &head) {
+            _ if options.model_output => {
+                model_output.ok_or_else(|| bad("the graph has no output".into()))?
+            }
             (Some(name), _, _) => name.to_string(),
             (None, Some(name), _) => name.clone(),
             (None, None, Some(h)) => h.input.clone(),
@@ -248,6 +259,7 @@ impl Backbone {
             .map(|s| s.iter().product::<usize>() / batch)
             .ok_or_else(|| bad(format!("tensor '{feature_tensor}' has no fixed shape")))?;
         if let Some(expected) = spec.feature_dim
+            && !options.model_output
             && expected != feature_dim
         {
             return Err(bad(format!(
@@ -264,6 +276,7 @@ impl Backbone {
                 feature_dim,
             },
             head,
+            labels,
             input_shape,
             batch,
         })
@@ -300,6 +313,12 @@ impl Backbone {
         self.head.as_ref()
     }
 
+    /// The class names an exported model carries (metadata `fastretrain.labels`), in output
+    /// order.
+    pub fn labels(&self) -> Option<&[String]> {
+        self.labels.as_deref()
+    }
+
     /// A new forward-pass context (see [`Runner`]).
     pub fn runner(&self) -> Result<Runner> {
         let state = self.plan.spawn().map_err(|e| Error::Model {
@@ -318,4 +337,115 @@ impl Backbone {
     pub fn features_into(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
         self.runner()?.features_into(input, out)
     }
+}
+
+/// What `fastretrain spec` needs to know beyond the model itself.
+#[derive(Debug, Clone)]
+pub struct SpecRequest {
+    pub preset: Preset,
+    /// Input side for a model whose spatial size is not fixed in the graph (default 224).
+    pub size: Option<usize>,
+    /// Layout, when the graph does not tell (no axis of 3 channels at 1 or 3).
+    pub layout: Option<Layout>,
+    pub feature_tensor: Option<String>,
+}
+
+/// Writes the spec of `model` from its graph: sha256, input name, layout and size read from
+/// the graph, preprocessing from the preset, and the feature tensor and its size found by
+/// loading the model with that spec (so the spec is known to work).
+pub fn make_spec(model: &Path, request: &SpecRequest) -> Result<ModelSpec> {
+    if !model.is_file() {
+        return Err(Error::ModelNotFound {
+            path: model.into(),
+            recorded_in: None,
+        });
+    }
+    let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
+    let sha256 = hex(&Sha256::digest(&bytes));
+    let proto = crate::onnx::parse_model(&bytes, model)?;
+    drop(bytes);
+    let bad = |reason: String| Error::Model {
+        path: model.into(),
+        reason,
+    };
+    let graph = proto
+        .graph
+        .as_ref()
+        .ok_or_else(|| bad("the file holds no graph".into()))?;
+    let input = image_input(graph, model)?;
+    let dims = dims(input).unwrap_or_else(|| vec![None; 4]);
+    if dims.len() != 4 {
+        return Err(bad(format!(
+            "input '{}' has shape {}; fastretrain feeds images as a 4-D tensor (NCHW or NHWC)",
+            input.name,
+            show_dims(&dims)
+        )));
+    }
+    let layout = match (request.layout, dims[1], dims[3]) {
+        (Some(layout), _, _) => layout,
+        (None, Some(3), _) => Layout::Nchw,
+        (None, _, Some(3)) => Layout::Nhwc,
+        _ => {
+            return Err(bad(format!(
+                "cannot tell the layout of input '{}' {} (no axis of 3 colour channels): \
+                 pass --layout NCHW or NHWC",
+                input.name,
+                show_dims(&dims)
+            )));
+        }
+    };
+    let (h, w) = match layout {
+        Layout::Nchw => (dims[2], dims[3]),
+        Layout::Nhwc => (dims[1], dims[2]),
+    };
+    let size = match (h, w, request.size) {
+        (Some(h), Some(w), _) if h != w => {
+            return Err(bad(format!(
+                "input '{}' is {h}×{w}; fastretrain feeds square inputs (centre crop)",
+                input.name
+            )));
+        }
+        (Some(h), Some(_), Some(size)) if size as i64 != h => {
+            return Err(Error::InvalidArgument(format!(
+                "{}: the input is fixed at {h}×{h} in the graph; for a {size}×{size} input \
+                 write a copy with `fastretrain resize-input --model {} --size {size} --out …` \
+                 (it writes that copy's spec too)",
+                model.display(),
+                model.display()
+            )));
+        }
+        (Some(h), Some(_), _) => h as usize,
+        (_, _, Some(size)) => size,
+        _ => 224,
+    };
+    let (channels, preprocess) = request.preset.preprocess(size);
+    let mut spec = ModelSpec {
+        name: model
+            .file_stem()
+            .map_or("model".into(), |s| s.to_string_lossy().into_owned()),
+        file: model.file_name().map(|f| f.to_string_lossy().into_owned()),
+        sha256: Some(sha256),
+        input: InputSpec {
+            name: Some(input.name.clone()),
+            layout,
+            channels,
+            height: size,
+            width: size,
+        },
+        preprocess,
+        feature_tensor: request.feature_tensor.clone(),
+        feature_dim: None,
+    };
+    drop(proto);
+    let backbone = Backbone::load_with(
+        model,
+        Some(spec.clone()),
+        &LoadOptions {
+            feature_tensor: request.feature_tensor.clone(),
+            ..LoadOptions::default()
+        },
+    )?;
+    spec.feature_tensor = Some(backbone.fingerprint().feature_tensor.clone());
+    spec.feature_dim = Some(backbone.feature_dim());
+    Ok(spec)
 }

@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing and printing only; the work is in the library.
 
 mod retrain;
+mod spec;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -77,6 +78,9 @@ enum Command {
     Retrain(retrain::RetrainArgs),
     /// Write a copy of a model (and its spec) with another input size: smaller is faster.
     ResizeInput(ResizeInputArgs),
+    /// Write the spec JSON of a model (beside it) from its graph and a preprocessing preset,
+    /// or check an existing one (--check).
+    Spec(spec::SpecArgs),
 }
 
 #[derive(Args)]
@@ -288,10 +292,16 @@ struct ForgetArgs {
 
 #[derive(Args)]
 struct PredictArgs {
-    #[arg(long)]
-    state: PathBuf,
+    /// The adapted state to predict with. Without it, `--model` classifies with its own
+    /// outputs (scores are the model's output values).
+    #[arg(long, required_unless_present = "model")]
+    state: Option<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
+    /// Without --state: a file naming the model's classes, one per line in output order
+    /// (default: classes are numbered 0, 1, …).
+    #[arg(long, conflicts_with = "state")]
+    label_names: Option<PathBuf>,
     /// How many labels to show per image.
     #[arg(long, short = 'k', default_value_t = 3)]
     top_k: usize,
@@ -304,8 +314,10 @@ struct PredictArgs {
 
 #[derive(Args)]
 struct EvalArgs {
-    #[arg(long)]
-    state: PathBuf,
+    /// The adapted state to evaluate. Without it, `--model` is evaluated with its own outputs:
+    /// data labels are class numbers or names from `--label-names`.
+    #[arg(long, required_unless_present = "model")]
+    state: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
     /// Or: stored features to evaluate on (from `extract`; no backbone run).
@@ -441,6 +453,7 @@ pub fn run(cli: Cli) -> Result<bool> {
         Command::Bench(a) => bench(a, threads),
         Command::ResizeInput(a) => resize_input(a),
         Command::Retrain(a) => retrain::run(a),
+        Command::Spec(a) => spec::run(a),
     }
 }
 
@@ -468,23 +481,54 @@ fn progress_bar(len: usize, what: &str) -> ProgressBar {
     bar
 }
 
-/// Loads the backbone for an existing state (its model and feature tensor by default).
-fn backbone_for_state(state: &State, model: &ModelArgs) -> Result<Backbone> {
-    let path = model
-        .model
-        .clone()
-        .unwrap_or_else(|| state.model_path.clone());
-    let tensor = model
-        .feature_tensor
-        .clone()
-        .unwrap_or_else(|| state.backbone.feature_tensor.clone());
-    Ok(Backbone::load(&path, None, Some(&tensor))?)
+/// Loads the backbone for an existing state: its model (found from any working directory,
+/// see [`State::model_file`]) and feature tensor by default; another model file is refused.
+fn backbone_for_state(state: &State, state_path: &Path, model: &ModelArgs) -> Result<Backbone> {
+    let path = match &model.model {
+        Some(path) => path.clone(),
+        None => state.model_file(state_path)?,
+    };
+    let options = LoadOptions {
+        feature_tensor: Some(
+            model
+                .feature_tensor
+                .clone()
+                .unwrap_or_else(|| state.backbone.feature_tensor.clone()),
+        ),
+        expected_sha256: Some(state.backbone.model_sha256.clone()),
+        ..LoadOptions::default()
+    };
+    Ok(Backbone::load_with(&path, None, &options)?)
 }
 
 fn open_retrainer(state_path: &Path, model: &ModelArgs) -> Result<Retrainer> {
     let state = State::load(state_path)?;
-    let backbone = backbone_for_state(&state, model)?;
+    let backbone = backbone_for_state(&state, state_path, model)?;
     Ok(Retrainer::new(backbone, state, state_path)?)
+}
+
+/// The model as it is, classifying with its own outputs (`predict`/`eval` without a state).
+fn model_as_is(model: &ModelArgs, label_names: Option<&Path>) -> Result<Retrainer> {
+    let path = model
+        .model
+        .clone()
+        .unwrap_or_else(|| shipped(DEFAULT_MODEL));
+    let options = LoadOptions {
+        model_output: true,
+        ..LoadOptions::default()
+    };
+    let backbone = Backbone::load_with(&path, None, &options)?;
+    let names = label_names
+        .map(fastretrain::data::read_label_names)
+        .transpose()?;
+    Ok(Retrainer::model_as_is(backbone, names)?)
+}
+
+/// The state's warnings (one label, labels with very few samples), on stderr.
+fn warn_about(state: &State) {
+    for warning in state.warnings() {
+        eprintln!("warning: {warning}");
+    }
 }
 
 fn print_json(value: &impl Serialize) -> Result<()> {
@@ -535,7 +579,8 @@ fn print_eval(r: &EvalReport) {
         .max(5);
     println!("{:width$}  {:>7}  {:>8}", "label", "samples", "accuracy");
     for c in &r.per_class {
-        println!("{:width$}  {:>7}  {:>8.4}", c.label, c.samples, c.accuracy);
+        let accuracy = c.accuracy.map_or("—".into(), |a| format!("{a:.4}"));
+        println!("{:width$}  {:>7}  {accuracy:>8}", c.label, c.samples);
     }
     println!("confusion matrix (rows: true label, columns: predicted, same order):");
     for (label, row) in r.labels.iter().zip(&r.confusion) {
@@ -590,6 +635,7 @@ fn learn(a: LearnArgs) -> Result<bool> {
     )?;
     bar.finish_and_clear();
     retrainer.state().save(&a.state)?;
+    warn_about(retrainer.state());
     if a.json {
         print_json(&report)?;
     } else {
@@ -636,6 +682,7 @@ fn fit(a: FitArgs) -> Result<bool> {
         }
     };
     state.save(&a.state)?;
+    warn_about(&state);
     if a.json {
         print_json(&report)?;
     } else {
@@ -687,6 +734,7 @@ fn forget(a: ForgetArgs) -> Result<bool> {
         _ => bail!("give the samples to forget as --data (images) or --store (features)"),
     };
     state.save(&a.state)?;
+    warn_about(&state);
     if a.json {
         print_json(&report)?;
     } else {
@@ -702,12 +750,17 @@ fn forget(a: ForgetArgs) -> Result<bool> {
 }
 
 fn predict(a: PredictArgs) -> Result<bool> {
-    // Only the head is needed: the statistics (13 MB for MobileNetV2) are freed before the
-    // model loads, which keeps the peak memory down on a board.
-    let mut state = State::load(&a.state)?;
-    state.drop_statistics();
-    let backbone = backbone_for_state(&state, &a.model)?;
-    let mut retrainer = Retrainer::new(backbone, state, &a.state)?;
+    let mut retrainer = match &a.state {
+        Some(state_path) => {
+            // Only the head is needed: the statistics (13 MB for MobileNetV2) are freed before
+            // the model loads, which keeps the peak memory down on a board.
+            let mut state = State::load(state_path)?;
+            state.drop_statistics();
+            let backbone = backbone_for_state(&state, state_path, &a.model)?;
+            Retrainer::new(backbone, state, state_path)?
+        }
+        None => model_as_is(&a.model, a.label_names.as_deref())?,
+    };
     let mut predictions = Vec::new();
     for image in &a.images {
         predictions.push(retrainer.predict_file(image, a.top_k.max(1))?);
@@ -736,7 +789,11 @@ fn eval(a: EvalArgs) -> Result<bool> {
     let report = match (&a.store, a.data.open_optional()?) {
         (Some(path), None) => {
             let store = FeatureStore::open(path)?;
-            let state = State::load(&a.state)?;
+            let state_path = a
+                .state
+                .as_ref()
+                .context("evaluating stored features needs the --state whose head to use")?;
+            let state = State::load(state_path)?;
             store.check_backbone(&state.backbone)?;
             let head = state
                 .head
@@ -745,7 +802,10 @@ fn eval(a: EvalArgs) -> Result<bool> {
             evaluate_features(head, &store)?
         }
         (None, Some(source)) => {
-            let mut retrainer = open_retrainer(&a.state, &a.model)?;
+            let mut retrainer = match &a.state {
+                Some(state_path) => open_retrainer(state_path, &a.model)?,
+                None => model_as_is(&a.model, a.data.label_names.as_deref())?,
+            };
             let bar = progress_bar(source.len(), "eval");
             let report = retrainer.evaluate(source, |i| bar.set_position(i as u64))?;
             bar.finish_and_clear();
@@ -875,6 +935,7 @@ fn merge(a: MergeArgs) -> Result<bool> {
     }
     let report = merged.fit(a.lambda)?;
     merged.save(&a.out)?;
+    warn_about(&merged);
     if a.json {
         print_json(&report)?;
     } else {
@@ -974,9 +1035,12 @@ fn extract(a: ExtractArgs) -> Result<bool> {
 
 fn export(a: ExportArgs) -> Result<bool> {
     let report = match &a.state {
-        Some(state) => {
-            let state = State::load(state)?;
-            let model = a.model.clone().unwrap_or_else(|| state.model_path.clone());
+        Some(state_path) => {
+            let state = State::load(state_path)?;
+            let model = match &a.model {
+                Some(model) => model.clone(),
+                None => state.model_file(state_path)?,
+            };
             fastretrain::export::export(&state, &model, &a.out)?
         }
         None => {
@@ -1032,6 +1096,7 @@ fn bench(a: BenchArgs, threads: usize) -> Result<bool> {
     let options = LoadOptions {
         feature_tensor: a.model.feature_tensor.clone(),
         batch: a.batch,
+        ..LoadOptions::default()
     };
     let loading = std::time::Instant::now();
     let backbone = Backbone::load_with(&model, None, &options)?;

@@ -125,6 +125,25 @@ fn is_image_name(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// A label names file: one name per line (label number = line number, from 0), blank lines
+/// ignored.
+pub fn read_label_names(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let names: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    if names.is_empty() {
+        return Err(Error::data(path, "label names file is empty"));
+    }
+    for name in &names {
+        check_label(name, path)?;
+    }
+    Ok(names)
+}
+
 /// `root/<label>/*.png|jpg|jpeg`, labels and files in sorted order.
 pub struct ImageFolder {
     root: PathBuf,
@@ -210,7 +229,9 @@ fn read_idx_header(reader: &mut dyn Read, path: &Path, ndim: u8) -> Result<Vec<u
         return Err(Error::data(
             path,
             format!(
-                "not an IDX file of unsigned bytes with {ndim} dimension(s) (magic {:02x}{:02x}{:02x}{:02x})",
+                "not an IDX file of unsigned bytes with {ndim} dimension(s) (magic \
+                 {:02x}{:02x}{:02x}{:02x}); data is an image folder (root/<label>/*.png|jpg) or \
+                 an IDX images file (MNIST format, .gz allowed)",
                 magic[0], magic[1], magic[2], magic[3]
             ),
         ));
@@ -249,6 +270,10 @@ pub struct IdxSource {
 
 impl IdxSource {
     pub fn open(images_path: &Path, options: &DataOptions) -> Result<Self> {
+        // The images file is read first: a file that is not IDX at all (a CSV, a photo) is
+        // reported as such, not as a missing labels file.
+        let mut images = open_maybe_gz(images_path)?;
+        let dims = read_idx_header(images.as_mut(), images_path, 3)?;
         let labels_path = match &options.idx_labels {
             Some(p) => p.clone(),
             None => default_idx_labels(images_path).ok_or_else(|| {
@@ -258,9 +283,7 @@ impl IdxSource {
                 )
             })?,
         };
-        let mut images = open_maybe_gz(images_path)?;
         let mut labels = open_maybe_gz(&labels_path)?;
-        let dims = read_idx_header(images.as_mut(), images_path, 3)?;
         let (n, rows, cols) = (dims[0], dims[1], dims[2]);
         let n_labels = read_idx_header(labels.as_mut(), &labels_path, 1)?[0];
         if n != n_labels {
@@ -279,25 +302,7 @@ impl IdxSource {
             let p = images_path.with_file_name("labels.txt");
             p.is_file().then_some(p)
         });
-        let names = match names_path {
-            Some(p) => {
-                let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-                let names: Vec<String> = text
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(String::from)
-                    .collect();
-                if names.is_empty() {
-                    return Err(Error::data(&p, "label names file is empty"));
-                }
-                for name in &names {
-                    check_label(name, &p)?;
-                }
-                Some(names)
-            }
-            None => None,
-        };
+        let names = names_path.map(|p| read_label_names(&p)).transpose()?;
         Ok(IdxSource {
             images_path: images_path.into(),
             labels_path,

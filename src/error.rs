@@ -17,6 +17,23 @@ pub enum Error {
     Image { path: PathBuf, reason: String },
     #[error("{}: not a usable ONNX model: {reason}", path.display())]
     Model { path: PathBuf, reason: String },
+    #[error("model file not found: {}{}", path.display(),
+        recorded_in.as_ref().map(|s| format!(" (recorded in {})", s.display())).unwrap_or_default())]
+    ModelNotFound {
+        path: PathBuf,
+        /// The state that named it, if any.
+        recorded_in: Option<PathBuf>,
+    },
+    #[error(
+        "{}: this model (sha256 {found}) is not the one the state was learned with \
+         (sha256 {expected}); give that model with --model, or learn a new state",
+        path.display()
+    )]
+    ModelMismatch {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
     #[error(
         "{}: no dense head found (no Gemm/MatMul whose weight is an initializer); \
          pass --feature-tensor NAME to choose the feature tensor explicitly",

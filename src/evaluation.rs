@@ -14,7 +14,8 @@ pub struct ClassAccuracy {
     pub label: String,
     pub samples: u64,
     pub correct: u64,
-    pub accuracy: f64,
+    /// None (JSON null, "—" in text) for a label with no samples in the evaluated data.
+    pub accuracy: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -33,25 +34,47 @@ pub struct EvalReport {
 #[derive(Debug, Clone)]
 pub struct Confusion {
     labels: Vec<String>,
+    /// Also take a label that is a class number ("3") for that class: for a model's own
+    /// outputs, whose classes are numbered.
+    numbered: bool,
     counts: Vec<Vec<u64>>,
     started: Instant,
 }
 
 impl Confusion {
     pub fn new(head: &Head) -> Self {
-        let c = head.classes();
+        Self::with_labels(head.labels.clone())
+    }
+
+    /// For any classifier whose scores come in `labels` order.
+    pub fn with_labels(labels: Vec<String>) -> Self {
+        let c = labels.len();
         Confusion {
-            labels: head.labels.clone(),
+            labels,
+            numbered: false,
             counts: vec![vec![0; c]; c],
             started: Instant::now(),
         }
     }
 
+    /// Takes class numbers as labels too (see [`Confusion::truth`]).
+    pub fn numbered(mut self, numbered: bool) -> Self {
+        self.numbered = numbered;
+        self
+    }
+
     /// The head's column for a true label; an unknown label is an error.
     pub fn truth(&self, label: &str) -> Result<usize> {
+        let by_number = || {
+            label
+                .parse::<usize>()
+                .ok()
+                .filter(|i| self.numbered && *i < self.labels.len())
+        };
         self.labels
             .iter()
             .position(|l| l == label)
+            .or_else(by_number)
             .ok_or_else(|| Error::UnknownLabel {
                 label: label.into(),
                 known: self.labels.join(", "),
@@ -80,11 +103,7 @@ impl Confusion {
                     label: label.clone(),
                     samples: n,
                     correct: row[i],
-                    accuracy: if n == 0 {
-                        0.0
-                    } else {
-                        row[i] as f64 / n as f64
-                    },
+                    accuracy: (n > 0).then(|| row[i] as f64 / n as f64),
                 }
             })
             .collect();

@@ -10,15 +10,18 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tract_onnx::pb::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, StringStringEntryProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType,
-    tensor_proto::DataType, tensor_shape_proto, type_proto,
+    AttributeProto, GraphProto, NodeProto, StringStringEntryProto, TensorProto, TensorShapeProto,
+    TypeProto, ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType,
+    tensor_shape_proto, type_proto,
 };
 
-use crate::backbone::find_dense_head;
 use crate::error::{Error, Result};
 use crate::head::{Activation, DenseLayer, Head, LambdaSource, MethodName};
-use crate::spec::{Layout, ModelSpec};
+pub use crate::onnx::ResizeReport;
+use crate::onnx::{
+    find_dense_head, float_values, parse_model, set_input_size, write_model_with_spec,
+};
+use crate::spec::ModelSpec;
 use crate::state::{State, hex, write_atomically};
 
 /// Metadata key holding the labels (a JSON array, in output order).
@@ -261,33 +264,6 @@ pub fn export_bytes(
     Ok((bytes, report))
 }
 
-/// The values of a float initializer (raw little-endian bytes or `float_data`).
-/// Parses ONNX bytes (`path` is for messages): the one place models are decoded as protobuf.
-pub(crate) fn parse_model(bytes: &[u8], path: &Path) -> Result<ModelProto> {
-    ModelProto::decode(bytes).map_err(|e| Error::Model {
-        path: path.into(),
-        reason: format!("cannot parse ONNX protobuf: {e}"),
-    })
-}
-
-pub(crate) fn float_values(t: &TensorProto) -> Option<Vec<f32>> {
-    if t.data_type != DataType::Float as i32 {
-        return None;
-    }
-    if !t.raw_data.is_empty() {
-        if !t.raw_data.len().is_multiple_of(4) {
-            return None;
-        }
-        return Some(
-            t.raw_data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-        );
-    }
-    Some(t.float_data.clone())
-}
-
 /// The model's own final dense layer as a [`Head`] (labels "0", "1", … in output order) and
 /// its input tensor. Exporting it gives back the model's own outputs, which checks that
 /// `export` keeps the backbone intact.
@@ -359,6 +335,11 @@ pub fn original_head(model: &[u8], model_path: &Path) -> Result<(Head, String)> 
         for (o, b) in bias.iter().enumerate() {
             weights[inputs * outputs + o] = (beta * b) as f64;
         }
+    } else if let Some(bias) = matmul_bias(graph, &info.output, outputs) {
+        // MatMul + Add (Keras' Dense as tf2onnx writes it, and other exporters).
+        for (o, b) in bias.iter().enumerate() {
+            weights[inputs * outputs + o] = f64::from(*b);
+        }
     }
     let head = Head {
         dim: inputs,
@@ -372,6 +353,22 @@ pub fn original_head(model: &[u8], model_path: &Path) -> Result<(Head, String)> 
     };
     head.validate().map_err(bad)?;
     Ok((head, info.input))
+}
+
+/// The bias of a MatMul head: the float initializer of `outputs` values that an `Add` node adds
+/// to the MatMul's output, if there is one.
+fn matmul_bias(graph: &GraphProto, matmul_output: &str, outputs: usize) -> Option<Vec<f32>> {
+    let add = graph
+        .node
+        .iter()
+        .find(|n| n.op_type == "Add" && n.input.iter().any(|i| i == matmul_output))?;
+    let other = add.input.iter().find(|i| *i != matmul_output)?;
+    graph
+        .initializer
+        .iter()
+        .find(|t| &t.name == other)
+        .and_then(float_values)
+        .filter(|b| b.len() == outputs)
 }
 
 /// Exports `model` with its own dense head re-attached by the exporter (see
@@ -396,15 +393,6 @@ fn write_export(
     Ok(report)
 }
 
-/// What [`resize_input`] wrote.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ResizeReport {
-    pub out: PathBuf,
-    pub spec: PathBuf,
-    pub size: usize,
-    pub sha256: String,
-}
-
 /// Writes a copy of `model` whose input is `size`×`size` (ONNX input dims rewritten, shape
 /// annotations of inner tensors dropped so runtimes infer them again) and its spec beside it
 /// (`out` with `.json`; preprocessing scaled by [`ModelSpec::at_input_size`], the new file's
@@ -417,73 +405,21 @@ pub fn resize_input(model: &Path, size: usize, out: &Path) -> Result<ResizeRepor
     let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
     let mut proto = parse_model(&bytes, model)?;
     set_input_size(&mut proto, spec.input.layout, size, model)?;
-    write_model_with_spec(&proto, resized, size, out)
-}
-
-/// Rewrites the spatial dims of the graph's (non-initializer) input to `size`×`size` and drops
-/// the shape annotations of inner tensors so runtimes infer them again.
-pub(crate) fn set_input_size(
-    proto: &mut ModelProto,
-    layout: Layout,
-    size: usize,
-    model: &Path,
-) -> Result<()> {
-    let bad = |reason: String| Error::Model {
-        path: model.into(),
-        reason,
-    };
-    let graph = proto
-        .graph
-        .as_mut()
-        .ok_or_else(|| bad("the file holds no graph".into()))?;
-    let initializers: std::collections::HashSet<String> =
-        graph.initializer.iter().map(|t| t.name.clone()).collect();
-    let input = graph
-        .input
-        .iter_mut()
-        .find(|i| !initializers.contains(&i.name))
-        .ok_or_else(|| bad("the graph has no input".into()))?;
-    let input_name = input.name.clone();
-    let dims = match input.r#type.as_mut().and_then(|t| t.value.as_mut()) {
-        Some(type_proto::Value::TensorType(t)) => t.shape.as_mut().map(|s| &mut s.dim),
-        _ => None,
+    let report = write_model_with_spec(&proto, resized, size, out)?;
+    // A graph whose layers hard-code the spatial size (a dense layer on a flattened feature
+    // map) does not run at another size: say so, and leave nothing behind.
+    if let Err(e) = crate::backbone::Backbone::load(out, None, None) {
+        let _ = std::fs::remove_file(out);
+        let _ = std::fs::remove_file(&report.spec);
+        return Err(Error::Model {
+            path: model.into(),
+            reason: format!(
+                "does not run at {size}×{size} (a layer after the convolutions is fixed to the \
+                 original size?), nothing written: {e}"
+            ),
+        });
     }
-    .filter(|d| d.len() == 4)
-    .ok_or_else(|| bad(format!("input '{input_name}' is not a 4-d tensor")))?;
-    let (h, w) = match layout {
-        Layout::Nchw => (2, 3),
-        Layout::Nhwc => (1, 2),
-    };
-    for axis in [h, w] {
-        dims[axis].value = Some(tensor_shape_proto::dimension::Value::DimValue(size as i64));
-    }
-    graph.value_info.clear();
-    Ok(())
-}
-
-/// Writes `proto` to `out` and `spec` (with the new file's name and sha256) beside it, both
-/// atomically.
-pub(crate) fn write_model_with_spec(
-    proto: &ModelProto,
-    mut spec: ModelSpec,
-    size: usize,
-    out: &Path,
-) -> Result<ResizeReport> {
-    let onnx = proto.encode_to_vec();
-    let sha256 = hex(&Sha256::digest(&onnx));
-    spec.sha256 = Some(sha256.clone());
-    spec.file = out.file_name().map(|n| n.to_string_lossy().into_owned());
-    let spec_path = ModelSpec::path_for_model(out);
-    let spec_json = serde_json::to_string_pretty(&spec)
-        .map_err(|e| Error::InvalidArgument(format!("cannot encode the spec: {e}")))?;
-    write_atomically(out, &onnx)?;
-    write_atomically(&spec_path, spec_json.as_bytes())?;
-    Ok(ResizeReport {
-        out: out.into(),
-        spec: spec_path,
-        size,
-        sha256,
-    })
+    Ok(report)
 }
 
 /// Exports `state`'s head on its backbone `model` to `out` (written atomically: a failure

@@ -185,6 +185,26 @@ impl Head {
         }
     }
 
+    /// The identity on `labels.len()` inputs: scores are the inputs themselves. With the
+    /// model's own output as the "features", it classifies with the model as it is.
+    pub fn identity(labels: Vec<String>) -> Self {
+        let c = labels.len();
+        let mut weights = vec![0.0; (c + 1) * c];
+        for i in 0..c {
+            weights[i * c + i] = 1.0;
+        }
+        Head {
+            dim: c,
+            labels,
+            hidden: Vec::new(),
+            weights,
+            lambda: 0.0,
+            lambda_source: LambdaSource::Fixed,
+            fitted_samples: 0.0,
+            method: MethodName::Original,
+        }
+    }
+
     /// Width of the output layer's input (the last hidden width, or d).
     pub fn output_inputs(&self) -> usize {
         self.hidden.last().map_or(self.dim, |l| l.outputs)

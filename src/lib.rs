@@ -20,6 +20,8 @@ pub mod export;
 pub mod features;
 pub mod fitting;
 pub mod head;
+#[cfg(feature = "backbone")]
+pub mod onnx;
 pub mod preprocess;
 pub mod recompute;
 #[cfg(feature = "backbone")]

@@ -1,12 +1,13 @@
 //! Image decoding and preprocessing: the pixels a backbone expects, built exactly as the spec
-//! says. Resizing reproduces PIL's antialiased BILINEAR filter evaluated in float (the
-//! reference in `scripts/reference.py`), so features can be checked against onnxruntime's.
+//! says. Resizing reproduces PIL's antialiased BILINEAR filter, either evaluated in float or
+//! on 8-bit pixels as `Image.resize` (and so torchvision) does it (the references in
+//! `scripts/reference.py`), so features can be checked against a PIL + onnxruntime pipeline.
 
 use std::io::Cursor;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::spec::{ChannelOrder, Layout, ModelSpec, PreprocessSpec};
+use crate::spec::{ChannelOrder, Layout, ModelSpec, PreprocessSpec, ResizeFilter};
 
 /// Images over this many pixels are refused before decoding (decompression bombs).
 pub const MAX_PIXELS: u64 = 50_000_000;
@@ -193,11 +194,27 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
     }
 }
 
-/// One output sample's filter taps: the first input index and the normalised weights.
+/// PIL's fixed-point precision for 8-bit resampling (`PRECISION_BITS` in Resample.c).
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// One output sample's filter taps: the first input index and the normalised weights, in
+/// float and in PIL's fixed point.
 #[derive(Debug, Clone)]
 struct Taps {
     first: usize,
     weights: Vec<f64>,
+    fixed: Vec<i64>,
+}
+
+impl Taps {
+    /// PIL's 8-bit pass for one output sample: fixed-point sum, rounded, clipped to 0..=255.
+    fn apply_u8(&self, sample: impl Fn(usize) -> u8) -> u8 {
+        let mut acc: i64 = 1 << (PRECISION_BITS - 1);
+        for (k, w) in self.fixed.iter().enumerate() {
+            acc += i64::from(sample(self.first + k)) * w;
+        }
+        (acc >> PRECISION_BITS).clamp(0, 255) as u8
+    }
 }
 
 /// PIL's `precompute_coeffs` for the bilinear (triangle) filter, support scaled when
@@ -212,9 +229,10 @@ fn taps(in_size: usize, out_size: usize, outputs: std::ops::Range<usize>) -> Vec
             // `as i64` truncates toward zero, like the C cast in PIL.
             let xmin = ((center - support + 0.5) as i64).max(0) as usize;
             let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+            let ss = 1.0 / filterscale;
             let mut weights: Vec<f64> = (xmin..xmax)
                 .map(|x| {
-                    let t = ((x as f64 - center + 0.5) / filterscale).abs();
+                    let t = ((x as f64 - center + 0.5) * ss).abs();
                     if t < 1.0 { 1.0 - t } else { 0.0 }
                 })
                 .collect();
@@ -222,9 +240,22 @@ fn taps(in_size: usize, out_size: usize, outputs: std::ops::Range<usize>) -> Vec
             if total != 0.0 {
                 weights.iter_mut().for_each(|w| *w /= total);
             }
+            // PIL's normalize_coeffs_8bpc: round half away from zero to fixed point.
+            let one = f64::from(1u32 << PRECISION_BITS);
+            let fixed = weights
+                .iter()
+                .map(|w| {
+                    if *w < 0.0 {
+                        (-0.5 + w * one) as i64
+                    } else {
+                        (0.5 + w * one) as i64
+                    }
+                })
+                .collect();
             Taps {
                 first: xmin,
                 weights,
+                fixed,
             }
         })
         .collect()
@@ -266,6 +297,36 @@ impl CropResize {
             rows,
             row_lo,
             row_hi,
+        }
+    }
+
+    /// Resizes one channel (`stride` apart in `src`) into `out` (crop × crop, row major) with
+    /// PIL's 8-bit arithmetic: horizontal pass into 8-bit rows, then vertical, each rounded and
+    /// clipped to 0..=255 as `ImagingResample` does for an 8-bit image.
+    fn apply_u8(
+        &self,
+        src: &[u8],
+        channel: usize,
+        stride: usize,
+        tmp: &mut Vec<u8>,
+        out: &mut [f32],
+    ) {
+        let (width, _) = self.input;
+        let crop = self.cols.len();
+        let rows_needed = self.row_hi - self.row_lo;
+        tmp.clear();
+        tmp.resize(rows_needed * crop, 0);
+        for (r, y) in (self.row_lo..self.row_hi).enumerate() {
+            let row = &src[y * width * stride..(y + 1) * width * stride];
+            for (j, t) in self.cols.iter().enumerate() {
+                tmp[r * crop + j] = t.apply_u8(|x| row[x * stride + channel]);
+            }
+        }
+        for (i, t) in self.rows.iter().enumerate() {
+            for j in 0..crop {
+                let v = t.apply_u8(|y| tmp[(y - self.row_lo) * crop + j]);
+                out[i * crop + j] = f32::from(v);
+            }
         }
     }
 
@@ -316,6 +377,7 @@ pub struct Preprocessor {
     plan: Option<CropResize>,
     plane: Vec<f32>,
     tmp: Vec<f32>,
+    tmp_u8: Vec<u8>,
 }
 
 impl Preprocessor {
@@ -327,6 +389,7 @@ impl Preprocessor {
             plan: None,
             plane: Vec::new(),
             tmp: Vec::new(),
+            tmp_u8: Vec::new(),
         }
     }
 
@@ -360,13 +423,22 @@ impl Preprocessor {
             // A grey image is the same plane three times: resize it once.
             if pixels.channels == 3 || rgb == 0 {
                 let channel = if pixels.channels == 3 { rgb } else { 0 };
-                plan.apply(
-                    &pixels.data,
-                    channel,
-                    pixels.channels,
-                    &mut self.tmp,
-                    &mut self.plane,
-                );
+                match self.spec.resize_filter {
+                    ResizeFilter::BilinearAntialias => plan.apply(
+                        &pixels.data,
+                        channel,
+                        pixels.channels,
+                        &mut self.tmp,
+                        &mut self.plane,
+                    ),
+                    ResizeFilter::BilinearAntialiasU8 => plan.apply_u8(
+                        &pixels.data,
+                        channel,
+                        pixels.channels,
+                        &mut self.tmp_u8,
+                        &mut self.plane,
+                    ),
+                }
             }
             let target = match self.order {
                 ChannelOrder::Rgb => rgb,

@@ -66,6 +66,8 @@ pub struct Prediction {
 pub struct Retrainer {
     extractor: FeatureExtractor,
     state: State,
+    /// Classifying with the model's own outputs (see [`Retrainer::model_as_is`]).
+    as_is: bool,
 }
 
 impl Retrainer {
@@ -76,6 +78,7 @@ impl Retrainer {
         Ok(Retrainer {
             extractor: FeatureExtractor::new(backbone)?,
             state,
+            as_is: false,
         })
     }
 
@@ -85,6 +88,35 @@ impl Retrainer {
         Ok(Retrainer {
             extractor: FeatureExtractor::new(backbone)?,
             state,
+            as_is: false,
+        })
+    }
+
+    /// Classifies with the model as it is, no state: `backbone` loaded to the model's own
+    /// output ([`crate::backbone::LoadOptions::model_output`]), scores are its output values,
+    /// classes named by `class_names` (one per output), else by the names an exported model
+    /// carries, else numbered 0, 1, …. Evaluation then
+    /// takes labels that are class names or class numbers.
+    pub fn model_as_is(backbone: Backbone, class_names: Option<Vec<String>>) -> Result<Self> {
+        let classes = backbone.feature_dim();
+        let class_names = class_names.or_else(|| backbone.labels().map(<[String]>::to_vec));
+        let labels = match class_names {
+            Some(names) if names.len() != classes => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} class names were given, but {} has {classes} outputs",
+                    names.len(),
+                    backbone.model_path().display()
+                )));
+            }
+            Some(names) => names,
+            None => (0..classes).map(|i| i.to_string()).collect(),
+        };
+        let mut state = State::new(backbone.fingerprint().clone(), backbone.model_path());
+        state.head = Some(Head::identity(labels));
+        Ok(Retrainer {
+            extractor: FeatureExtractor::new(backbone)?,
+            state,
+            as_is: true,
         })
     }
 
@@ -327,7 +359,7 @@ impl Retrainer {
         mut progress: impl FnMut(usize),
     ) -> Result<EvalReport> {
         let head = self.head()?.clone();
-        let mut confusion = Confusion::new(&head);
+        let mut confusion = Confusion::new(&head).numbered(self.as_is);
         let dim = self.extractor.dim();
         let (mut pending, mut features) = (Vec::with_capacity(BATCH), Vec::new());
         let mut truths = Vec::with_capacity(BATCH);

@@ -1,6 +1,8 @@
 //! The model spec: the small JSON file beside an ONNX model that says how to feed it
 //! (input size, resize and crop, scaling, mean/std, channel order) and, optionally, which
-//! tensor holds the penultimate features. `models/mobilenetv2.json` is the template.
+//! tensor holds the penultimate features. `fastretrain spec` writes one; every field is
+//! described in docs/SPEC.md. Parsing is strict: an unknown or misspelt field is an error,
+//! never silently ignored.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +10,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The fields of each part of a spec, for error messages.
+const SPEC_FIELDS: &str = "name, file, sha256, input, preprocess, feature_tensor, feature_dim";
+const INPUT_FIELDS: &str = "name, layout, channels, height, width";
+const PREPROCESS_FIELDS: &str = "resize_short_side, resize_filter, crop, scale, mean, std";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     pub name: String,
     /// ONNX file name, relative to the spec's folder.
@@ -34,6 +42,15 @@ pub enum Layout {
     Nhwc,
 }
 
+impl Layout {
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Nchw => "NCHW",
+            Layout::Nhwc => "NHWC",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChannelOrder {
     #[serde(rename = "RGB")]
@@ -43,7 +60,9 @@ pub enum ChannelOrder {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InputSpec {
+    /// The graph input's name; checked against the model when present.
     #[serde(default)]
     pub name: Option<String>,
     pub layout: Layout,
@@ -52,23 +71,139 @@ pub struct InputSpec {
     pub width: usize,
 }
 
+/// How the image is resized: PIL's antialiased BILINEAR, as torchvision's `Resize` runs it on
+/// a PIL image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ResizeFilter {
+    /// Evaluated in float (PIL mode 'F', one channel at a time): the first filter this project
+    /// had, and the default when a spec names none (so older specs and their states keep their
+    /// features).
+    #[default]
+    #[serde(rename = "bilinear-antialias")]
+    BilinearAntialias,
+    /// Evaluated on 8-bit pixels with PIL's fixed-point arithmetic, rounding to 8 bits after
+    /// each pass: what `Image.resize` returns for an RGB image, so what a torchvision
+    /// `Resize` → `ToTensor` → `Normalize` pipeline feeds the model. `spec` writes it.
+    #[serde(rename = "bilinear-antialias-u8")]
+    BilinearAntialiasU8,
+}
+
+impl ResizeFilter {
+    pub fn name(self) -> &'static str {
+        match self {
+            ResizeFilter::BilinearAntialias => "bilinear-antialias",
+            ResizeFilter::BilinearAntialiasU8 => "bilinear-antialias-u8",
+        }
+    }
+}
+
+/// The input tensor is `(pixel · scale − mean[c]) / std[c]` per channel c, pixels in 0..=255
+/// after the resize and crop.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PreprocessSpec {
     /// The image's short side is resized to this many pixels (aspect ratio kept).
     pub resize_short_side: usize,
-    /// Only "bilinear-antialias" (PIL's BILINEAR evaluated in float) is implemented.
-    #[serde(default = "default_filter")]
-    pub resize_filter: String,
+    #[serde(default)]
+    pub resize_filter: ResizeFilter,
     /// Side of the centred square crop; must equal the input height and width.
     pub crop: usize,
     /// Pixel values (0..=255) are multiplied by this before mean/std.
     pub scale: f32,
+    /// Per channel (R, G, B), in the units after `scale`.
+    #[serde(deserialize_with = "three_values")]
     pub mean: [f32; 3],
+    #[serde(deserialize_with = "three_values")]
     pub std: [f32; 3],
 }
 
-fn default_filter() -> String {
-    "bilinear-antialias".into()
+/// `mean` and `std` take exactly three numbers; a clear message otherwise.
+fn three_values<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<[f32; 3], D::Error> {
+    let values = Vec::<f32>::deserialize(d)?;
+    <[f32; 3]>::try_from(values.as_slice()).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "expected 3 values (R, G, B), got {}: {values:?}",
+            values.len()
+        ))
+    })
+}
+
+/// Preprocessing conventions of common model families, for `fastretrain spec --preset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// torchvision / timm ImageNet models: resize to 256/224 of the input, centre crop,
+    /// x/255, ImageNet mean and std.
+    Imagenet,
+    /// Inception-style (Inception v3, many TF and timm models): resize to 1/0.875 of the input,
+    /// x/127.5 − 1.
+    Inception,
+    /// Pixels as they are (0..255): resize straight to the input, no normalisation.
+    Raw255,
+    /// Pixels in 0..1: resize straight to the input, x/255.
+    Unit,
+    /// Caffe / Keras "caffe" mode (VGG, ResNet50 from Keras): BGR, ImageNet mean pixel
+    /// subtracted, no scaling.
+    Caffe,
+}
+
+impl Preset {
+    pub const NAMES: &'static str = "imagenet, inception, raw255, unit, caffe";
+
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "imagenet" => Preset::Imagenet,
+            "inception" => Preset::Inception,
+            "raw255" => Preset::Raw255,
+            "unit" => Preset::Unit,
+            "caffe" => Preset::Caffe,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown preset '{other}' (known: {})",
+                    Self::NAMES
+                )));
+            }
+        })
+    }
+
+    /// Channel order and preprocessing for a `size`×`size` input; the resize filter is the
+    /// 8-bit one that torchvision's pipeline uses.
+    pub fn preprocess(self, size: usize) -> (ChannelOrder, PreprocessSpec) {
+        let margin = |ratio: f64| ((size as f64) * ratio).round() as usize;
+        let (order, short, scale, mean, std) = match self {
+            Preset::Imagenet => (
+                ChannelOrder::Rgb,
+                margin(256.0 / 224.0),
+                1.0 / 255.0,
+                [0.485, 0.456, 0.406],
+                [0.229, 0.224, 0.225],
+            ),
+            Preset::Inception => (
+                ChannelOrder::Rgb,
+                margin(1.0 / 0.875),
+                1.0 / 255.0,
+                [0.5; 3],
+                [0.5; 3],
+            ),
+            Preset::Raw255 => (ChannelOrder::Rgb, size, 1.0, [0.0; 3], [1.0; 3]),
+            Preset::Unit => (ChannelOrder::Rgb, size, 1.0 / 255.0, [0.0; 3], [1.0; 3]),
+            Preset::Caffe => (
+                ChannelOrder::Bgr,
+                margin(256.0 / 224.0),
+                1.0,
+                [123.68, 116.779, 103.939],
+                [1.0; 3],
+            ),
+        };
+        let spec = PreprocessSpec {
+            resize_short_side: short,
+            resize_filter: ResizeFilter::BilinearAntialiasU8,
+            crop: size,
+            scale,
+            mean,
+            std,
+        };
+        (order, spec)
+    }
 }
 
 impl ModelSpec {
@@ -81,9 +216,11 @@ impl ModelSpec {
         let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::Spec {
                 path: path.into(),
-                reason: "missing: every model needs a spec JSON beside it \
-                         (see models/mobilenetv2.json for the fields)"
-                    .into(),
+                reason: format!(
+                    "missing: every model needs a spec JSON beside it; write it with \
+                     `fastretrain spec --model {}` (docs/SPEC.md)",
+                    path.with_extension("onnx").display()
+                ),
             },
             _ => Error::io(path, e),
         })?;
@@ -93,7 +230,7 @@ impl ModelSpec {
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
         let spec: ModelSpec = serde_json::from_str(text).map_err(|e| Error::Spec {
             path: path.into(),
-            reason: e.to_string(),
+            reason: explain_parse_error(&e.to_string()),
         })?;
         spec.validate().map_err(|reason| Error::Spec {
             path: path.into(),
@@ -119,14 +256,15 @@ impl ModelSpec {
         Ok(spec)
     }
 
+    /// The spec as written by `spec`: pretty JSON with a final newline.
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).expect("a spec always serialises");
+        text.push('\n');
+        text
+    }
+
     fn validate(&self) -> std::result::Result<(), String> {
         let p = &self.preprocess;
-        if p.resize_filter != "bilinear-antialias" {
-            return Err(format!(
-                "resize_filter '{}' is not supported (use \"bilinear-antialias\")",
-                p.resize_filter
-            ));
-        }
         if self.input.height != self.input.width || p.crop != self.input.height {
             return Err(format!(
                 "crop ({}) must equal the input height and width ({}×{})",
@@ -143,13 +281,31 @@ impl ModelSpec {
             return Err("resize_short_side is over 8192".into());
         }
         if !(p.scale.is_finite() && p.scale > 0.0) {
-            return Err("scale must be a positive number".into());
+            return Err(
+                "preprocess.scale must be a positive number (1/255 for inputs in 0..1)".into(),
+            );
         }
         if p.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
             || p.mean.iter().any(|m| !m.is_finite())
         {
-            return Err("mean must be finite and std positive".into());
+            return Err("preprocess.mean must be finite and preprocess.std positive".into());
+        }
+        if self.feature_dim == Some(0) {
+            return Err("feature_dim must be positive (or left out)".into());
         }
         Ok(())
+    }
+}
+
+/// serde's message (it names the field, the expected ones and the line), with where to look.
+fn explain_parse_error(message: &str) -> String {
+    if message.starts_with("unknown field") || message.starts_with("missing field") {
+        format!(
+            "{message}; a spec takes {{{SPEC_FIELDS}}}, its input {{{INPUT_FIELDS}}}, its \
+             preprocess {{{PREPROCESS_FIELDS}}} (docs/SPEC.md; `fastretrain spec --model M` \
+             writes a spec)"
+        )
+    } else {
+        message.into()
     }
 }

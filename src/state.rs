@@ -61,6 +61,8 @@ pub const MAGIC: [u8; 8] = *b"FRSTATE\0";
 /// Version 2 added hidden layers and the method to the head, and the decay flag; version 1
 /// files are still read.
 pub const FORMAT_VERSION: u32 = 2;
+/// Below this many samples a label gets a warning (see [`State::warnings`]).
+pub const MIN_SAMPLES_PER_LABEL: f64 = 5.0;
 const HEADER_LEN: usize = 8 + 4 + 8;
 const CHECKSUM_LEN: usize = 32;
 
@@ -149,15 +151,68 @@ mod v1 {
 }
 
 impl State {
+    /// A new, empty state; the model path is recorded absolute (canonical), so that the state
+    /// finds its model from any working directory.
     pub fn new(backbone: Fingerprint, model_path: &Path) -> Self {
         State {
             stats: GramStats::new(backbone.feature_dim),
             backbone,
-            model_path: model_path.into(),
+            model_path: std::fs::canonicalize(model_path).unwrap_or_else(|_| model_path.into()),
             head: None,
             sources: Vec::new(),
             decayed: false,
         }
+    }
+
+    /// The model file this state was learned with: the recorded path if it is there (an older
+    /// state's relative path is taken from the working directory, as it was written), else a
+    /// file of the same name beside the state (a state moved together with its model), else
+    /// the recorded path relative to the state's folder. `state_path` is the state's file.
+    pub fn model_file(&self, state_path: &Path) -> Result<PathBuf> {
+        let recorded = &self.model_path;
+        if recorded.is_file() {
+            return Ok(recorded.clone());
+        }
+        let folder = state_path.parent().unwrap_or(Path::new(""));
+        let beside = recorded.file_name().map(|name| folder.join(name));
+        let relative = recorded.is_relative().then(|| folder.join(recorded));
+        [beside, relative]
+            .into_iter()
+            .flatten()
+            .find(|p| p.is_file())
+            .ok_or_else(|| Error::ModelNotFound {
+                path: recorded.clone(),
+                recorded_in: Some(state_path.into()),
+            })
+    }
+
+    /// What a user should know about the labels learned so far: a single label (the head
+    /// then predicts it for everything) and labels with very few samples.
+    pub fn warnings(&self) -> Vec<String> {
+        let labels = self.stats.labels();
+        let counts = self.stats.class_counts();
+        let mut warnings = Vec::new();
+        if labels.len() == 1 {
+            warnings.push(format!(
+                "only one label ('{}') has been learned: the head predicts it for every input; \
+                 learn samples of at least two labels",
+                labels[0]
+            ));
+        }
+        let few: Vec<String> = labels
+            .iter()
+            .zip(counts)
+            .filter(|(_, n)| **n < MIN_SAMPLES_PER_LABEL)
+            .map(|(l, n)| format!("'{l}' ({n})"))
+            .collect();
+        if !few.is_empty() {
+            warnings.push(format!(
+                "labels with fewer than {MIN_SAMPLES_PER_LABEL} samples: {}; their predictions \
+                 will be unreliable",
+                few.join(", ")
+            ));
+        }
+        warnings
     }
 
     /// Frees the statistics, keeping the head, sources and fingerprint: for commands that only
@@ -517,10 +572,13 @@ pub fn write_atomically_to<W: DurableWrite>(
 /// An exclusive advisory lock that serialises writers of one state file, so that two
 /// processes learning into the same state cannot lose each other's update. It locks
 /// `<state>.lock` (never the state itself, which is replaced by rename) and is released when
-/// dropped or when the process dies. Readers need no lock: they always see a complete file.
+/// dropped or when the process dies. The lock file is removed when the lock is released, so
+/// no litter stays beside the state (a killed process leaves it; the next writer reuses it).
+/// Readers need no lock: they always see a complete file.
 #[derive(Debug)]
 pub struct StateLock {
-    _file: File,
+    file: File,
+    path: PathBuf,
 }
 
 impl StateLock {
@@ -533,23 +591,55 @@ impl StateLock {
     /// Takes the lock, waiting for another writer if `wait`, else failing at once.
     pub fn acquire(state: &Path, wait: bool) -> Result<Self> {
         let path = Self::lock_path(state);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        if wait {
-            file.lock().map_err(|e| Error::io(&path, e))?;
-        } else {
-            file.try_lock().map_err(|e| match e {
-                std::fs::TryLockError::WouldBlock => Error::Locked { path: state.into() },
-                std::fs::TryLockError::Error(e) => Error::io(&path, e),
-            })?;
+        loop {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            if wait {
+                file.lock().map_err(|e| Error::io(&path, e))?;
+            } else {
+                file.try_lock().map_err(|e| match e {
+                    std::fs::TryLockError::WouldBlock => Error::Locked { path: state.into() },
+                    std::fs::TryLockError::Error(e) => Error::io(&path, e),
+                })?;
+            }
+            // The holder before us removes the file as it releases it: a lock taken on a file
+            // that is no longer at `path` locks nothing, so open the path again.
+            if still_at(&file, &path) {
+                return Ok(StateLock { file, path });
+            }
         }
-        Ok(StateLock { _file: file })
     }
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        // Removed while still held, so that nobody can take a lock on it in between.
+        if cfg!(unix) && still_at(&self.file, &self.path) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        let _ = self.file.unlock();
+    }
+}
+
+/// Whether the open `file` is the one `path` names now.
+#[cfg(unix)]
+fn still_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Without inode numbers the lock file is never removed, so it is always the one at `path`.
+#[cfg(not(unix))]
+fn still_at(_file: &File, _path: &Path) -> bool {
+    true
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

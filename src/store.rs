@@ -530,7 +530,11 @@ impl StoreWriter {
             }
             let header = StoreHeader {
                 backbone: backbone.clone(),
-                model_path: model_path.display().to_string(),
+                // Absolute, like a state's: a state made from this store finds the model.
+                model_path: std::fs::canonicalize(model_path)
+                    .unwrap_or_else(|_| model_path.into())
+                    .display()
+                    .to_string(),
                 precision: precision.unwrap_or(Precision::F16),
                 chunk_rows: chunk_rows as u32,
             };

@@ -408,3 +408,99 @@ fn unusual_but_valid_images_and_labels_are_accepted() {
             && labels.contains(&"Pull\u{202e}over")
     );
 }
+
+/// A zoo model with a hand-written spec that has one mistake: exit 2, a message naming the
+/// field and the fix.
+#[test]
+fn hand_made_spec_mistakes_are_refused_with_the_field_and_the_fix() {
+    let dir = common::temp_dir("zoo-bad-specs");
+    let model = common::zoo_model_with_spec(&dir, "torch_dynamo_resnet");
+    let spec_path = dir.join("torch_dynamo_resnet.json");
+    let good = std::fs::read_to_string(&spec_path).unwrap();
+    let data = common::data("zoo/fashion/train");
+    let learn = [
+        "learn",
+        "--state",
+        "bad.frs",
+        "--model",
+        &model,
+        "--data",
+        s(&data),
+    ];
+    let check = |spec: String, needles: &[&str]| {
+        std::fs::write(&spec_path, spec).unwrap();
+        for args in [&learn[..], &["spec", "--model", &model, "--check"][..]] {
+            let err = common::refused(&dir, args, needles[0]);
+            for needle in &needles[1..] {
+                assert!(err.contains(needle), "expected '{needle}' in: {err}");
+            }
+        }
+        assert!(!dir.join("bad.frs").exists());
+    };
+    let value: serde_json::Value = serde_json::from_str(&good).unwrap();
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = value.clone();
+        f(&mut v);
+        serde_json::to_string_pretty(&v).unwrap()
+    };
+    check(
+        edit(&|v| v["feature_tensr"] = "view".into()),
+        &["unknown field `feature_tensr`", "docs/SPEC.md"],
+    );
+    check(
+        edit(&|v| v["preprocess"]["std_dev"] = serde_json::json!([1, 1, 1])),
+        &["unknown field `std_dev`", "preprocess"],
+    );
+    check(
+        edit(&|v| v["input"]["name"] = "input".into()),
+        &["input.name is 'input' but the model's input is 'x'"],
+    );
+    check(
+        edit(&|v| v["input"]["layout"] = "NHWC".into()),
+        &["input.layout is NHWC", "\"layout\": \"NCHW\""],
+    );
+    check(
+        edit(&|v| v["preprocess"]["mean"] = serde_json::json!([0.5, 0.5, 0.5, 0.5])),
+        &["expected 3 values (R, G, B), got 4"],
+    );
+    check(
+        edit(&|v| {
+            v["input"]["height"] = 64.into();
+            v["input"]["width"] = 64.into();
+            v["preprocess"]["crop"] = 64.into();
+            v["preprocess"]["resize_short_side"] = 73.into();
+        }),
+        &["input is 64×64", "resize-input"],
+    );
+    check(
+        edit(&|v| v["preprocess"]["resize_filter"] = "bicubic".into()),
+        &["unknown variant `bicubic`", "bilinear-antialias-u8"],
+    );
+    // Another model's spec copied beside this one (no sha256 to catch it).
+    check(
+        edit(&|v| {
+            v["file"] = "torch_legacy_vgg.onnx".into();
+            v.as_object_mut().unwrap().remove("sha256");
+        }),
+        &[
+            "spec of 'torch_legacy_vgg.onnx'",
+            "fastretrain spec --model",
+        ],
+    );
+    // A spec from another model's file with the sha256 of that file.
+    check(
+        edit(&|v| v["sha256"] = "00".repeat(32).into()),
+        &["belongs to another spec"],
+    );
+    // No spec at all.
+    std::fs::remove_file(&spec_path).unwrap();
+    common::refused(&dir, &learn, "fastretrain spec --model");
+    // `spec` refuses to overwrite a spec unless told to.
+    std::fs::write(&spec_path, &good).unwrap();
+    common::refused(&dir, &["spec", "--model", &model], "--force");
+    assert!(
+        run(&dir, &["spec", "--model", &model, "--force"])
+            .status
+            .success()
+    );
+}

@@ -15,7 +15,7 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto, TensorProto};
 
 use crate::error::{Error, Result};
-use crate::export::float_values;
+use crate::onnx::float_values;
 
 /// The ops the interpreter runs (the layers of MobileNet / ResNet style classifiers).
 pub const SUPPORTED_OPS: &str = "Conv, BatchNormalization, Relu, Clip, Add, \

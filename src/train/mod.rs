@@ -265,7 +265,7 @@ pub fn load_model(model: &Path) -> Result<(Graph, ModelSpec, String)> {
     let spec = ModelSpec::load(&ModelSpec::path_for_model(model))?;
     let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
     let sha256 = crate::state::hex(&sha2::Sha256::digest(&bytes));
-    let proto = crate::export::parse_model(&bytes, model)?;
+    let proto = crate::onnx::parse_model(&bytes, model)?;
     drop(bytes);
     Ok((Graph::from_proto(&proto, model)?, spec, sha256))
 }

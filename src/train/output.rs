@@ -10,7 +10,7 @@ use tract_onnx::pb::{TensorProto, tensor_proto::DataType, tensor_shape_proto, ty
 use super::graph::Param;
 use super::{EpochMetrics, RetrainJob, RetrainOptions, Trainer};
 use crate::error::{Error, Result};
-use crate::export::{parse_model, set_input_size, write_model_with_spec};
+use crate::onnx::{parse_model, set_input_size, write_model_with_spec};
 use crate::state::{State, write_atomically};
 
 const CHECKPOINT_MAGIC: &[u8; 8] = b"FRCKPT01";

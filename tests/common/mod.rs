@@ -151,3 +151,29 @@ pub fn python() -> PathBuf {
     );
     stdout(&out).trim().into()
 }
+
+/// A copy of zoo model `name` in `dir` (so that `spec` writes beside it), with its spec written
+/// by `fastretrain spec` as a user would; returns the model's file name.
+pub fn zoo_model_with_spec(dir: &Path, name: &str) -> String {
+    let file = format!("{name}.onnx");
+    std::fs::copy(data("zoo").join(&file), dir.join(&file)).unwrap();
+    let info = json("zoo/models.json")[name].clone();
+    let mut args = vec![
+        "spec".to_string(),
+        "--model".into(),
+        file.clone(),
+        "--preset".into(),
+        info["preset"].as_str().unwrap().into(),
+        "--json".into(),
+    ];
+    if let Some(size) = info["size"].as_u64() {
+        args.extend(["--size".into(), size.to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let report = json_of(&run(dir, &args));
+    assert_eq!(report["written"], true, "{name}");
+    assert_eq!(report["feature_tensor"], info["feature_tensor"], "{name}");
+    assert_eq!(report["feature_dim"], info["feature_dim"], "{name}");
+    assert_eq!(report["resize_filter"], "bilinear-antialias-u8", "{name}");
+    file
+}

@@ -1,0 +1,634 @@
+//! "Your own model just works": a zoo of models shaped as today's exporters write them
+//! (scripts/make_zoo.py: PyTorch dynamo opset 18, the legacy TorchScript exporter, tf2onnx's
+//! NHWC Keras model with a MatMul + Add head, a fully dynamic input) and an image folder. Each
+//! gets its spec from `fastretrain spec`, runs every command, and matches the independent PIL +
+//! onnxruntime + NumPy references of scripts/make_zoo_reference.py.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{json_of, run, s, stderr, stdout};
+use fastretrain::backbone::{Backbone, LoadOptions};
+use fastretrain::features::FeatureExtractor;
+use fastretrain::spec::{ModelSpec, ResizeFilter};
+
+const MODELS: [&str; 4] = [
+    "torch_dynamo_resnet",
+    "torch_legacy_vgg",
+    "keras_nhwc",
+    "dynamic_hw",
+];
+
+fn zoo(rel: &str) -> PathBuf {
+    common::data("zoo").join(rel)
+}
+
+fn reference() -> serde_json::Value {
+    common::json("zoo/reference.json")
+}
+
+fn first_image(split: &str, label: &str) -> PathBuf {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(zoo(&format!("fashion/{split}/{label}")))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files.remove(0)
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = run(dir, args);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+#[test]
+fn every_zoo_model_gets_a_spec_and_runs_every_command() {
+    let reference = reference();
+    let train = zoo("fashion/train");
+    let test = zoo("fashion/test");
+    let image = first_image("test", "Bag");
+    for name in MODELS {
+        let dir = common::temp_dir(&format!("zoo-{name}"));
+        let model = common::zoo_model_with_spec(&dir, name);
+        let check = json_of(&run(
+            &dir,
+            &["spec", "--model", &model, "--check", "--json"],
+        ));
+        assert_eq!(check["written"], false);
+        assert_eq!(check["notes"], serde_json::json!([]), "{name}");
+
+        // learn + eval on an image folder: the NumPy ridge's accuracy at the same λ.
+        let expected = &reference["models"][name];
+        let lambda = expected["lambda"].as_f64().unwrap().to_string();
+        let learned = json_of(&run(
+            &dir,
+            &[
+                "learn",
+                "--state",
+                "s.frs",
+                "--model",
+                &model,
+                "--data",
+                s(&train),
+                "--lambda",
+                &lambda,
+                "--json",
+            ],
+        ));
+        assert_eq!(learned["samples"], 500, "{name}");
+        let eval = json_of(&run(
+            &dir,
+            &["eval", "--state", "s.frs", "--data", s(&test), "--json"],
+        ));
+        let accuracy = eval["accuracy"].as_f64().unwrap();
+        let numpy = expected["test_accuracy"].as_f64().unwrap();
+        assert!(
+            (accuracy - numpy).abs() <= 0.005,
+            "{name}: accuracy {accuracy} vs onnxruntime + NumPy ridge {numpy}"
+        );
+
+        // The rest of the commands, each on this model.
+        let predicted = json_of(&run(
+            &dir,
+            &[
+                "predict",
+                "--state",
+                "s.frs",
+                "-k",
+                "2",
+                s(&image),
+                "--json",
+            ],
+        ));
+        assert_eq!(predicted[0]["top"].as_array().unwrap().len(), 2);
+        let info = json_of(&run(&dir, &["info", "--state", "s.frs", "--json"]));
+        assert_eq!(info["samples"], 500.0);
+        ok(&dir, &["fit", "--state", "s.frs", "--lambda", &lambda]);
+        ok(
+            &dir,
+            &[
+                "extract",
+                "--store",
+                "test.frf",
+                "--data",
+                s(&test),
+                "--model",
+                &model,
+            ],
+        );
+        let stored = json_of(&run(
+            &dir,
+            &["eval", "--state", "s.frs", "--store", "test.frf", "--json"],
+        ));
+        assert!((stored["accuracy"].as_f64().unwrap() - accuracy).abs() <= 0.01);
+        ok(
+            &dir,
+            &["fit", "--state", "from-store.frs", "--store", "test.frf"],
+        );
+        // Exact unlearning: learn the test images too, forget them, and the statistics are
+        // those of the training images alone.
+        std::fs::copy(dir.join("s.frs"), dir.join("both.frs")).unwrap();
+        ok(&dir, &["learn", "--state", "both.frs", "--data", s(&test)]);
+        ok(&dir, &["forget", "--state", "both.frs", "--data", s(&test)]);
+        let both = json_of(&run(&dir, &["info", "--state", "both.frs", "--json"]));
+        assert_eq!(both["samples"], 500.0, "{name}");
+        ok(&dir, &["merge", "--out", "merged.frs", "s.frs", "s.frs"]);
+        ok(
+            &dir,
+            &["bench", "--model", &model, "--runs", "2", "--warmup", "0"],
+        );
+
+        // Export: the adapted ONNX, run by tract as a model as it is, gives predict's scores.
+        ok(
+            &dir,
+            &["export", "--state", "s.frs", "--out", "adapted.onnx"],
+        );
+        let mut spec = ModelSpec::load(&dir.join(model.replace(".onnx", ".json"))).unwrap();
+        spec.file = None;
+        spec.sha256 = None;
+        spec.feature_tensor = None;
+        spec.feature_dim = None;
+        std::fs::write(dir.join("adapted.json"), spec.to_json()).unwrap();
+        let exported = json_of(&run(
+            &dir,
+            &[
+                "predict",
+                "--model",
+                "adapted.onnx",
+                "-k",
+                "10",
+                s(&image),
+                "--json",
+            ],
+        ));
+        let by_state = json_of(&run(
+            &dir,
+            &[
+                "predict",
+                "--state",
+                "s.frs",
+                "-k",
+                "10",
+                s(&image),
+                "--json",
+            ],
+        ));
+        // The exported model carries its labels, so its own classes are the state's labels.
+        for scored in by_state[0]["top"].as_array().unwrap() {
+            let label = scored["label"].as_str().unwrap();
+            let other = exported[0]["top"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["label"] == label)
+                .unwrap_or_else(|| panic!("{name}: '{label}' not among {exported}"));
+            let (a, b) = (
+                scored["score"].as_f64().unwrap(),
+                other["score"].as_f64().unwrap(),
+            );
+            assert!((a - b).abs() <= 1e-4, "{name} {label}: {a} vs exported {b}");
+        }
+
+        // The model's own head, no state.
+        let own = json_of(&run(
+            &dir,
+            &["predict", "--model", &model, "-k", "3", s(&image), "--json"],
+        ));
+        assert_eq!(own[0]["top"].as_array().unwrap().len(), 3);
+
+        // The demo on this model, and the desktop retraining: run, or refuse an op it does not
+        // train through by name (the dynamo graph's Shape/Concat/Reshape, tf2onnx's Transpose).
+        let demo = json_of(&run(
+            &dir,
+            &[
+                "demo", "--model", &model, "--train", "100", "--test", "50", "--json",
+            ],
+        ));
+        assert_eq!(demo["eval"]["samples"], 50);
+        let retrain = run(
+            &dir,
+            &[
+                "retrain",
+                "--model",
+                &model,
+                "--data",
+                s(&train),
+                "--limit",
+                "64",
+                "--test-data",
+                s(&test),
+                "--test-limit",
+                "32",
+                "--epochs",
+                "1",
+                "--out",
+                "retrained.onnx",
+            ],
+        );
+        if cfg!(feature = "train") && ["torch_legacy_vgg", "dynamic_hw"].contains(&name) {
+            assert!(retrain.status.success(), "{name}: {}", stderr(&retrain));
+            ok(
+                &dir,
+                &["eval", "--state", "retrained.frs", "--data", s(&test)],
+            );
+        } else {
+            assert_eq!(
+                retrain.status.code(),
+                Some(2),
+                "{name}: {}",
+                stderr(&retrain)
+            );
+            let err = stderr(&retrain);
+            assert!(
+                err.contains("which `retrain` does not support")
+                    || err.contains("--features train"),
+                "{name}: {err}"
+            );
+        }
+
+        // A copy at another input size, where the graph allows it (the VGG's dense layer is
+        // fixed to its 8×8 feature map).
+        let resized = run(
+            &dir,
+            &[
+                "resize-input",
+                "--model",
+                &model,
+                "--size",
+                "24",
+                "--out",
+                "small.onnx",
+            ],
+        );
+        if name == "torch_legacy_vgg" {
+            assert_eq!(resized.status.code(), Some(2), "{}", stderr(&resized));
+            assert!(stderr(&resized).contains("does not run at 24×24"));
+            assert!(!dir.join("small.onnx").exists() && !dir.join("small.json").exists());
+        } else {
+            assert!(resized.status.success(), "{name}: {}", stderr(&resized));
+            ok(
+                &dir,
+                &[
+                    "bench",
+                    "--model",
+                    "small.onnx",
+                    "--runs",
+                    "1",
+                    "--warmup",
+                    "0",
+                ],
+            );
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".lock"))
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "{name}: lock files left: {leftovers:?}"
+        );
+    }
+}
+
+#[test]
+fn features_through_the_u8_filter_match_pil_and_onnxruntime() {
+    let reference = reference();
+    let worst = |a: &[f32], b: &[f64]| {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (f64::from(*x) - y).abs())
+            .fold(0.0, f64::max)
+    };
+    for name in MODELS {
+        let dir = common::temp_dir(&format!("zoo-features-{name}"));
+        let model = dir.join(common::zoo_model_with_spec(&dir, name));
+        let backbone = Backbone::load_with(&model, None, &LoadOptions::default()).unwrap();
+        assert_eq!(
+            backbone.spec().preprocess.resize_filter,
+            ResizeFilter::BilinearAntialiasU8
+        );
+        let mut extractor = FeatureExtractor::new(backbone).unwrap();
+        let samples = reference["models"][name]["features"].as_object().unwrap();
+        assert!(!samples.is_empty());
+        for (rel, expected) in samples {
+            let ours = extractor.image_file(&zoo(rel)).unwrap();
+            let diff = worst(&ours, &common::f64s(expected));
+            assert!(diff <= 1e-4, "{name} {rel}: max |Δ| {diff}");
+        }
+    }
+
+    // The shipped MobileNetV2 with the 8-bit filter, on the reference photos.
+    let mut spec = ModelSpec::load(&common::root().join("models/mobilenetv2.json")).unwrap();
+    spec.preprocess.resize_filter = ResizeFilter::BilinearAntialiasU8;
+    let backbone = Backbone::load(
+        &common::root().join("models/mobilenetv2.onnx"),
+        Some(spec),
+        None,
+    )
+    .unwrap();
+    let mut extractor = FeatureExtractor::new(backbone).unwrap();
+    let photos = reference["mobilenetv2"]["u8_features"].as_object().unwrap();
+    assert_eq!(photos.len(), 8);
+    for (file, expected) in photos {
+        let ours = extractor
+            .image_file(&common::data("images").join(file))
+            .unwrap();
+        let diff = worst(&ours, &common::f64s(expected));
+        assert!(diff <= 1e-4, "mobilenetv2 {file}: max |Δ| {diff}");
+    }
+}
+
+#[test]
+fn predict_with_the_model_own_head_agrees_with_onnxruntime() {
+    let reference = reference();
+    let top1 = reference["mobilenetv2"]["top1"].as_object().unwrap();
+    assert_eq!(top1.len(), 10);
+    let photos: Vec<PathBuf> = top1
+        .keys()
+        .map(|f| common::data("images").join(f))
+        .collect();
+    let mut args = vec![
+        "predict",
+        "--model",
+        "models/mobilenetv2.onnx",
+        "-k",
+        "1",
+        "--json",
+    ];
+    args.extend(photos.iter().map(|p| s(p)));
+    let predicted = json_of(&run(&common::root(), &args));
+    for (p, (file, class)) in predicted.as_array().unwrap().iter().zip(top1) {
+        assert!(p["file"].as_str().unwrap().ends_with(file.as_str()));
+        assert_eq!(
+            p["top"][0]["label"].as_str().unwrap(),
+            class.as_u64().unwrap().to_string(),
+            "{file}"
+        );
+    }
+
+    // eval with the model's own head: folders named by class number, or by the names in
+    // --label-names, give the same result.
+    let dir = common::temp_dir("zoo-own-eval");
+    let numbered = dir.join("numbered");
+    let named = dir.join("named");
+    let mut names = Vec::new();
+    for (i, (file, class)) in top1.iter().enumerate().take(6) {
+        // Half the photos under their own class, half under another: accuracy 0.5.
+        let class = class.as_u64().unwrap() as usize;
+        let label = if i % 2 == 0 {
+            class
+        } else {
+            (class + 1) % 1000
+        };
+        for (root, folder) in [
+            (&numbered, label.to_string()),
+            (&named, format!("c{label}")),
+        ] {
+            std::fs::create_dir_all(root.join(&folder)).unwrap();
+            std::fs::copy(
+                common::data("images").join(file),
+                root.join(&folder).join(file),
+            )
+            .unwrap();
+        }
+    }
+    names.extend((0..1000).map(|i| format!("c{i}")));
+    std::fs::write(dir.join("names.txt"), names.join("\n")).unwrap();
+    let model = common::root().join("models/mobilenetv2.onnx");
+    let by_number = json_of(&run(
+        &dir,
+        &["eval", "--model", s(&model), "--data", "numbered", "--json"],
+    ));
+    let by_name = json_of(&run(
+        &dir,
+        &[
+            "eval",
+            "--model",
+            s(&model),
+            "--data",
+            "named",
+            "--label-names",
+            "names.txt",
+            "--json",
+        ],
+    ));
+    assert_eq!(by_number["accuracy"], 0.5);
+    assert_eq!(by_name["accuracy"], 0.5);
+    assert_eq!(by_number["samples"], 6);
+}
+
+#[test]
+fn a_state_finds_its_model_from_another_directory_and_after_a_move() {
+    let dir = common::temp_dir("zoo-paths");
+    let project = dir.join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    let model = common::zoo_model_with_spec(&project, "keras_nhwc");
+    let train = zoo("fashion/train");
+    let image = first_image("test", "Coat");
+    ok(
+        &project,
+        &[
+            "learn",
+            "--state",
+            "s.frs",
+            "--model",
+            &model,
+            "--data",
+            s(&train),
+        ],
+    );
+    let state = project.join("s.frs");
+    let expected = ok(
+        &project,
+        &["predict", "--state", "s.frs", s(&image), "--json"],
+    );
+
+    // From another working directory, with the state's absolute path.
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let from_elsewhere = ok(
+        &elsewhere,
+        &["predict", "--state", s(&state), s(&image), "--json"],
+    );
+    assert_eq!(from_elsewhere, expected);
+
+    // The state and its model moved together to another folder.
+    let moved = dir.join("moved");
+    std::fs::rename(&project, &moved).unwrap();
+    let after_move = ok(
+        &elsewhere,
+        &[
+            "predict",
+            "--state",
+            s(&moved.join("s.frs")),
+            s(&image),
+            "--json",
+        ],
+    );
+    assert_eq!(after_move, expected);
+    ok(
+        &elsewhere,
+        &[
+            "export",
+            "--state",
+            s(&moved.join("s.frs")),
+            "--out",
+            "x.onnx",
+        ],
+    );
+
+    // The model gone: the message names it and the state that recorded it.
+    std::fs::remove_file(moved.join(&model)).unwrap();
+    let err = common::refused(
+        &elsewhere,
+        &["predict", "--state", s(&moved.join("s.frs")), s(&image)],
+        "model file not found",
+    );
+    assert!(
+        err.contains("recorded in") && err.contains("s.frs"),
+        "{err}"
+    );
+    // A typo in --model says the file is not there, not "write a spec".
+    let err = common::refused(
+        &elsewhere,
+        &[
+            "learn",
+            "--state",
+            "t.frs",
+            "--model",
+            "mdoel.onnx",
+            "--data",
+            s(&train),
+        ],
+        "model file not found: mdoel.onnx",
+    );
+    assert!(!err.contains("spec"), "{err}");
+}
+
+#[test]
+fn one_label_warns_and_eval_shows_labels_without_samples_as_a_dash() {
+    let dir = common::temp_dir("zoo-warnings");
+    let model = common::zoo_model_with_spec(&dir, "dynamic_hw");
+    let one = dir.join("one");
+    let few = dir.join("few");
+    for (root, labels, n) in [(&one, &["Bag"][..], 50), (&few, &["Bag", "Coat"][..], 3)] {
+        for label in labels {
+            std::fs::create_dir_all(root.join(label)).unwrap();
+            let mut files: Vec<PathBuf> = std::fs::read_dir(zoo(&format!("fashion/train/{label}")))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            for f in files.iter().take(n) {
+                std::fs::copy(f, root.join(label).join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    let out = run(
+        &dir,
+        &[
+            "learn", "--state", "one.frs", "--model", &model, "--data", "one",
+        ],
+    );
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("warning: only one label ('Bag')"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&dir, &["fit", "--state", "one.frs"]);
+    assert!(
+        stderr(&out).contains("warning: only one label"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(
+        &dir,
+        &[
+            "learn", "--state", "few.frs", "--model", &model, "--data", "few",
+        ],
+    );
+    assert!(out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("fewer than 5 samples: 'Bag' (3), 'Coat' (3)"),
+        "{err}"
+    );
+    // Evaluate on Bag images only: Coat has no test samples.
+    let bags = dir.join("bags");
+    std::fs::create_dir_all(bags.join("Bag")).unwrap();
+    std::fs::copy(first_image("test", "Bag"), bags.join("Bag").join("b.png")).unwrap();
+    let text = ok(&dir, &["eval", "--state", "few.frs", "--data", "bags"]);
+    let coat = text.lines().find(|l| l.starts_with("Coat")).unwrap();
+    assert!(coat.trim_end().ends_with('—'), "{text}");
+    let report = json_of(&run(
+        &dir,
+        &["eval", "--state", "few.frs", "--data", "bags", "--json"],
+    ));
+    let coat = report["per_class"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["label"] == "Coat")
+        .unwrap();
+    assert_eq!(coat["accuracy"], serde_json::Value::Null);
+    assert_eq!(coat["samples"], 0);
+}
+
+#[test]
+fn a_csv_as_data_is_called_not_an_idx_file() {
+    let dir = common::temp_dir("zoo-csv");
+    std::fs::write(dir.join("data.csv"), "label,pixel0\n1,0\n").unwrap();
+    let model = common::root().join("models/mobilenetv2.onnx");
+    common::refused(
+        &dir,
+        &[
+            "learn",
+            "--state",
+            "s.frs",
+            "--model",
+            s(&model),
+            "--data",
+            "data.csv",
+        ],
+        "not an IDX file",
+    );
+    assert!(!dir.join("s.frs").exists());
+    assert!(
+        !dir.join("s.frs.lock").exists(),
+        "a failed learn left its lock file"
+    );
+}
+
+#[test]
+fn a_state_used_with_another_model_says_so() {
+    let dir = common::temp_dir("zoo-other-model");
+    let resnet = common::zoo_model_with_spec(&dir, "torch_dynamo_resnet");
+    let vgg = common::zoo_model_with_spec(&dir, "torch_legacy_vgg");
+    let train = zoo("fashion/train");
+    ok(
+        &dir,
+        &[
+            "learn",
+            "--state",
+            "s.frs",
+            "--model",
+            &resnet,
+            "--data",
+            s(&train),
+            "--limit",
+            "64",
+        ],
+    );
+    let image = first_image("test", "Bag");
+    common::refused(
+        &dir,
+        &["predict", "--state", "s.frs", "--model", &vgg, s(&image)],
+        "is not the one the state was learned with",
+    );
+}
