@@ -116,9 +116,9 @@ pub struct LoadOptions {
     /// Images per run: the input shape is fixed to it. 1 is faster per image in tract 0.23
     /// (docs/BENCHMARKS.md).
     pub batch: usize,
-    /// The sha256 the model file must have (a state's model): another file is refused with a
-    /// message saying so, before tract looks for the state's feature tensor in it.
-    pub expected_sha256: Option<String>,
+    /// The state (its file, its backbone) the model is loaded for: another model file is
+    /// refused with a message saying so, before tract looks for the state's feature tensor.
+    pub for_state: Option<(PathBuf, Fingerprint)>,
     /// Run the whole model to its (first) output instead of stopping at the features: the
     /// model's own classification.
     pub model_output: bool,
@@ -129,7 +129,7 @@ impl Default for LoadOptions {
         LoadOptions {
             feature_tensor: None,
             batch: 1,
-            expected_sha256: None,
+            for_state: None,
             model_output: false,
         }
     }
@@ -180,13 +180,13 @@ impl Backbone {
         };
         let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
         let model_sha256 = hex(&Sha256::digest(&bytes));
-        if let Some(expected) = &options.expected_sha256
-            && !expected.eq_ignore_ascii_case(&model_sha256)
+        if let Some((state, backbone)) = &options.for_state
+            && !backbone.model_sha256.eq_ignore_ascii_case(&model_sha256)
         {
-            return Err(Error::ModelMismatch {
-                path: model.into(),
-                expected: expected.clone(),
-                found: model_sha256,
+            return Err(Error::BackboneMismatch {
+                path: state.clone(),
+                state: backbone.to_string(),
+                model: format!("{} (sha256 {model_sha256})", model.display()),
             });
         }
         if let Some(expected) = &spec.sha256

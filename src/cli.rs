@@ -495,7 +495,7 @@ fn backbone_for_state(state: &State, state_path: &Path, model: &ModelArgs) -> Re
                 .clone()
                 .unwrap_or_else(|| state.backbone.feature_tensor.clone()),
         ),
-        expected_sha256: Some(state.backbone.model_sha256.clone()),
+        for_state: Some((state_path.into(), state.backbone.clone())),
         ..LoadOptions::default()
     };
     Ok(Backbone::load_with(&path, None, &options)?)

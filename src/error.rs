@@ -25,16 +25,6 @@ pub enum Error {
         recorded_in: Option<PathBuf>,
     },
     #[error(
-        "{}: this model (sha256 {found}) is not the one the state was learned with \
-         (sha256 {expected}); give that model with --model, or learn a new state",
-        path.display()
-    )]
-    ModelMismatch {
-        path: PathBuf,
-        expected: String,
-        found: String,
-    },
-    #[error(
         "{}: no dense head found (no Gemm/MatMul whose weight is an initializer); \
          pass --feature-tensor NAME to choose the feature tensor explicitly",
         path.display()
