@@ -15,6 +15,16 @@ def load_spec(path):
         return json.load(f)
 
 
+def resize_and_crop_boxes(w, h, short, crop):
+    """torchvision's Resize(short) size (long side truncated) and CenterCrop(crop) offsets
+    (rounded half to even, Python's round())."""
+    if w <= h:
+        nw, nh = short, int(short * h / w)
+    else:
+        nw, nh = int(short * w / h), short
+    return nw, nh, int(round((nh - crop) / 2.0)), int(round((nw - crop) / 2.0))
+
+
 def preprocess(img, spec):
     """PIL image -> (3, crop, crop) float32 NCHW slice, per models/<model>.json.
 
@@ -24,17 +34,12 @@ def preprocess(img, spec):
     torchvision's round()), then x / 255, minus mean, over std.
     """
     pre = spec["preprocess"]
-    size, crop = pre["resize_short_side"], pre["crop"]
+    crop = pre["crop"]
     img = img.convert("RGB")
-    w, h = img.size
-    if w <= h:
-        nw, nh = size, int(size * h / w)
-    else:
-        nw, nh = int(size * w / h), size
+    nw, nh, top, left = resize_and_crop_boxes(*img.size, pre["resize_short_side"], crop)
     arr = np.asarray(img, dtype=np.float32)
     chans = [np.asarray(Image.fromarray(arr[:, :, c].copy(), mode="F").resize((nw, nh), Image.BILINEAR))
              for c in range(3)]
-    top, left = int(round((nh - crop) / 2.0)), int(round((nw - crop) / 2.0))
     x = np.stack(chans)[:, top:top + crop, left:left + crop]
     mean = np.array(pre["mean"], np.float32)[:, None, None]
     std = np.array(pre["std"], np.float32)[:, None, None]
@@ -47,15 +52,10 @@ def preprocess_u8(img, spec):
     (x · scale − mean) / std in float32 (ToTensor + Normalize for scale = 1/255), channels in
     the spec's order and layout ((3, crop, crop) for NCHW, (crop, crop, 3) for NHWC)."""
     pre, inp = spec["preprocess"], spec["input"]
-    short, crop = pre["resize_short_side"], pre["crop"]
+    crop = pre["crop"]
     img = img.convert("RGB")
-    w, h = img.size
-    if w <= h:
-        nw, nh = short, int(short * h / w)
-    else:
-        nw, nh = int(short * w / h), short
+    nw, nh, top, left = resize_and_crop_boxes(*img.size, pre["resize_short_side"], crop)
     img = img.resize((nw, nh), Image.BILINEAR)
-    top, left = int(round((nh - crop) / 2.0)), int(round((nw - crop) / 2.0))
     img = img.crop((left, top, left + crop, top + crop))
     x = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) * np.float32(pre["scale"])
     x = (x - np.array(pre["mean"], np.float32)[:, None, None]) / np.array(pre["std"], np.float32)[:, None, None]

@@ -9,17 +9,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 
 use crate::error::{Error, Result};
-pub use crate::onnx::{DenseHeadInfo, find_dense_head};
+pub use crate::onnx::{DenseHeadInfo, find_dense_head, read_model_file};
 use crate::onnx::{
     check_input, check_spec_file, dims, forget_intermediate_shapes, image_input, show_dims,
 };
 use crate::spec::{InputSpec, Layout, ModelSpec, Preset};
 pub use crate::state::Fingerprint;
-use crate::state::hex;
 
 static THREADS: OnceLock<usize> = OnceLock::new();
 
@@ -166,20 +164,13 @@ impl Backbone {
     pub fn load_with(model: &Path, spec: Option<ModelSpec>, options: &LoadOptions) -> Result<Self> {
         let feature_tensor = options.feature_tensor.as_deref();
         let batch = options.batch.max(1);
-        if !model.is_file() {
-            return Err(Error::ModelNotFound {
-                path: model.into(),
-                recorded_in: None,
-            });
-        }
+        let (bytes, model_sha256) = read_model_file(model)?;
         let spec_path = ModelSpec::path_for_model(model);
         let spec_beside = spec.is_none();
         let spec = match spec {
             Some(s) => s,
             None => ModelSpec::load(&spec_path)?,
         };
-        let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
-        let model_sha256 = hex(&Sha256::digest(&bytes));
         if let Some((state, backbone)) = &options.for_state
             && !backbone.model_sha256.eq_ignore_ascii_case(&model_sha256)
         {
@@ -354,14 +345,7 @@ pub struct SpecRequest {
 /// the graph, preprocessing from the preset, and the feature tensor and its size found by
 /// loading the model with that spec (so the spec is known to work).
 pub fn make_spec(model: &Path, request: &SpecRequest) -> Result<ModelSpec> {
-    if !model.is_file() {
-        return Err(Error::ModelNotFound {
-            path: model.into(),
-            recorded_in: None,
-        });
-    }
-    let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
-    let sha256 = hex(&Sha256::digest(&bytes));
+    let (bytes, sha256) = read_model_file(model)?;
     let proto = crate::onnx::parse_model(&bytes, model)?;
     drop(bytes);
     let bad = |reason: String| Error::Model {

@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 
 use prost::Message;
-use sha2::{Digest, Sha256};
 use tract_onnx::pb::{
     AttributeProto, GraphProto, NodeProto, StringStringEntryProto, TensorProto, TensorShapeProto,
     TypeProto, ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType,
@@ -16,13 +15,14 @@ use tract_onnx::pb::{
 };
 
 use crate::error::{Error, Result};
-use crate::head::{Activation, DenseLayer, Head, LambdaSource, MethodName};
+use crate::head::{Activation, DenseLayer, Head};
 pub use crate::onnx::ResizeReport;
 use crate::onnx::{
-    find_dense_head, float_values, parse_model, set_input_size, write_model_with_spec,
+    find_dense_head, float_values, parse_model, read_model_file, set_input_size,
+    write_model_with_spec,
 };
 use crate::spec::ModelSpec;
-use crate::state::{State, hex, write_atomically};
+use crate::state::{State, write_atomically};
 
 /// Metadata key holding the labels (a JSON array, in output order).
 pub const LABELS_KEY: &str = "fastretrain.labels";
@@ -341,16 +341,8 @@ pub fn original_head(model: &[u8], model_path: &Path) -> Result<(Head, String)> 
             weights[inputs * outputs + o] = f64::from(*b);
         }
     }
-    let head = Head {
-        dim: inputs,
-        labels: (0..outputs).map(|o| o.to_string()).collect(),
-        hidden: Vec::new(),
-        weights,
-        lambda: 0.0,
-        lambda_source: LambdaSource::Fixed,
-        fitted_samples: 0.0,
-        method: MethodName::Original,
-    };
+    let labels = (0..outputs).map(|o| o.to_string()).collect();
+    let head = Head::original(inputs, labels, weights);
     head.validate().map_err(bad)?;
     Ok((head, info.input))
 }
@@ -374,7 +366,7 @@ fn matmul_bias(graph: &GraphProto, matmul_output: &str, outputs: usize) -> Optio
 /// Exports `model` with its own dense head re-attached by the exporter (see
 /// [`original_head`]) to `out`, atomically.
 pub fn export_original(model: &Path, out: &Path) -> Result<ExportReport> {
-    let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
+    let (bytes, _) = read_model_file(model)?;
     let (head, feature_tensor) = original_head(&bytes, model)?;
     write_export(&bytes, model, &feature_tensor, &head, out)
 }
@@ -402,7 +394,7 @@ fn write_export(
 pub fn resize_input(model: &Path, size: usize, out: &Path) -> Result<ResizeReport> {
     let spec = ModelSpec::load(&ModelSpec::path_for_model(model))?;
     let resized = spec.at_input_size(size)?;
-    let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
+    let (bytes, _) = read_model_file(model)?;
     let mut proto = parse_model(&bytes, model)?;
     set_input_size(&mut proto, spec.input.layout, size, model)?;
     let report = write_model_with_spec(&proto, resized, size, out)?;
@@ -428,8 +420,7 @@ pub fn export(state: &State, model: &Path, out: &Path) -> Result<ExportReport> {
     let head = state.head.as_ref().ok_or_else(|| {
         Error::Solver("the state has no head yet: run `learn` (or `fit`) first".into())
     })?;
-    let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
-    let sha = hex(&Sha256::digest(&bytes));
+    let (bytes, sha) = read_model_file(model)?;
     if sha != state.backbone.model_sha256 {
         return Err(Error::BackboneMismatch {
             path: model.into(),

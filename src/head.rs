@@ -193,8 +193,14 @@ impl Head {
         for i in 0..c {
             weights[i * c + i] = 1.0;
         }
+        Self::original(c, labels, weights)
+    }
+
+    /// A linear head taken from a model as it is (nothing fitted): `weights` as in
+    /// [`Head::weights`], (dim + 1) × labels.
+    pub fn original(dim: usize, labels: Vec<String>, weights: Vec<f64>) -> Self {
         Head {
-            dim: c,
+            dim,
             labels,
             hidden: Vec::new(),
             weights,

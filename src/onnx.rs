@@ -48,6 +48,20 @@ pub fn find_dense_head(proto: &ModelProto) -> Option<DenseHeadInfo> {
         })
 }
 
+/// Reads a model file and its sha256 (what states and stores are tied to). A missing file is
+/// [`Error::ModelNotFound`], before anything else is said about it (its spec included).
+pub fn read_model_file(model: &Path) -> Result<(Vec<u8>, String)> {
+    if !model.is_file() {
+        return Err(Error::ModelNotFound {
+            path: model.into(),
+            recorded_in: None,
+        });
+    }
+    let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
+    let sha256 = hex(&Sha256::digest(&bytes));
+    Ok((bytes, sha256))
+}
+
 /// Parses ONNX bytes (`path` is for messages): the one place models are decoded as protobuf.
 pub(crate) fn parse_model(bytes: &[u8], path: &Path) -> Result<ModelProto> {
     ModelProto::decode(bytes).map_err(|e| Error::Model {

@@ -17,7 +17,6 @@ use std::time::Instant;
 
 use burn::tensor::{DType, Device, Tensor, TensorData, activation};
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 
 use crate::backbone::Fingerprint;
 use crate::data::{DataSource, Sample};
@@ -263,8 +262,7 @@ impl LabelledSet {
 /// file's sha256 (what checkpoints and the output state are tied to).
 pub fn load_model(model: &Path) -> Result<(Graph, ModelSpec, String)> {
     let spec = ModelSpec::load(&ModelSpec::path_for_model(model))?;
-    let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
-    let sha256 = crate::state::hex(&sha2::Sha256::digest(&bytes));
+    let (bytes, sha256) = crate::onnx::read_model_file(model)?;
     let proto = crate::onnx::parse_model(&bytes, model)?;
     drop(bytes);
     Ok((Graph::from_proto(&proto, model)?, spec, sha256))
