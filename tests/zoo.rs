@@ -88,6 +88,9 @@ fn every_zoo_model_gets_a_spec_and_runs_every_command() {
             (accuracy - numpy).abs() <= 0.005,
             "{name}: accuracy {accuracy} vs onnxruntime + NumPy ridge {numpy}"
         );
+        eprintln!(
+            "{name}: learn + eval accuracy {accuracy:.4}, onnxruntime + NumPy ridge {numpy:.4}"
+        );
 
         // The rest of the commands, each on this model.
         let predicted = json_of(&run(
@@ -311,12 +314,15 @@ fn features_through_the_u8_filter_match_pil_and_onnxruntime() {
         );
         let mut extractor = FeatureExtractor::new(backbone).unwrap();
         let samples = reference["models"][name]["features"].as_object().unwrap();
+        let mut largest = 0.0f64;
         assert!(!samples.is_empty());
         for (rel, expected) in samples {
             let ours = extractor.image_file(&zoo(rel)).unwrap();
             let diff = worst(&ours, &common::f64s(expected));
             assert!(diff <= 1e-4, "{name} {rel}: max |Δ| {diff}");
+            largest = largest.max(diff);
         }
+        eprintln!("{name}: features vs PIL (8-bit) + onnxruntime, max |Δ| {largest:e}");
     }
 
     // The shipped MobileNetV2 with the 8-bit filter, on the reference photos.
@@ -330,6 +336,7 @@ fn features_through_the_u8_filter_match_pil_and_onnxruntime() {
     .unwrap();
     let mut extractor = FeatureExtractor::new(backbone).unwrap();
     let photos = reference["mobilenetv2"]["u8_features"].as_object().unwrap();
+    let mut largest = 0.0f64;
     assert_eq!(photos.len(), 8);
     for (file, expected) in photos {
         let ours = extractor
@@ -337,7 +344,11 @@ fn features_through_the_u8_filter_match_pil_and_onnxruntime() {
             .unwrap();
         let diff = worst(&ours, &common::f64s(expected));
         assert!(diff <= 1e-4, "mobilenetv2 {file}: max |Δ| {diff}");
+        largest = largest.max(diff);
     }
+    eprintln!(
+        "mobilenetv2: 8 photos through the 8-bit filter vs PIL + onnxruntime, max |Δ| {largest:e}"
+    );
 }
 
 #[test]
