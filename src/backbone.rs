@@ -11,13 +11,13 @@ use std::sync::{Arc, OnceLock};
 
 use tract_onnx::prelude::*;
 
+pub use crate::durable::Fingerprint;
 use crate::error::{Error, Result};
 pub use crate::onnx::{DenseHeadInfo, find_dense_head, read_model_file};
 use crate::onnx::{
     check_input, check_spec_file, dims, forget_intermediate_shapes, image_input, show_dims,
 };
 use crate::spec::{InputSpec, Layout, ModelSpec, Preset};
-pub use crate::state::Fingerprint;
 
 static THREADS: OnceLock<usize> = OnceLock::new();
 
@@ -208,7 +208,7 @@ impl Backbone {
         let labels = proto
             .metadata_props
             .iter()
-            .find(|p| p.key == crate::export::LABELS_KEY)
+            .find(|p| p.key == crate::onnx::LABELS_KEY)
             .and_then(|p| serde_json::from_str::<Vec<String>>(&p.value).ok());
         let head = find_dense_head(&proto);
         let feature_tensor = match (feature_tensor, &spec.feature_tensor, &head) {

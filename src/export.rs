@@ -16,16 +16,13 @@ use tract_onnx::pb::{
 
 use crate::error::{Error, Result};
 use crate::head::{Activation, DenseLayer, Head};
-pub use crate::onnx::ResizeReport;
+pub use crate::onnx::{LABELS_KEY, ResizeReport};
 use crate::onnx::{
     find_dense_head, float_values, parse_model, read_model_file, set_input_size,
     write_model_with_spec,
 };
 use crate::spec::ModelSpec;
 use crate::state::{State, write_atomically};
-
-/// Metadata key holding the labels (a JSON array, in output order).
-pub const LABELS_KEY: &str = "fastretrain.labels";
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ExportReport {

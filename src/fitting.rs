@@ -20,7 +20,7 @@ use faer::{Accum, Mat, MatRef, Par, Side};
 use crate::error::{Error, Result};
 use crate::head::{Activation, FitReport, Head, LambdaSource, MethodName};
 use crate::recompute::{RecomputeOptions, fit_recompute};
-use crate::solver::{GramStats, default_lambda_grid};
+use crate::solver::{GramStats, batch_matrices, default_lambda_grid};
 use crate::store::FeatureBatches;
 
 /// Rows per batch when the user does not choose (the Gram accumulation uses the same).
@@ -169,42 +169,6 @@ pub fn fit(source: &dyn FeatureBatches, options: &FitOptions) -> Result<(Head, F
         seconds: started.elapsed().as_secs_f64(),
     };
     Ok((head, report))
-}
-
-/// A batch as `X = [H, 1]` (b × (d+1)) and ±1 targets `T` (b × c). Rejects NaN/Inf.
-pub(crate) fn batch_matrices<F: Copy + Into<f64>>(
-    features: &[F],
-    labels: &[usize],
-    dim: usize,
-    classes: usize,
-) -> Result<(Mat<f64>, Mat<f64>)> {
-    let b = labels.len();
-    if features.len() != b * dim {
-        return Err(Error::FeatureDim {
-            what: "feature batch".into(),
-            expected: dim,
-            got: features.len() / b.max(1),
-        });
-    }
-    if !features.iter().all(|&v| v.into().is_finite()) {
-        return Err(Error::NonFiniteFeatures {
-            what: "feature batch".into(),
-        });
-    }
-    if labels.iter().any(|&l| l >= classes) {
-        return Err(Error::InvalidArgument(
-            "feature batch: label index out of range".into(),
-        ));
-    }
-    let x = Mat::from_fn(b, dim + 1, |r, j| {
-        if j == dim {
-            1.0
-        } else {
-            features[r * dim + j].into()
-        }
-    });
-    let t = Mat::from_fn(b, classes, |r, k| if labels[r] == k { 1.0 } else { -1.0 });
-    Ok((x, t))
 }
 
 /// Block recursive least squares (PAPER.md §1): `K = (G + λI)⁻¹` and `W = K B` kept up to

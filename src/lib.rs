@@ -12,6 +12,7 @@ pub mod backbone;
 #[cfg(feature = "backbone")]
 pub mod benchmark;
 pub mod data;
+pub mod durable;
 pub mod error;
 pub mod evaluation;
 #[cfg(feature = "backbone")]
@@ -26,6 +27,7 @@ pub mod preprocess;
 pub mod recompute;
 #[cfg(feature = "backbone")]
 pub mod retrainer;
+pub mod rng;
 pub mod solver;
 pub mod spec;
 pub mod state;

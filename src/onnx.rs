@@ -11,9 +11,12 @@ use tract_onnx::pb::{
     tensor_shape_proto, type_proto,
 };
 
+use crate::durable::{hex, write_atomically};
 use crate::error::{Error, Result};
 use crate::spec::{Layout, ModelSpec};
-use crate::state::{hex, write_atomically};
+
+/// Metadata key holding the labels (a JSON array, in output order).
+pub const LABELS_KEY: &str = "fastretrain.labels";
 
 /// The model's own final dense layer, as found in the graph.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,9 +24,10 @@
 use faer::Mat;
 
 use crate::error::{Error, Result};
-use crate::fitting::batch_matrices;
 use crate::head::{Activation, DenseLayer, Head, LambdaSource, MethodName};
+use crate::rng::SplitMix64;
 use crate::solver::GramStats;
+use crate::solver::batch_matrices;
 use crate::store::FeatureBatches;
 
 /// Pulled-back targets are scaled per unit into `[−PULL_BACK_RANGE, PULL_BACK_RANGE]`.
@@ -58,35 +59,6 @@ impl RecomputeOptions {
             )));
         }
         Ok(())
-    }
-}
-
-/// splitmix64: a tiny, well-known generator that the NumPy reference reproduces exactly.
-pub(crate) struct SplitMix64(pub(crate) u64);
-
-impl SplitMix64 {
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1) with 53 random bits.
-    pub(crate) fn uniform(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// A uniformly shuffled copy of `0..n` (Fisher–Yates; the training schedule's draws).
-    #[cfg(feature = "train")]
-    pub(crate) fn permutation(&mut self, n: usize) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..n).collect();
-        for i in (1..n).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
-            order.swap(i, j);
-        }
-        order
     }
 }
 

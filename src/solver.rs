@@ -460,6 +460,42 @@ impl GramStats {
     }
 }
 
+/// A batch as `X = [H, 1]` (b × (d+1)) and ±1 targets `T` (b × c). Rejects NaN/Inf.
+pub(crate) fn batch_matrices<F: Copy + Into<f64>>(
+    features: &[F],
+    labels: &[usize],
+    dim: usize,
+    classes: usize,
+) -> Result<(Mat<f64>, Mat<f64>)> {
+    let b = labels.len();
+    if features.len() != b * dim {
+        return Err(Error::FeatureDim {
+            what: "feature batch".into(),
+            expected: dim,
+            got: features.len() / b.max(1),
+        });
+    }
+    if !features.iter().all(|&v| v.into().is_finite()) {
+        return Err(Error::NonFiniteFeatures {
+            what: "feature batch".into(),
+        });
+    }
+    if labels.iter().any(|&l| l >= classes) {
+        return Err(Error::InvalidArgument(
+            "feature batch: label index out of range".into(),
+        ));
+    }
+    let x = Mat::from_fn(b, dim + 1, |r, j| {
+        if j == dim {
+            1.0
+        } else {
+            features[r * dim + j].into()
+        }
+    });
+    let t = Mat::from_fn(b, classes, |r, k| if labels[r] == k { 1.0 } else { -1.0 });
+    Ok((x, t))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

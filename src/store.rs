@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 use half::f16;
 use serde::{Deserialize, Serialize};
 
+use crate::durable::{Fingerprint, SourceRecord, write_atomically};
 use crate::error::{Error, Result};
-use crate::state::{Fingerprint, SourceRecord, write_atomically};
 
 pub const STORE_MAGIC: [u8; 8] = *b"FRSTORE\0";
 pub const STORE_VERSION: u32 = 1;

@@ -22,7 +22,7 @@ use crate::backbone::Fingerprint;
 use crate::data::{DataSource, Sample};
 use crate::error::{Error, Result};
 use crate::preprocess::Preprocessor;
-use crate::recompute::SplitMix64;
+use crate::rng::SplitMix64;
 use crate::spec::{Layout, ModelSpec};
 use crate::state::State;
 pub use graph::Graph;
