@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use super::DataArgs;
+use super::common::DataArgs;
 
 #[derive(Args)]
 pub struct RetrainArgs {
@@ -89,7 +89,7 @@ pub fn run(a: RetrainArgs) -> Result<bool> {
     let model = a
         .model
         .clone()
-        .unwrap_or_else(|| super::shipped(super::DEFAULT_MODEL));
+        .unwrap_or_else(|| super::common::shipped(super::common::DEFAULT_MODEL));
     let (graph, spec, sha256) = train::load_model(&model)?;
     let options = RetrainOptions {
         mode: Mode::parse(&a.mode)?,
@@ -159,7 +159,7 @@ pub fn run(a: RetrainArgs) -> Result<bool> {
         Ok(())
     })?;
     if json {
-        super::print_json(&output)?;
+        super::common::print_json(&output)?;
     } else {
         println!(
             "wrote {} (spec {}, edge state {}), metrics {}",

@@ -1,0 +1,174 @@
+//! `bench` and `demo`: timing the backbone, and the end-to-end run on the shipped model.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use serde::Serialize;
+
+use fastretrain::backbone::{Backbone, LoadOptions};
+use fastretrain::data::{DataOptions, DataSource};
+use fastretrain::evaluation::EvalReport;
+use fastretrain::retrainer::{LearnOptions, LearnReport, Retrainer};
+
+use super::common::{
+    DEFAULT_DEMO_DATA, DEFAULT_MODEL, ModelArgs, print_json, progress_bar, shipped,
+};
+use super::learn::print_learn;
+use super::predict::print_eval;
+
+#[derive(Args)]
+pub(crate) struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Timed runs (the median is reported).
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// Untimed runs first.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Run this many batches at once, one thread each with tract single-threaded (how
+    /// learn/extract/eval stream data); reports throughput per image.
+    #[arg(long, default_value_t = 1)]
+    parallel: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct DemoArgs {
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Folder with Fashion-MNIST IDX files (train-* and t10k-*).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Training images to use.
+    #[arg(long, default_value_t = 2000)]
+    train: usize,
+    /// Test images to use.
+    #[arg(long, default_value_t = 1000)]
+    test: usize,
+    /// Keep the learned state here (default: not saved).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn bench(a: BenchArgs, threads: usize) -> Result<bool> {
+    let model = a
+        .model
+        .model
+        .clone()
+        .unwrap_or_else(|| shipped(DEFAULT_MODEL));
+    if a.batch == 0 || a.runs == 0 || a.parallel == 0 {
+        bail!("--batch, --runs and --parallel must be at least 1");
+    }
+    let options = LoadOptions {
+        feature_tensor: a.model.feature_tensor.clone(),
+        batch: a.batch,
+        ..LoadOptions::default()
+    };
+    let loading = std::time::Instant::now();
+    let backbone = Backbone::load_with(&model, None, &options)?;
+    let load_seconds = loading.elapsed().as_secs_f64();
+    let timing = fastretrain::benchmark::time_forward(&backbone, a.warmup, a.runs, a.parallel)?;
+    if a.json {
+        let mut value = serde_json::to_value(&timing)?;
+        value["threads"] = threads.into();
+        value["load_seconds"] = load_seconds.into();
+        value["model"] = model.display().to_string().into();
+        value["feature_tensor"] = backbone.fingerprint().feature_tensor.clone().into();
+        print_json(&value)?;
+    } else {
+        println!(
+            "{}: {:.2} ms/image (median of {} runs, min {:.2}, max {:.2}), batch {}, {} \
+             at once, {} threads; loaded in {:.2} s",
+            model.display(),
+            timing.ms_per_image,
+            timing.runs,
+            timing.ms_per_image_min,
+            timing.ms_per_image_max,
+            timing.batch,
+            timing.parallel,
+            threads,
+            load_seconds
+        );
+    }
+    Ok(true)
+}
+
+#[derive(Serialize)]
+pub(crate) struct DemoReport {
+    model: String,
+    data: String,
+    seconds_load: f64,
+    learn: LearnReport,
+    eval: EvalReport,
+    seconds_total: f64,
+}
+
+pub(crate) fn demo(a: DemoArgs) -> Result<bool> {
+    let started = Instant::now();
+    let model = a.model.unwrap_or_else(|| shipped(DEFAULT_MODEL));
+    let dir = a.data_dir.unwrap_or_else(|| shipped(DEFAULT_DEMO_DATA));
+    let backbone = Backbone::load(&model, None, None)?;
+    let seconds_load = started.elapsed().as_secs_f64();
+    let mut retrainer = Retrainer::fresh(backbone)?;
+    let open = |split: &str, limit: usize| -> Result<DataSource> {
+        Ok(DataSource::open(
+            &dir.join(format!("{split}-images-idx3-ubyte.gz")),
+            &DataOptions {
+                limit: Some(limit),
+                ..Default::default()
+            },
+        )?)
+    };
+    let train = open("train", a.train)?;
+    let bar = progress_bar(train.len(), "learn");
+    let learned = retrainer.learn(
+        train,
+        &LearnOptions::default(),
+        |i| bar.set_position(i as u64),
+        |_| Ok(()),
+    )?;
+    bar.finish_and_clear();
+    let test = open("t10k", a.test)?;
+    let bar = progress_bar(test.len(), "eval");
+    let evaluated = retrainer.evaluate(test, |i| bar.set_position(i as u64))?;
+    bar.finish_and_clear();
+    if let Some(path) = &a.state {
+        retrainer.state().save(path)?;
+    }
+    let report = DemoReport {
+        model: model.display().to_string(),
+        data: dir.display().to_string(),
+        seconds_load,
+        learn: learned,
+        eval: evaluated,
+        seconds_total: started.elapsed().as_secs_f64(),
+    };
+    if a.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "fastretrain demo: {} on Fashion-MNIST ({} train / {} test images from {})",
+            report.model, report.learn.samples, report.eval.samples, report.data
+        );
+        print_learn(&report.learn);
+        print_eval(&report.eval);
+        println!(
+            "timings: load {:.2} s, learn {:.2} s, fit {:.3} s, eval {:.2} s, total {:.2} s",
+            report.seconds_load,
+            report.learn.seconds_features,
+            report.learn.fit.seconds,
+            report.eval.seconds,
+            report.seconds_total
+        );
+    }
+    Ok(true)
+}

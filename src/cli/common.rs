@@ -1,0 +1,195 @@
+//! What several commands share: data and model arguments, loading a state's backbone or a
+//! model as it is, the writer lock, progress bars and JSON/store printing.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use fastretrain::backbone::{Backbone, LoadOptions};
+use fastretrain::data::{DataOptions, DataSource};
+use fastretrain::retrainer::Retrainer;
+use fastretrain::state::{State, StateLock};
+use fastretrain::store::{FeatureBatches, FeatureStore};
+
+pub(crate) const DEFAULT_MODEL: &str = "models/mobilenetv2.onnx";
+
+pub(crate) const DEFAULT_DEMO_DATA: &str = "data/fashion-mnist";
+
+#[derive(Args)]
+pub(crate) struct DataArgs {
+    /// Image folder (root/<label>/*.png|jpg) or IDX images file.
+    #[arg(long)]
+    pub(crate) data: Option<PathBuf>,
+    /// IDX labels file (default: the images file name with images-idx3 → labels-idx1).
+    #[arg(long)]
+    pub(crate) labels: Option<PathBuf>,
+    /// File with one name per IDX label number (default: labels.txt beside the images).
+    #[arg(long)]
+    pub(crate) label_names: Option<PathBuf>,
+    /// Use at most this many samples.
+    #[arg(long)]
+    pub(crate) limit: Option<usize>,
+}
+
+impl DataArgs {
+    /// The data source; `--data` is required.
+    pub(crate) fn open(&self) -> Result<DataSource> {
+        self.open_optional()?
+            .context("--data is required: an image folder or an IDX images file")
+    }
+
+    /// The data source, or None when `--data` was left out (for commands that also take
+    /// `--store`).
+    pub(crate) fn open_optional(&self) -> Result<Option<DataSource>> {
+        let Some(data) = &self.data else {
+            return Ok(None);
+        };
+        Ok(Some(DataSource::open(
+            data,
+            &DataOptions {
+                idx_labels: self.labels.clone(),
+                label_names: self.label_names.clone(),
+                limit: self.limit,
+            },
+        )?))
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct ModelArgs {
+    /// ONNX model (default: the state's model, else models/mobilenetv2.onnx).
+    #[arg(long)]
+    pub(crate) model: Option<PathBuf>,
+    /// Tensor to read features from (default: the input of the model's last dense layer).
+    #[arg(long)]
+    pub(crate) feature_tensor: Option<String>,
+}
+
+/// A path shipped with the project: as given if it exists, else relative to the source tree.
+pub(crate) fn shipped(path: &str) -> PathBuf {
+    let p = PathBuf::from(path);
+    if p.exists() {
+        return p;
+    }
+    let in_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    if in_tree.exists() { in_tree } else { p }
+}
+
+pub(crate) fn progress_bar(len: usize, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Loads the backbone for an existing state: its model (found from any working directory,
+/// see [`State::model_file`]) and feature tensor by default; another model file is refused.
+pub(crate) fn backbone_for_state(
+    state: &State,
+    state_path: &Path,
+    model: &ModelArgs,
+) -> Result<Backbone> {
+    let path = match &model.model {
+        Some(path) => path.clone(),
+        None => state.model_file(state_path)?,
+    };
+    let options = LoadOptions {
+        feature_tensor: Some(
+            model
+                .feature_tensor
+                .clone()
+                .unwrap_or_else(|| state.backbone.feature_tensor.clone()),
+        ),
+        for_state: Some((state_path.into(), state.backbone.clone())),
+        ..LoadOptions::default()
+    };
+    Ok(Backbone::load_with(&path, None, &options)?)
+}
+
+pub(crate) fn open_retrainer(state_path: &Path, model: &ModelArgs) -> Result<Retrainer> {
+    let state = State::load(state_path)?;
+    let backbone = backbone_for_state(&state, state_path, model)?;
+    Ok(Retrainer::new(backbone, state, state_path)?)
+}
+
+/// The model as it is, classifying with its own outputs (`predict`/`eval` without a state).
+pub(crate) fn model_as_is(model: &ModelArgs, label_names: Option<&Path>) -> Result<Retrainer> {
+    let path = model
+        .model
+        .clone()
+        .unwrap_or_else(|| shipped(DEFAULT_MODEL));
+    let options = LoadOptions {
+        model_output: true,
+        ..LoadOptions::default()
+    };
+    let backbone = Backbone::load_with(&path, None, &options)?;
+    let names = label_names
+        .map(fastretrain::data::read_label_names)
+        .transpose()?;
+    Ok(Retrainer::model_as_is(backbone, names)?)
+}
+
+/// The state's warnings (one label, labels with very few samples), on stderr.
+pub(crate) fn warn_about(state: &State) {
+    for warning in state.warnings() {
+        eprintln!("warning: {warning}");
+    }
+}
+
+pub(crate) fn print_json(value: &impl Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Takes the state's writer lock, saying so on stderr if another process holds it.
+pub(crate) fn lock_state(path: &Path, no_wait: bool) -> Result<StateLock> {
+    match StateLock::acquire(path, false) {
+        Err(fastretrain::Error::Locked { .. }) if !no_wait => {
+            eprintln!(
+                "waiting: another fastretrain process is writing {}",
+                path.display()
+            );
+            Ok(StateLock::acquire(path, true)?)
+        }
+        other => Ok(other?),
+    }
+}
+
+#[derive(Serialize)]
+pub(crate) struct StoreReport {
+    pub(crate) store: String,
+    pub(crate) backbone: String,
+    pub(crate) precision: String,
+    pub(crate) rows: u64,
+    pub(crate) labels: usize,
+    pub(crate) bytes: u64,
+}
+
+pub(crate) fn store_report(store: &FeatureStore) -> StoreReport {
+    StoreReport {
+        store: store.path().display().to_string(),
+        backbone: store.backbone().to_string(),
+        precision: store.header().precision.to_string(),
+        rows: store.rows(),
+        labels: store.labels().len(),
+        bytes: store.bytes(),
+    }
+}
+
+pub(crate) fn print_store(s: &StoreReport) {
+    println!(
+        "store {}: {} rows, {} labels, {} features, {} bytes",
+        s.store, s.rows, s.labels, s.precision, s.bytes
+    );
+}

@@ -1,0 +1,198 @@
+//! `fit`, `merge` and `convert`: heads and statistics without the backbone.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use fastretrain::fitting;
+use fastretrain::fitting::{FitOptions, Method, parse_widths};
+use fastretrain::head::Activation;
+use fastretrain::recompute::RecomputeOptions;
+use fastretrain::state::State;
+use fastretrain::store::{FeatureStore, Precision};
+
+use super::common::{lock_state, print_json, print_store, store_report, warn_about};
+
+#[derive(Args)]
+pub(crate) struct FitArgs {
+    /// State whose head is refit (created from --store if it does not exist).
+    #[arg(long)]
+    state: PathBuf,
+    /// Feature store (from `extract`) to stream the samples from. Without it, `gram` solves
+    /// from the state's own statistics; the other methods need it.
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// gram (exact one-shot solve), block-rls (block recursive MP update), step (step form
+    /// with learning rate η) or recompute (hidden layers refit by pull-back).
+    #[arg(long, default_value = "gram")]
+    method: String,
+    /// Ridge term λ (default: chosen by generalised cross-validation on the Gram statistics).
+    #[arg(long)]
+    lambda: Option<f64>,
+    /// Rows per batch for the streamed methods.
+    #[arg(long, default_value_t = fastretrain::fitting::DEFAULT_BATCH)]
+    batch: usize,
+    /// step: learning rate η.
+    #[arg(long, default_value_t = 0.5)]
+    eta: f64,
+    /// step: passes over the store.
+    #[arg(long, default_value_t = 1)]
+    passes: usize,
+    /// recompute: hidden layer widths from the features up, e.g. 1024 or 512,256.
+    #[arg(long, default_value = "1024")]
+    hidden: String,
+    /// recompute: activation of the hidden layers: bsig (2σ(z)−1), sin, identity, or relu
+    /// (no inverse: only with --iterations 0).
+    #[arg(long, default_value = "bsig")]
+    activation: String,
+    /// recompute: pull-back iterations.
+    #[arg(long, default_value_t = 2)]
+    iterations: usize,
+    /// recompute: seed of the initial hidden weights.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Fail at once if another process is writing the state (default: wait for it).
+    #[arg(long)]
+    no_wait: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+impl FitArgs {
+    fn method(&self) -> Result<Method> {
+        Ok(match self.method.as_str() {
+            "gram" => Method::Gram,
+            "block-rls" => Method::BlockRls,
+            "step" => Method::Step {
+                eta: self.eta,
+                passes: self.passes,
+            },
+            "recompute" => Method::Recompute(RecomputeOptions {
+                hidden: parse_widths(&self.hidden)?,
+                activation: Activation::parse(&self.activation)?,
+                iterations: self.iterations,
+                seed: self.seed,
+            }),
+            other => bail!("unknown method '{other}': use gram, block-rls, step or recompute"),
+        })
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct MergeArgs {
+    /// State to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// States to add up (at least one).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    #[arg(long)]
+    lambda: Option<f64>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct ConvertArgs {
+    #[arg(long)]
+    store: PathBuf,
+    /// New store to write (must not exist).
+    #[arg(long)]
+    out: PathBuf,
+    /// f16 or f32.
+    #[arg(long)]
+    precision: String,
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn fit(a: FitArgs) -> Result<bool> {
+    let method = a.method()?;
+    let _lock = lock_state(&a.state, a.no_wait)?;
+    let (state, report) = match &a.store {
+        None => {
+            if method != Method::Gram {
+                bail!(
+                    "--method {} streams stored features: give --store FILE (made by `extract`)",
+                    a.method
+                );
+            }
+            let mut state = State::load(&a.state)?;
+            let report = state.fit(a.lambda)?;
+            (state, report)
+        }
+        Some(store_path) => {
+            let store = FeatureStore::open(store_path)?;
+            let mut state = if a.state.exists() {
+                let state = State::load(&a.state)?;
+                store.check_backbone(&state.backbone)?;
+                state
+            } else {
+                State::from_features(&store)?
+            };
+            let (head, report) = fitting::fit(
+                &store,
+                &FitOptions {
+                    method,
+                    lambda: a.lambda,
+                    batch: a.batch,
+                },
+            )?;
+            state.head = Some(head);
+            (state, report)
+        }
+    };
+    state.save(&a.state)?;
+    warn_about(&state);
+    if a.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "head refit by {}: λ = {:.4} ({:?}) in {:.3} s; saved {}",
+            report.method,
+            report.lambda,
+            report.lambda_source,
+            report.seconds,
+            a.state.display()
+        );
+    }
+    Ok(true)
+}
+
+pub(crate) fn merge(a: MergeArgs) -> Result<bool> {
+    let _lock = lock_state(&a.out, false)?;
+    let mut states = a.inputs.iter().map(|p| State::load(p));
+    let mut merged = states.next().context("no input states")??;
+    for (path, state) in a.inputs.iter().skip(1).zip(states) {
+        merged.merge(&state?, path)?;
+    }
+    let report = merged.fit(a.lambda)?;
+    merged.save(&a.out)?;
+    warn_about(&merged);
+    if a.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "merged {} states: {} samples, {} labels; λ = {:.4}; saved {}",
+            a.inputs.len(),
+            merged.stats.samples(),
+            merged.stats.labels().len(),
+            report.lambda,
+            a.out.display()
+        );
+    }
+    Ok(true)
+}
+
+pub(crate) fn convert(a: ConvertArgs) -> Result<bool> {
+    let store = FeatureStore::open(&a.store)?;
+    let converted = store.convert(&a.out, Precision::parse(&a.precision)?)?;
+    let report = store_report(&converted);
+    if a.json {
+        print_json(&report)?;
+    } else {
+        print_store(&report);
+    }
+    Ok(true)
+}

@@ -1,0 +1,104 @@
+//! Command-line interface: the top-level parser and the dispatch to one file per command
+//! group; each file holds its commands' arguments, the glue to the library and the printing.
+
+mod bench;
+mod common;
+mod export;
+mod fit;
+mod learn;
+mod predict;
+mod retrain;
+mod spec;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use fastretrain::backbone;
+
+use self::bench::{BenchArgs, DemoArgs, bench, demo};
+use self::export::{ExportArgs, ResizeInputArgs, export, resize_input};
+use self::fit::{ConvertArgs, FitArgs, MergeArgs, convert, fit, merge};
+use self::learn::{ExtractArgs, ForgetArgs, LearnArgs, extract, forget, learn};
+use self::predict::{EvalArgs, InfoArgs, PredictArgs, eval, info, predict};
+
+#[derive(Parser)]
+#[command(
+    name = "fastretrain",
+    version,
+    about = "Adapt a pretrained ONNX classifier to your own data on the device: frozen backbone, \
+             streamed Gram statistics, closed-form (ridge / Moore–Penrose) head refit.",
+    after_help = "Exit codes: 0 success, 1 a check failed (eval --min-accuracy), 2 error \
+                  (bad input, bad arguments).\n\
+                  Data: a folder root/<label>/*.png|jpg, or an IDX images file \
+                  (MNIST format, .gz allowed) with its labels file beside it."
+)]
+pub struct Cli {
+    /// Cores for the backbone (default: all): images in parallel when streaming data,
+    /// tract's matrix-product threads for a single image.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Stream labelled data through the backbone into a state (created or added to), then refit.
+    Learn(LearnArgs),
+    /// Refit the head from the state's statistics (choose λ by GCV, or fix it).
+    Fit(FitArgs),
+    /// Top-k labels with scores for image files.
+    Predict(PredictArgs),
+    /// Accuracy, per-class accuracy and confusion matrix on labelled data.
+    Eval(EvalArgs),
+    /// What a state holds.
+    Info(InfoArgs),
+    /// Remove samples from a state's statistics (exact unlearning), then refit.
+    Forget(ForgetArgs),
+    /// Add up the statistics of several states (same backbone) into one, then refit.
+    Merge(MergeArgs),
+    /// Write a data set's features to a feature store (f16 by default), resuming after the
+    /// records the store already holds.
+    Extract(ExtractArgs),
+    /// Write the adapted model as a standard ONNX file: the backbone with the refit head.
+    Export(ExportArgs),
+    /// Copy a feature store with another precision (f16 ↔ f32).
+    Convert(ConvertArgs),
+    /// Learn + eval on the shipped model and Fashion-MNIST subset, with timings.
+    Demo(DemoArgs),
+    /// Time the backbone's forward pass on this machine (ms per image; see --threads).
+    Bench(BenchArgs),
+    /// Full fast retraining on the desktop: SGD on a random share of the conv layers, then
+    /// the MP refit of the head, per epoch (build with --features train).
+    Retrain(retrain::RetrainArgs),
+    /// Write a copy of a model (and its spec) with another input size: smaller is faster.
+    ResizeInput(ResizeInputArgs),
+    /// Write the spec JSON of a model (beside it) from its graph and a preprocessing preset,
+    /// or check an existing one (--check).
+    Spec(spec::SpecArgs),
+}
+
+/// Runs the command; `Ok(false)` means a check failed (exit code 1).
+pub fn run(cli: Cli) -> Result<bool> {
+    let threads = cli
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    backbone::set_threads(threads);
+    match cli.command {
+        Command::Learn(a) => learn(a),
+        Command::Fit(a) => fit(a),
+        Command::Predict(a) => predict(a),
+        Command::Eval(a) => eval(a),
+        Command::Info(a) => info(a),
+        Command::Merge(a) => merge(a),
+        Command::Forget(a) => forget(a),
+        Command::Extract(a) => extract(a),
+        Command::Convert(a) => convert(a),
+        Command::Export(a) => export(a),
+        Command::Demo(a) => demo(a),
+        Command::Bench(a) => bench(a, threads),
+        Command::ResizeInput(a) => resize_input(a),
+        Command::Retrain(a) => retrain::run(a),
+        Command::Spec(a) => spec::run(a),
+    }
+}
