@@ -3,9 +3,36 @@
 //! [`preprocess`]) into penultimate features ([`features`]); they are folded into Gram
 //! statistics whose size does not grow with the number of samples ([`solver`]); the dense head
 //! is refit in closed form ([`head`]) and everything persists in one checksummed file
-//! ([`state`]). [`retrainer`] ties the chain together; the `fastretrain` binary is a thin CLI
-//! over it. With the `train` feature, [`train`] adds the desktop full retraining (SGD on a
-//! random share of the conv layers + MP refit of the head, on burn).
+//! ([`state`]); [`export`] writes the adapted model as ONNX. [`retrainer`] ties the chain
+//! together; the `fastretrain` binary is a thin CLI over it. With the `train` feature,
+//! [`train`] adds the desktop full retraining (SGD on a random share of the conv layers + MP
+//! refit of the head, on burn). docs/ARCHITECTURE.md draws the layers.
+//!
+//! Learn from the shipped Fashion-MNIST subset with the shipped MobileNetV2, then predict:
+//!
+//! ```
+//! # #[cfg(feature = "backbone")] {
+//! use std::path::Path;
+//! use fastretrain::backbone::Backbone;
+//! use fastretrain::data::{DataOptions, DataSource};
+//! use fastretrain::retrainer::{LearnOptions, Retrainer};
+//!
+//! # let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+//! let model = root.join("models/mobilenetv2.onnx"); // its spec, mobilenetv2.json, beside it
+//! let backbone = Backbone::load(&model, None, None)?;
+//! let mut retrainer = Retrainer::fresh(backbone)?;
+//! let images = root.join("data/fashion-mnist/train-images-idx3-ubyte.gz");
+//! let source = DataSource::open(&images, &DataOptions { limit: Some(20), ..Default::default() })?;
+//! let learned = retrainer.learn(source, &LearnOptions::default(), |_| {}, |_| Ok(()))?;
+//! assert_eq!(learned.samples, 20);
+//!
+//! let photo = root.join("tests/data/images/imagenet_00_243.png");
+//! let prediction = retrainer.predict_file(&photo, 3)?;
+//! println!("{}: {} ({:.3})", prediction.file, prediction.top[0].label, prediction.top[0].score);
+//! retrainer.state().save(&std::env::temp_dir().join("fastretrain-doc.frs"))?;
+//! # }
+//! # Ok::<(), fastretrain::Error>(())
+//! ```
 
 #[cfg(feature = "backbone")]
 pub mod backbone;
