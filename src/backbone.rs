@@ -15,7 +15,8 @@ pub use crate::durable::Fingerprint;
 use crate::error::{Error, Result};
 pub use crate::onnx::{DenseHeadInfo, find_dense_head, read_model_file};
 use crate::onnx::{
-    check_input, check_spec_file, dims, forget_intermediate_shapes, image_input, show_dims,
+    check_input, check_spec_file, dims, forget_intermediate_shapes, graph_of, graph_of_mut,
+    image_input, show_dims,
 };
 use crate::spec::{InputSpec, Layout, ModelSpec, Preset};
 
@@ -196,9 +197,7 @@ impl Backbone {
             reason,
         };
         let mut proto = crate::onnx::parse_model(&bytes, model)?;
-        let Some(graph) = proto.graph.as_mut() else {
-            return Err(bad("the file holds no graph".into()));
-        };
+        let graph = graph_of_mut(&mut proto, model)?;
         if spec_beside {
             check_spec_file(&spec, model, &spec_path)?;
         }
@@ -352,10 +351,7 @@ pub fn make_spec(model: &Path, request: &SpecRequest) -> Result<ModelSpec> {
         path: model.into(),
         reason,
     };
-    let graph = proto
-        .graph
-        .as_ref()
-        .ok_or_else(|| bad("the file holds no graph".into()))?;
+    let graph = graph_of(&proto, model)?;
     let input = image_input(graph, model)?;
     let dims = dims(input).unwrap_or_else(|| vec![None; 4]);
     if dims.len() != 4 {

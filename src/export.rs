@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::head::{Activation, DenseLayer, Head};
 pub use crate::onnx::{LABELS_KEY, ResizeReport};
 use crate::onnx::{
-    find_dense_head, float_values, parse_model, read_model_file, set_input_size,
+    find_dense_head, float_values, graph_of_mut, parse_model, read_model_file, set_input_size,
     write_model_with_spec,
 };
 use crate::spec::ModelSpec;
@@ -157,10 +157,7 @@ pub fn export_bytes(
         ));
     }
     let mut proto = parse_model(model, model_path)?;
-    let graph = proto
-        .graph
-        .as_mut()
-        .ok_or_else(|| bad("the file holds no graph".into()))?;
+    let graph = graph_of_mut(&mut proto, model_path)?;
     let produced = |g: &GraphProto, name: &str| {
         g.node.iter().any(|n| n.output.iter().any(|o| o == name))
             || g.input.iter().any(|i| i.name == name)

@@ -73,6 +73,26 @@ pub(crate) fn parse_model(bytes: &[u8], path: &Path) -> Result<ModelProto> {
     })
 }
 
+/// The model's graph; a file without one is not a usable model.
+pub(crate) fn graph_of<'m>(proto: &'m ModelProto, model: &Path) -> Result<&'m GraphProto> {
+    proto.graph.as_ref().ok_or_else(|| no_graph(model))
+}
+
+/// [`graph_of`], to change it.
+pub(crate) fn graph_of_mut<'m>(
+    proto: &'m mut ModelProto,
+    model: &Path,
+) -> Result<&'m mut GraphProto> {
+    proto.graph.as_mut().ok_or_else(|| no_graph(model))
+}
+
+fn no_graph(model: &Path) -> Error {
+    Error::Model {
+        path: model.into(),
+        reason: "the file holds no graph".into(),
+    }
+}
+
 /// The values of a float initializer (raw little-endian bytes or `float_data`).
 pub(crate) fn float_values(t: &TensorProto) -> Option<Vec<f32>> {
     if t.data_type != DataType::Float as i32 {
@@ -269,14 +289,7 @@ pub(crate) fn set_input_size(
     size: usize,
     model: &Path,
 ) -> Result<()> {
-    let bad = |reason: String| Error::Model {
-        path: model.into(),
-        reason,
-    };
-    let graph = proto
-        .graph
-        .as_mut()
-        .ok_or_else(|| bad("the file holds no graph".into()))?;
+    let graph = graph_of_mut(proto, model)?;
     let input_name = image_input(graph, model)?.name.clone();
     let input = graph
         .input
@@ -288,7 +301,10 @@ pub(crate) fn set_input_size(
         _ => None,
     }
     .filter(|d| d.len() == 4)
-    .ok_or_else(|| bad(format!("input '{input_name}' is not a 4-d tensor")))?;
+    .ok_or_else(|| Error::Model {
+        path: model.into(),
+        reason: format!("input '{input_name}' is not a 4-d tensor"),
+    })?;
     let (h, w) = match layout {
         Layout::Nchw => (2, 3),
         Layout::Nhwc => (1, 2),

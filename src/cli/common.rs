@@ -140,11 +140,14 @@ pub(crate) fn model_as_is(model: &ModelArgs, label_names: Option<&Path>) -> Resu
     Ok(Retrainer::model_as_is(backbone, names)?)
 }
 
-/// The state's warnings (one label, labels with very few samples), on stderr.
-pub(crate) fn warn_about(state: &State) {
+/// Saves a state a command changed, then says on stderr what its user should know about it
+/// (one label, labels with very few samples).
+pub(crate) fn save_state(state: &State, path: &Path) -> Result<()> {
+    state.save(path)?;
     for warning in state.warnings() {
         eprintln!("warning: {warning}");
     }
+    Ok(())
 }
 
 pub(crate) fn print_json(value: &impl Serialize) -> Result<()> {

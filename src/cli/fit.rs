@@ -12,7 +12,7 @@ use fastretrain::recompute::RecomputeOptions;
 use fastretrain::state::State;
 use fastretrain::store::{FeatureStore, Precision};
 
-use super::common::{lock_state, print_json, print_store, store_report, warn_about};
+use super::common::{lock_state, print_json, print_store, save_state, store_report};
 
 #[derive(Args)]
 pub(crate) struct FitArgs {
@@ -143,8 +143,7 @@ pub(crate) fn fit(a: FitArgs) -> Result<bool> {
             (state, report)
         }
     };
-    state.save(&a.state)?;
-    warn_about(&state);
+    save_state(&state, &a.state)?;
     if a.json {
         print_json(&report)?;
     } else {
@@ -168,8 +167,7 @@ pub(crate) fn merge(a: MergeArgs) -> Result<bool> {
         merged.merge(&state?, path)?;
     }
     let report = merged.fit(a.lambda)?;
-    merged.save(&a.out)?;
-    warn_about(&merged);
+    save_state(&merged, &a.out)?;
     if a.json {
         print_json(&report)?;
     } else {

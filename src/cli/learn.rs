@@ -15,7 +15,7 @@ use fastretrain::store::{FeatureBatches, FeatureStore, Precision, StoreWriter};
 
 use super::common::{
     DEFAULT_MODEL, DataArgs, ModelArgs, StoreReport, lock_state, open_retrainer, print_json,
-    print_store, progress_bar, shipped, store_report, warn_about,
+    print_store, progress_bar, save_state, shipped, store_report,
 };
 
 #[derive(Args)]
@@ -130,8 +130,7 @@ pub(crate) fn learn(a: LearnArgs) -> Result<bool> {
         |state| state.save(&a.state),
     )?;
     bar.finish_and_clear();
-    retrainer.state().save(&a.state)?;
-    warn_about(retrainer.state());
+    save_state(retrainer.state(), &a.state)?;
     if a.json {
         print_json(&report)?;
     } else {
@@ -176,8 +175,7 @@ pub(crate) fn forget(a: ForgetArgs) -> Result<bool> {
         }
         _ => bail!("give the samples to forget as --data (images) or --store (features)"),
     };
-    state.save(&a.state)?;
-    warn_about(&state);
+    save_state(&state, &a.state)?;
     if a.json {
         print_json(&report)?;
     } else {

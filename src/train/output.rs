@@ -10,7 +10,9 @@ use tract_onnx::pb::{TensorProto, tensor_proto::DataType, tensor_shape_proto, ty
 use super::graph::Param;
 use super::{EpochMetrics, RetrainJob, RetrainOptions, Trainer};
 use crate::error::{Error, Result};
-use crate::onnx::{parse_model, set_input_size, write_model_with_spec};
+use crate::onnx::{
+    graph_of_mut, parse_model, read_model_file, set_input_size, write_model_with_spec,
+};
 use crate::state::{State, write_atomically};
 
 const CHECKPOINT_MAGIC: &[u8; 8] = b"FRCKPT01";
@@ -162,12 +164,9 @@ pub(super) fn write(
     mut state: State,
     metrics: Vec<EpochMetrics>,
 ) -> Result<RetrainOutput> {
-    let bytes = std::fs::read(job.model).map_err(|e| Error::io(job.model, e))?;
+    let (bytes, _) = read_model_file(job.model)?;
     let mut proto = parse_model(&bytes, job.model)?;
-    let graph = proto.graph.as_mut().ok_or_else(|| Error::Model {
-        path: job.model.into(),
-        reason: "the file holds no graph".into(),
-    })?;
+    let graph = graph_of_mut(&mut proto, job.model)?;
     for p in &trainer.graph.params {
         let tensor = float_initializer(p);
         match graph.initializer.iter_mut().find(|t| t.name == p.name) {

@@ -9,7 +9,7 @@ use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto, TensorProto};
 
 use super::{ConvLayer, Graph, Node, Op, Param, SUPPORTED_OPS};
 use crate::error::{Error, Result};
-use crate::onnx::float_values;
+use crate::onnx::{float_values, graph_of};
 
 fn attribute<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
     node.attribute.iter().find(|a| a.name == name)
@@ -53,10 +53,7 @@ impl Graph {
             path: path.into(),
             reason,
         };
-        let graph = proto
-            .graph
-            .as_ref()
-            .ok_or_else(|| bad("the file holds no graph".into()))?;
+        let graph = graph_of(proto, path)?;
         let initializers: HashMap<&str, &TensorProto> = graph
             .initializer
             .iter()
