@@ -379,6 +379,20 @@ fn predict_with_the_model_own_head_agrees_with_onnxruntime() {
         );
     }
 
+    // With the shipped ImageNet class names (models/imagenet_classes.txt, torchvision's list).
+    let names: Vec<String> =
+        std::fs::read_to_string(common::root().join("models/imagenet_classes.txt"))
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+    args.extend(["--label-names", "models/imagenet_classes.txt"]);
+    let named = json_of(&run(&common::root(), &args));
+    for (p, class) in named.as_array().unwrap().iter().zip(top1.values()) {
+        let class = class.as_u64().unwrap() as usize;
+        assert_eq!(p["top"][0]["label"].as_str().unwrap(), names[class]);
+    }
+
     // eval with the model's own head: folders named by class number, or by the names in
     // --label-names, give the same result.
     let dir = common::temp_dir("zoo-own-eval");
