@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 use tract_onnx::pb::{
-    AttributeProto, GraphProto, NodeProto, StringStringEntryProto, TensorProto, TensorShapeProto,
-    TypeProto, ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType,
-    tensor_shape_proto, type_proto,
+    AttributeProto, GraphProto, NodeProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto,
+    type_proto,
 };
 
 use crate::error::{Error, Result};
@@ -19,7 +19,7 @@ use crate::head::{Activation, DenseLayer, Head};
 pub use crate::onnx::{LABELS_KEY, ResizeReport};
 use crate::onnx::{
     find_dense_head, float_values, graph_of_mut, parse_model, read_model_file, set_input_size,
-    write_model_with_spec,
+    set_metadata, write_model_with_spec,
 };
 use crate::spec::ModelSpec;
 use crate::state::{State, write_atomically};
@@ -230,21 +230,15 @@ pub fn export_bytes(
         ..Default::default()
     }];
     let nodes_removed = prune(graph, std::slice::from_ref(&output));
-    proto
-        .metadata_props
-        .retain(|p| !p.key.starts_with("fastretrain."));
-    let labels_json = serde_json::to_string(&head.labels)
-        .map_err(|e| Error::InvalidArgument(format!("cannot encode labels: {e}")))?;
-    for (key, value) in [
-        (LABELS_KEY.to_string(), labels_json),
-        ("fastretrain.method".into(), head.method.to_string()),
-        ("fastretrain.lambda".into(), head.lambda.to_string()),
-        ("fastretrain.feature_tensor".into(), feature_tensor.into()),
-    ] {
-        proto
-            .metadata_props
-            .push(StringStringEntryProto { key, value });
-    }
+    set_metadata(
+        &mut proto,
+        &head.labels,
+        [
+            ("fastretrain.method", head.method.to_string()),
+            ("fastretrain.lambda", head.lambda.to_string()),
+            ("fastretrain.feature_tensor", feature_tensor.into()),
+        ],
+    );
     let bytes = proto.encode_to_vec();
     let report = ExportReport {
         out: PathBuf::new(),

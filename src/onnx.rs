@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tract_onnx::pb::{
-    GraphProto, ModelProto, TensorProto, ValueInfoProto, tensor_proto::DataType,
-    tensor_shape_proto, type_proto,
+    GraphProto, ModelProto, StringStringEntryProto, TensorProto, ValueInfoProto,
+    tensor_proto::DataType, tensor_shape_proto, type_proto,
 };
 
 use crate::durable::{hex, write_atomically};
@@ -17,6 +17,25 @@ use crate::spec::{Layout, ModelSpec};
 
 /// Metadata key holding the labels (a JSON array, in output order).
 pub const LABELS_KEY: &str = "fastretrain.labels";
+
+/// Replaces the model's `fastretrain.*` metadata with the labels (JSON, in output order, under
+/// [`LABELS_KEY`]) and `entries`.
+pub(crate) fn set_metadata<const N: usize>(
+    proto: &mut ModelProto,
+    labels: &[String],
+    entries: [(&str, String); N],
+) {
+    proto
+        .metadata_props
+        .retain(|p| !p.key.starts_with("fastretrain."));
+    let labels = serde_json::to_string(labels).expect("strings always encode");
+    for (key, value) in std::iter::once((LABELS_KEY, labels)).chain(entries) {
+        proto.metadata_props.push(StringStringEntryProto {
+            key: key.into(),
+            value,
+        });
+    }
+}
 
 /// The model's own final dense layer, as found in the graph.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use super::graph::Param;
 use super::{EpochMetrics, RetrainJob, RetrainOptions, Trainer};
 use crate::error::{Error, Result};
 use crate::onnx::{
-    graph_of_mut, parse_model, read_model_file, set_input_size, write_model_with_spec,
+    graph_of_mut, parse_model, read_model_file, set_input_size, set_metadata, write_model_with_spec,
 };
 use crate::state::{State, write_atomically};
 
@@ -207,6 +207,15 @@ pub(super) fn write(
             }
         }
     }
+    // The classes' names, so that the retrained model names them when run as it is.
+    set_metadata(
+        &mut proto,
+        &trainer.labels,
+        [(
+            "fastretrain.method",
+            format!("retrain {}", trainer.options.mode.name()),
+        )],
+    );
     let size = trainer.options.size;
     set_input_size(&mut proto, trainer.spec.input.layout, size, job.model)?;
     let mut spec = trainer.spec.clone();
