@@ -234,6 +234,44 @@ fn every_zoo_model_gets_a_spec_and_runs_every_command() {
                 &dir,
                 &["eval", "--state", "retrained.frs", "--data", s(&test)],
             );
+            // The retrained ONNX names its classes and, run as it is, gives its state's scores.
+            let as_model = json_of(&run(
+                &dir,
+                &[
+                    "predict",
+                    "--model",
+                    "retrained.onnx",
+                    "-k",
+                    "10",
+                    s(&image),
+                    "--json",
+                ],
+            ));
+            let as_state = json_of(&run(
+                &dir,
+                &[
+                    "predict",
+                    "--state",
+                    "retrained.frs",
+                    "-k",
+                    "10",
+                    s(&image),
+                    "--json",
+                ],
+            ));
+            for scored in as_state[0]["top"].as_array().unwrap() {
+                let other = as_model[0]["top"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|t| t["label"] == scored["label"])
+                    .unwrap_or_else(|| panic!("{name}: {scored} not in {as_model}"));
+                let (a, b) = (
+                    scored["score"].as_f64().unwrap(),
+                    other["score"].as_f64().unwrap(),
+                );
+                assert!((a - b).abs() <= 1e-4, "{name}: retrained {a} vs {b}");
+            }
         } else {
             assert_eq!(
                 retrain.status.code(),
