@@ -43,14 +43,9 @@ pub struct Confusion {
 
 impl Confusion {
     pub fn new(head: &Head) -> Self {
-        Self::with_labels(head.labels.clone())
-    }
-
-    /// For any classifier whose scores come in `labels` order.
-    pub fn with_labels(labels: Vec<String>) -> Self {
-        let c = labels.len();
+        let c = head.classes();
         Confusion {
-            labels,
+            labels: head.labels.clone(),
             numbered: false,
             counts: vec![vec![0; c]; c],
             started: Instant::now(),

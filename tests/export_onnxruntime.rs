@@ -243,15 +243,7 @@ fn exported_own_models_fed_by_the_torchvision_pipeline_give_predict_scores() {
     let zoo = common::data("zoo");
     let mut images: Vec<PathBuf> = ["Bag", "Coat", "Sneaker"]
         .iter()
-        .map(|label| {
-            let folder = zoo.join("fashion/test").join(label);
-            let mut files: Vec<PathBuf> = std::fs::read_dir(folder)
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
-            files.sort();
-            files.remove(0)
-        })
+        .map(|label| common::zoo_image("test", label))
         .collect();
     images.extend(
         ["imagenet_00_243.png", "imagenet_01_559.png"]

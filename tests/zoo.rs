@@ -28,15 +28,6 @@ fn reference() -> serde_json::Value {
     common::json("zoo/reference.json")
 }
 
-fn first_image(split: &str, label: &str) -> PathBuf {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(zoo(&format!("fashion/{split}/{label}")))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files.remove(0)
-}
-
 fn ok(dir: &Path, args: &[&str]) -> String {
     let out = run(dir, args);
     assert!(out.status.success(), "{args:?}: {}", stderr(&out));
@@ -48,7 +39,7 @@ fn every_zoo_model_gets_a_spec_and_runs_every_command() {
     let reference = reference();
     let train = zoo("fashion/train");
     let test = zoo("fashion/test");
-    let image = first_image("test", "Bag");
+    let image = common::zoo_image("test", "Bag");
     for name in MODELS {
         let dir = common::temp_dir(&format!("zoo-{name}"));
         let model = common::zoo_model_with_spec(&dir, name);
@@ -489,7 +480,7 @@ fn a_state_finds_its_model_from_another_directory_and_after_a_move() {
     std::fs::create_dir_all(&project).unwrap();
     let model = common::zoo_model_with_spec(&project, "keras_nhwc");
     let train = zoo("fashion/train");
-    let image = first_image("test", "Coat");
+    let image = common::zoo_image("test", "Coat");
     ok(
         &project,
         &[
@@ -623,7 +614,11 @@ fn one_label_warns_and_eval_shows_labels_without_samples_as_a_dash() {
     // Evaluate on Bag images only: Coat has no test samples.
     let bags = dir.join("bags");
     std::fs::create_dir_all(bags.join("Bag")).unwrap();
-    std::fs::copy(first_image("test", "Bag"), bags.join("Bag").join("b.png")).unwrap();
+    std::fs::copy(
+        common::zoo_image("test", "Bag"),
+        bags.join("Bag").join("b.png"),
+    )
+    .unwrap();
     let text = ok(&dir, &["eval", "--state", "few.frs", "--data", "bags"]);
     let coat = text.lines().find(|l| l.starts_with("Coat")).unwrap();
     assert!(coat.trim_end().ends_with('—'), "{text}");
@@ -686,7 +681,7 @@ fn a_state_used_with_another_model_says_so() {
             "64",
         ],
     );
-    let image = first_image("test", "Bag");
+    let image = common::zoo_image("test", "Bag");
     common::refused(
         &dir,
         &["predict", "--state", "s.frs", "--model", &vgg, s(&image)],

@@ -177,3 +177,13 @@ pub fn zoo_model_with_spec(dir: &Path, name: &str) -> String {
     assert_eq!(report["resize_filter"], "bilinear-antialias-u8", "{name}");
     file
 }
+
+/// The first image (sorted) of `label` in the zoo's image folder split `split` (train, test).
+pub fn zoo_image(split: &str, label: &str) -> PathBuf {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data("zoo/fashion").join(split).join(label))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files.remove(0)
+}
