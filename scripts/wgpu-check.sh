@@ -3,29 +3,37 @@
 # Vulkan 1.3 driver on the CPU), compared with the flex CPU backend: the same short `retrain`
 # (same seed, same data order) in each mode on both devices; per-epoch train loss, refit λ and
 # test accuracy must agree within the tolerances below; the retrained ONNX of the wgpu run must
-# give `predict`'s scores in tract (and in onnxruntime when the project's venv is there).
+# give `predict`'s scores in tract (and in onnxruntime when the project's venv is there); the
+# device memory kept after each SGD epoch must not grow from one epoch to the next.
 # Prints one JSON line; exits 1 when wgpu and CPU diverge beyond the tolerances.
 #
 #   scripts/wgpu-check.sh                 # builds --features train-wgpu (≈ 20 min cold on 2 cores)
 #   BIN=path/to/fastretrain scripts/wgpu-check.sh
 #
 # Only lavapipe's Vulkan driver is offered to wgpu (VK_ICD_FILENAMES), so the adapter is
-# llvmpipe whatever else the machine has. Environment: MODES (default "sgd fast sgd+mp"),
-# LIMIT (64 training images), TEST_LIMIT (32), SIZE (32), EPOCHS (2), OUT (a temp folder).
+# llvmpipe whatever else the machine has; VULKAN=system leaves the machine's own driver to wgpu
+# (a real GPU: scripts/gpu-check.sh) and installs nothing. Environment: MODES (default
+# "sgd fast sgd+mp"), LIMIT (64 training images), TEST_LIMIT (32), SIZE (32), EPOCHS (2),
+# OUT (a temp folder), PYTHON (one with onnxruntime; default the project's venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-missing=""
-for p in mesa-vulkan-drivers vulkan-tools; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
-if [ -n "$missing" ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  # shellcheck disable=SC2086
-  apt-get install -y -qq $missing >/dev/null
+VULKAN=${VULKAN:-lavapipe}
+if [ "$VULKAN" = lavapipe ]; then
+  missing=""
+  for p in mesa-vulkan-drivers vulkan-tools; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+  if [ -n "$missing" ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq $missing >/dev/null
+  fi
+  ICD=$(ls /usr/share/vulkan/icd.d/lvp_icd.*.json | head -1)
+  export VK_ICD_FILENAMES=$ICD
 fi
-ICD=$(ls /usr/share/vulkan/icd.d/lvp_icd.*.json | head -1)
-export VK_ICD_FILENAMES=$ICD
-ADAPTER=$(vulkaninfo --summary 2>/dev/null | sed -n 's/^[[:space:]]*deviceName[[:space:]]*= //p' | head -1)
+ADAPTER=$(vulkaninfo --summary 2>/dev/null | sed -n 's/^[[:space:]]*deviceName[[:space:]]*= //p' | head -1 || true)
+[ -n "$ADAPTER" ] || ADAPTER=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)
+[ -n "$ADAPTER" ] || ADAPTER=unknown
 if [ -z "${BIN:-}" ]; then
   cargo build --release --locked --features train-wgpu >&2
   BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/release/fastretrain"
@@ -59,8 +67,8 @@ for mode in $MODES; do [ "$mode" = sgd ] || { first=$mode; break; }; done
 # shellcheck disable=SC2086
 "$BIN" predict --json -k 10 --model "$OUT/$first-wgpu.onnx" $PHOTOS > "$OUT/model.json"
 ORT=""
-VENV_PY="${FASTRETRAIN_VENV:-$ROOT/.venv}/bin/python"
-if [ -x "$VENV_PY" ]; then
+VENV_PY=${PYTHON:-"${FASTRETRAIN_VENV:-$ROOT/.venv}/bin/python"}
+if "$VENV_PY" -c 'import onnxruntime' 2>/dev/null; then
   # shellcheck disable=SC2086
   (cd "$ROOT/scripts" && "$VENV_PY" onnxruntime_run.py --spec "$OUT/$first-wgpu.json" \
     --models "$OUT/$first-wgpu.onnx" --images $PHOTOS) > "$OUT/ort.json" && ORT="$OUT/ort.json"
@@ -102,6 +110,13 @@ for mode in modes:
     result["modes"][mode] = {"epochs": rows,
                              "images_per_second_cpu": limit * (len(cpu) - 1) / sgd_c,
                              "images_per_second_wgpu": limit * (len(gpu) - 1) / sgd_g}
+    # What the device allocator keeps after each epoch's cleanup: level once SGD has run
+    # (epoch 0 runs no SGD, so it holds less); growth would be a leak across epochs.
+    memory = [e.get("device_memory_bytes") for e in gpu]
+    result["modes"][mode]["device_memory_bytes"] = memory
+    sgd_memory = [b for b in memory[1:] if b is not None]
+    if len(sgd_memory) > 1:
+        ok &= max(sgd_memory) <= sgd_memory[0] * 1.05
     last_c, last_g = cpu[-1]["test_accuracy"], gpu[-1]["test_accuracy"]
     result["modes"][mode]["accuracy_cpu"], result["modes"][mode]["accuracy_wgpu"] = last_c, last_g
 def scores(path):

@@ -178,25 +178,39 @@ impl Trainer {
         graph::tensor_from(&data, shape, device, self.dtype)
     }
 
-    /// Features of every sample (forward only, running statistics), as f32 rows.
+    /// Features of every sample (forward only, running statistics), as f32 rows: computed on
+    /// the device chunk by chunk and read back once.
     pub fn features(&mut self, set: &LabelledSet) -> Result<Vec<f32>> {
-        let params = self
-            .graph
-            .param_tensors(&self.device, self.dtype, &HashSet::new());
-        let mut rows = Vec::new();
-        let device = self.device.clone();
-        for chunk in set.samples.chunks(64) {
-            let refs: Vec<&Sample> = chunk.iter().collect();
-            let x = self.images(&refs, &device);
-            let out = self.graph.forward(x, &params, &HashSet::new(), true)?;
-            rows.extend(graph::to_f32(out.features)?);
-        }
+        let rows = graph::to_f32(self.forward_all(set, true)?)?;
         if !rows.iter().all(|v| v.is_finite()) {
             return Err(Error::NonFiniteFeatures {
                 what: "retrain features (the network diverged: lower --lr)".into(),
             });
         }
         Ok(rows)
+    }
+
+    /// The features (or, without `features_only`, the logits) of every sample of `set`, one
+    /// row each, as one tensor on the device: the parameters go up once, the rows stay there
+    /// (so a GPU is not made to wait for a read after every chunk).
+    fn forward_all(&mut self, set: &LabelledSet, features_only: bool) -> Result<Tensor<2>> {
+        let params = self
+            .graph
+            .param_tensors(&self.device, self.dtype, &HashSet::new());
+        let device = self.device.clone();
+        let mut parts = Vec::with_capacity(set.samples.len().div_ceil(64));
+        for chunk in set.samples.chunks(64) {
+            let refs: Vec<&Sample> = chunk.iter().collect();
+            let x = self.images(&refs, &device);
+            let out = self
+                .graph
+                .forward(x, &params, &HashSet::new(), features_only)?;
+            parts.push(match out.logits {
+                Some(logits) => logits,
+                None => out.features,
+            });
+        }
+        Ok(Tensor::cat(parts, 0))
     }
 
     /// Closed-form refit of the dense head from the training features (the edge solver), written
@@ -243,26 +257,20 @@ impl Trainer {
 
     /// Test accuracy of the whole network (its own head).
     pub fn accuracy(&mut self, set: &LabelledSet) -> Result<f64> {
-        let params = self
-            .graph
-            .param_tensors(&self.device, self.dtype, &HashSet::new());
-        let device = self.device.clone();
-        let mut correct = 0usize;
         let classes = self.graph.classes();
-        for (chunk, targets) in set.samples.chunks(64).zip(set.targets.chunks(64)) {
-            let refs: Vec<&Sample> = chunk.iter().collect();
-            let x = self.images(&refs, &device);
-            let logits = self.graph.forward(x, &params, &HashSet::new(), false)?;
-            let logits = graph::to_f32(logits.logits.expect("full pass"))?;
-            for (row, &t) in logits.chunks(classes).zip(targets) {
+        let logits = graph::to_f32(self.forward_all(set, false)?)?;
+        let correct = logits
+            .chunks(classes)
+            .zip(&set.targets)
+            .filter(|(row, t)| {
                 let best = row
                     .iter()
                     .enumerate()
                     .max_by(|a, b| a.1.total_cmp(b.1))
                     .map(|(i, _)| i);
-                correct += usize::from(best == Some(t));
-            }
-        }
+                best == Some(**t)
+            })
+            .count();
         Ok(correct as f64 / set.samples.len().max(1) as f64)
     }
 
@@ -284,9 +292,14 @@ impl Trainer {
     /// One epoch of SGD with momentum (PyTorch's rule: v = μv + g, w −= lr·v) over `set` in a
     /// seeded random order, training the dense layers, the given conv layers and batch
     /// normalisations that follow no conv. Returns the mean loss.
+    ///
+    /// Weights, momentum and running statistics live on the device for the whole epoch: they
+    /// go up once at its start and come back once at its end (for the checkpoint), and nothing
+    /// is read back between batches, so a GPU runs the epoch without waiting on the host.
     pub fn sgd_epoch(&mut self, set: &LabelledSet, epoch: usize, layers: &[usize]) -> Result<f64> {
-        let lr = self.options.lr.at(epoch);
-        let momentum = self.options.momentum;
+        // The factors rounded to f32 first, as the update is in f32.
+        let lr = self.options.lr.at(epoch) as f32;
+        let momentum = self.options.momentum as f32;
         let mut tracked: HashSet<usize> = self.graph.dense_params().into_iter().collect();
         tracked.extend(self.graph.loose_bn_params());
         for &l in layers {
@@ -294,44 +307,82 @@ impl Trainer {
         }
         let mut train_bn = self.graph.bn_nodes_of(layers);
         train_bn.extend(self.graph.loose_bn_nodes());
-        let autodiff = self.device.clone().autodiff();
+        self.velocity.resize(self.graph.params.len(), Vec::new());
+        let device = self.device.clone();
+        let autodiff = device.clone().autodiff();
+        let mut weights = self
+            .graph
+            .param_tensors(&device, self.dtype, &HashSet::new());
+        let mut velocity: Vec<Option<Tensor<1>>> = self
+            .velocity
+            .iter()
+            .map(|v| (!v.is_empty()).then(|| graph::flat_tensor(v, &device, self.dtype)))
+            .collect();
+        let mut changed: HashSet<usize> = HashSet::new();
         let order =
             SplitMix64(self.options.seed.wrapping_add(epoch as u64)).permutation(set.samples.len());
-        let (mut loss_sum, mut batches) = (0.0, 0usize);
+        let mut loss_sum: Option<Tensor<1>> = None;
+        let mut batches = 0usize;
         for batch in order.chunks(self.options.batch) {
             let refs: Vec<&Sample> = batch.iter().map(|&i| &set.samples[i]).collect();
             let x = self.images(&refs, &autodiff);
             let targets: Vec<usize> = batch.iter().map(|&i| set.targets[i]).collect();
-            let params = self.graph.param_tensors(&autodiff, self.dtype, &tracked);
+            let params: Vec<Tensor<1>> = weights
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    let t = w.clone().autodiff();
+                    if tracked.contains(&i) {
+                        t.require_grad()
+                    } else {
+                        t
+                    }
+                })
+                .collect();
             let out = self.graph.forward(x, &params, &train_bn, false)?;
             let loss = cross_entropy(out.logits.expect("full pass"), &targets, self.dtype);
-            let value = graph::to_f32(loss.clone())?[0] as f64;
-            if !value.is_finite() {
-                return Err(Error::InvalidArgument(format!(
-                    "epoch {epoch}: the loss became {value} (diverged); lower --lr"
-                )));
-            }
             let grads = loss.backward();
+            let loss = loss.without_autodiff();
+            loss_sum = Some(match loss_sum {
+                Some(sum) => sum.add(loss),
+                None => loss,
+            });
             for &i in &tracked {
                 let Some(g) = params[i].grad(&grads) else {
                     continue;
                 };
-                let g = graph::to_f32(g)?;
-                let v = &mut self.velocity[i];
-                if v.len() != g.len() {
-                    *v = vec![0.0; g.len()];
-                }
-                let w = &mut self.graph.params[i].values;
-                for ((w, v), g) in w.iter_mut().zip(v.iter_mut()).zip(&g) {
-                    *v = momentum as f32 * *v + g;
-                    *w -= lr as f32 * *v;
-                }
+                let v = match velocity[i].take() {
+                    Some(v) => v.mul_scalar(momentum).add(g),
+                    None => g,
+                };
+                weights[i] = weights[i].clone().sub(v.clone().mul_scalar(lr));
+                velocity[i] = Some(v);
+                changed.insert(i);
             }
-            self.graph.update_running_stats(&out.batch_stats);
-            loss_sum += value;
+            changed.extend(
+                self.graph
+                    .update_running_stats(out.batch_stats, &mut weights),
+            );
             batches += 1;
         }
-        Ok(loss_sum / batches.max(1) as f64)
+        let mean_loss = match loss_sum {
+            Some(sum) => graph::to_f32(sum)?[0] as f64 / batches as f64,
+            None => 0.0,
+        };
+        if !mean_loss.is_finite() {
+            return Err(Error::InvalidArgument(format!(
+                "epoch {epoch}: the loss became {mean_loss} (diverged); lower --lr"
+            )));
+        }
+        for i in changed {
+            self.graph.params[i].values = graph::to_f32(weights[i].clone())?;
+        }
+        for (host, v) in self.velocity.iter_mut().zip(velocity) {
+            if let Some(v) = v {
+                *host = graph::to_f32(v)?;
+            }
+        }
+        Ok(mean_loss)
     }
 
     /// The momentum buffers (for checkpoints).
@@ -423,6 +474,7 @@ pub fn retrain(
             seconds_refit: 0.0,
             seconds_eval: 0.0,
             seconds_train: 0.0,
+            device_memory_bytes: None,
         };
         if epoch > 0 {
             let layers = trainer.trained_layers(epoch);
@@ -447,6 +499,12 @@ pub fn retrain(
         let started = Instant::now();
         m.test_accuracy = trainer.accuracy(&job.test)?;
         m.seconds_eval = started.elapsed().as_secs_f64();
+        // The epoch's tensors are gone; hand the pages the allocator kept for them back.
+        trainer.device.memory_cleanup();
+        m.device_memory_bytes = trainer
+            .device
+            .memory_pool_usage()
+            .map(|usage| usage.bytes_reserved);
         metrics.push(m.clone());
         Checkpoint::new(model_sha256, &trainer, metrics.clone()).save(&job.checkpoint)?;
         on_epoch(&m)?;

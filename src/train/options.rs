@@ -186,4 +186,8 @@ pub struct EpochMetrics {
     pub seconds_eval: f64,
     /// SGD + refit (what the paper's time comparison counts; evaluation excluded).
     pub seconds_train: f64,
+    /// Bytes the device's allocator still reserves once the epoch is over and its memory
+    /// cleaned up (None on the CPU backend, which does not report it): level from epoch to
+    /// epoch when nothing leaks.
+    pub device_memory_bytes: Option<u64>,
 }

@@ -15,7 +15,8 @@ use crate::onnx::{
 };
 use crate::state::{State, write_atomically};
 
-const CHECKPOINT_MAGIC: &[u8; 8] = b"FRCKPT01";
+/// Format 02 added the device memory to each epoch's metrics.
+const CHECKPOINT_MAGIC: &[u8; 8] = b"FRCKPT02";
 
 /// The training state after an epoch.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,6 +60,14 @@ impl Checkpoint {
             path: path.into(),
             reason: format!("{reason}; start again without --resume"),
         };
+        if bytes.len() >= 8
+            && bytes[..6] == CHECKPOINT_MAGIC[..6]
+            && bytes[..8] != *CHECKPOINT_MAGIC
+        {
+            return Err(bad(
+                "the checkpoint was written by another version of fastretrain",
+            ));
+        }
         if bytes.len() < 20 || &bytes[..8] != CHECKPOINT_MAGIC {
             return Err(bad("not a fastretrain retrain checkpoint"));
         }

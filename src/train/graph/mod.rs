@@ -92,8 +92,9 @@ enum Value {
 }
 
 /// Batch statistics of the batch normalisations run in training mode: (node, mean, biased
-/// variance, values per channel).
-pub struct BatchStats(pub Vec<(usize, Vec<f32>, Vec<f32>, usize)>);
+/// variance, values per channel). The tensors stay on the device (no autodiff): the running
+/// statistics are updated there ([`Graph::update_running_stats`]).
+pub struct BatchStats(pub Vec<(usize, Tensor<1>, Tensor<1>, usize)>);
 
 /// What a forward pass returns.
 pub struct Outputs {
@@ -290,7 +291,12 @@ impl Graph {
                             params[*bias].clone(),
                             *epsilon,
                         );
-                        batch_stats.push((i, to_f32(out.mean)?, to_f32(out.variance)?, n * h * w));
+                        batch_stats.push((
+                            i,
+                            out.mean.without_autodiff(),
+                            out.variance.without_autodiff(),
+                            n * h * w,
+                        ));
                         Value::Image(out.output)
                     } else {
                         Value::Image(module::batch_norm(
@@ -392,32 +398,37 @@ impl Graph {
         })
     }
 
-    /// Folds batch statistics into the running mean and variance (ONNX momentum convention:
-    /// `running = momentum·running + (1 − momentum)·batch`; the variance made unbiased as
-    /// PyTorch does).
-    pub fn update_running_stats(&mut self, stats: &BatchStats) {
-        for (node, mean, var, count) in &stats.0 {
+    /// Folds batch statistics into the running mean and variance held in `weights` (the
+    /// parameters as device tensors, indexed like [`Self::params`]; ONNX momentum convention:
+    /// `running = momentum·running + (1 − momentum)·batch`, the variance made unbiased as
+    /// PyTorch does). Returns the indices of the parameters it changed.
+    pub fn update_running_stats(&self, stats: BatchStats, weights: &mut [Tensor<1>]) -> Vec<usize> {
+        let mut changed = Vec::new();
+        for (node, mean, var, count) in stats.0 {
             if let Op::BatchNorm {
                 mean: m,
                 var: v,
                 momentum,
                 ..
-            } = self.nodes[*node].op
+            } = self.nodes[node].op
             {
-                let unbias = if *count > 1 {
-                    *count as f32 / (*count as f32 - 1.0)
+                let unbias = if count > 1 {
+                    count as f32 / (count as f32 - 1.0)
                 } else {
                     1.0
                 };
+                // The factors rounded to f32 first, as an f32 update on the host would.
                 let mo = momentum as f32;
-                for (r, b) in self.params[m].values.iter_mut().zip(mean) {
-                    *r = mo * *r + (1.0 - mo) * b;
-                }
-                for (r, b) in self.params[v].values.iter_mut().zip(var) {
-                    *r = mo * *r + (1.0 - mo) * b * unbias;
-                }
+                let rest = 1.0 - mo;
+                let blend = |running: &Tensor<1>, batch: Tensor<1>| {
+                    running.clone().mul_scalar(mo).add(batch.mul_scalar(rest))
+                };
+                weights[m] = blend(&weights[m], mean);
+                weights[v] = blend(&weights[v], var.mul_scalar(unbias));
+                changed.extend([m, v]);
             }
         }
+        changed
     }
 
     /// Batch-normalisation nodes of the given conv layers (run in training mode with them).
