@@ -26,7 +26,8 @@ pub struct Param {
     /// Initializer name in the ONNX file.
     pub name: String,
     pub dims: Vec<usize>,
-    /// Row-major values (the training state; the tensor is made from them per use).
+    /// Row-major values (the training state between epochs; an SGD epoch works on device
+    /// copies and writes them back at its end).
     pub values: Vec<f32>,
 }
 
@@ -417,7 +418,7 @@ impl Graph {
                 } else {
                     1.0
                 };
-                // The factors rounded to f32 first, as an f32 update on the host would.
+                // The factors rounded to f32 first: the update is f32 arithmetic.
                 let mo = momentum as f32;
                 let rest = 1.0 - mo;
                 let blend = |running: &Tensor<1>, batch: Tensor<1>| {
