@@ -14,6 +14,14 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // glibc gives each thread that allocates its own malloc arena and keeps the pages an arena
+    // once held: with one backbone worker per core, each extra worker added ~105 MB to `learn`'s
+    // peak RSS (MobileNetV2) for no speed (docs/FOOTPRINT.md). One arena for the process.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: a malloc tunable set before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     match cli::run(cli::Cli::parse()) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),

@@ -63,6 +63,36 @@ pub struct Prediction {
     pub top: Vec<Scored>,
 }
 
+/// What streaming a source into the statistics did: a [`LearnReport`] before the refit
+/// ([`Retrainer::stream`]).
+#[derive(Debug, Clone)]
+pub struct Streamed {
+    pub source: String,
+    pub resumed_after: u64,
+    pub samples: u64,
+    pub skipped: Vec<String>,
+    pub seconds_features: f64,
+    pub stages: StageTimes,
+}
+
+impl Streamed {
+    /// The learn report once `state` (the one streamed into) has been refit.
+    pub fn report(self, state: &State, fit: FitReport) -> LearnReport {
+        LearnReport {
+            images_per_second: self.samples as f64 / self.seconds_features.max(1e-9),
+            source: self.source,
+            resumed_after: self.resumed_after,
+            samples: self.samples,
+            skipped: self.skipped,
+            total_samples: state.stats.samples(),
+            labels: state.stats.labels().to_vec(),
+            seconds_features: self.seconds_features,
+            stages: self.stages,
+            fit,
+        }
+    }
+}
+
 pub struct Retrainer {
     extractor: FeatureExtractor,
     state: State,
@@ -144,11 +174,26 @@ impl Retrainer {
     /// before success, so a failure leaves the state file as it was.
     pub fn learn(
         &mut self,
+        source: DataSource,
+        options: &LearnOptions,
+        progress: impl FnMut(usize),
+        checkpoint: impl FnMut(&State) -> Result<()>,
+    ) -> Result<LearnReport> {
+        let streamed = self.stream(source, options, progress, checkpoint)?;
+        let fit = self.fit(options.lambda)?;
+        Ok(streamed.report(&self.state, fit))
+    }
+
+    /// [`Self::learn`] without the refit (`options.lambda` unused): for a caller that frees
+    /// the backbone first ([`Self::into_state`], then [`State::fit`]), so that the network's
+    /// memory and the refit's never add up (the CLI's `learn`, docs/FOOTPRINT.md).
+    pub fn stream(
+        &mut self,
         mut source: DataSource,
         options: &LearnOptions,
         mut progress: impl FnMut(usize),
         mut checkpoint: impl FnMut(&State) -> Result<()>,
-    ) -> Result<LearnReport> {
+    ) -> Result<Streamed> {
         let started = Instant::now();
         if let Some(mu) = options.decay
             && !(mu > 0.0 && mu <= 1.0)
@@ -231,19 +276,13 @@ impl Retrainer {
         if samples == 0 && resumed_after == 0 {
             return Err(Error::data(&source_id, "no usable samples"));
         }
-        let seconds_features = started.elapsed().as_secs_f64();
-        let fit = self.fit(options.lambda)?;
-        Ok(LearnReport {
+        Ok(Streamed {
             source: source_id,
             resumed_after,
             samples,
             skipped,
-            total_samples: self.state.stats.samples(),
-            labels: self.state.stats.labels().to_vec(),
-            seconds_features,
-            images_per_second: samples as f64 / seconds_features.max(1e-9),
+            seconds_features: started.elapsed().as_secs_f64(),
             stages,
-            fit,
         })
     }
 

@@ -8,9 +8,10 @@
 //! O(d² + d·c) whatever the number of samples. Everything is f64; the hot update is a
 //! symmetric rank-k update of the lower triangle (faer).
 
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::cholesky::llt::{factor as llt_factor, solve as llt_solve};
 use faer::linalg::matmul::matmul;
 use faer::linalg::matmul::triangular::{BlockStructure, matmul as triangular_matmul};
-use faer::linalg::solvers::Solve;
 use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 use serde::{Deserialize, Serialize};
 
@@ -332,23 +333,52 @@ impl GramStats {
                 "λ must be a finite number ≥ 0, got {lambda}"
             )));
         }
-        let mut a = self.gram();
-        for i in 0..a.nrows() {
-            a[(i, i)] += lambda;
-        }
-        let llt = a.llt(Side::Lower).map_err(|_| {
-            Error::Solver(format!(
+        let mut factor = Mat::zeros(self.p(), self.p());
+        if !self.cholesky_shifted(lambda, &mut factor) {
+            return Err(Error::Solver(format!(
                 "G + λI is not positive definite at λ = {lambda}; use a larger --lambda"
-            ))
-        })?;
-        let mut w = rhs.to_owned();
-        llt.solve_in_place(w.as_mut());
-        Ok(w)
+            )));
+        }
+        Ok(solve_with_factor(&factor, rhs))
     }
 
-    /// Generalised cross-validation score for each λ, from one eigendecomposition of G:
-    /// `GCV(λ) = (RSS/(n·c)) / (1 − df/n)²` with `df = Σ Λᵢ/(Λᵢ+λ)` and
-    /// `RSS = Σ‖t‖² − Σᵢ rᵢ (Λᵢ + 2λ)/(Λᵢ + λ)²`, `rᵢ = ‖(QᵀB)ᵢ‖²`.
+    /// Writes the Cholesky factor L of `G + λI` into the lower triangle of `factor` (the upper
+    /// triangle is left as it was and never read); false when `G + λI` is not positive
+    /// definite. One (d+1)² buffer, filled straight from the stored lower triangle: no
+    /// mirrored copy of G and no second matrix for the factor (the refit's peak memory).
+    fn cholesky_shifted(&self, lambda: f64, factor: &mut Mat<f64>) -> bool {
+        let p = self.p();
+        for j in 0..p {
+            for i in j..p {
+                factor[(i, j)] = self.gram[j * p + i];
+            }
+            factor[(j, j)] += lambda;
+        }
+        let par = Par::rayon(0);
+        let mut scratch = MemBuffer::new(llt_factor::cholesky_in_place_scratch::<f64>(
+            p,
+            par,
+            Default::default(),
+        ));
+        llt_factor::cholesky_in_place(
+            factor.as_mut(),
+            Default::default(),
+            par,
+            MemStack::new(&mut scratch),
+            Default::default(),
+        )
+        .is_ok()
+    }
+
+    /// Generalised cross-validation score for each λ:
+    /// `GCV(λ) = (RSS/(n·c)) / (1 − df/n)²` with `df = Σ Λᵢ/(Λᵢ+λ)` (eigenvalues Λ of G) and
+    /// `RSS = Σ‖t‖² − tr(WᵀB) − λ‖W‖²` for `W = (G + λI)⁻¹B` (since `GW = B − λW`).
+    ///
+    /// Memory is what decides the method: the eigenvalues alone need no eigenvector matrix,
+    /// and each λ's W comes from a Cholesky factor in one reused buffer, so the search holds
+    /// one (d+1)² matrix beside G where a full eigendecomposition held three or more (learn's
+    /// peak on a board, docs/FOOTPRINT.md). A λ at which `G + λI` is numerically not positive
+    /// definite scores +∞.
     pub fn gcv(&self, grid: &[f64]) -> Result<LambdaSearch> {
         self.check_solvable()?;
         if grid.is_empty() || grid.iter().any(|l| !(l.is_finite() && *l > 0.0)) {
@@ -356,26 +386,32 @@ impl GramStats {
                 "the λ grid must hold positive finite numbers".into(),
             ));
         }
-        let evd = self
-            .gram()
-            .self_adjoint_eigen(Side::Lower)
-            .map_err(|e| Error::Solver(format!("eigendecomposition failed: {e:?}")))?;
-        let eig: Vec<f64> = evd.S().column_vector().iter().map(|v| v.max(0.0)).collect();
-        let qtb = evd.U().transpose() * self.cross();
-        let r: Vec<f64> = (0..qtb.nrows())
-            .map(|i| (0..qtb.ncols()).map(|j| qtb[(i, j)].powi(2)).sum())
+        let p = self.p();
+        let eig: Vec<f64> = MatRef::from_column_major_slice(&self.gram, p, p)
+            .self_adjoint_eigenvalues(Side::Lower)
+            .map_err(|e| Error::Solver(format!("eigendecomposition failed: {e:?}")))?
+            .into_iter()
+            .map(|v| v.max(0.0))
             .collect();
         let (n, c) = (self.samples, self.labels.len() as f64);
+        let cross = self.cross();
+        let mut factor = Mat::zeros(p, p);
         let gcv: Vec<f64> = grid
             .iter()
             .map(|&lambda| {
-                let mut df = 0.0;
-                let mut fitted = 0.0;
-                for (e, ri) in eig.iter().zip(&r) {
-                    df += e / (e + lambda);
-                    fitted += ri * (e + 2.0 * lambda) / (e + lambda).powi(2);
+                if !self.cholesky_shifted(lambda, &mut factor) {
+                    return f64::INFINITY;
                 }
-                let rss = (self.target_sq - fitted).max(0.0);
+                let w = solve_with_factor(&factor, cross);
+                let (mut wb, mut ww) = (0.0, 0.0);
+                for j in 0..w.ncols() {
+                    for i in 0..p {
+                        wb += w[(i, j)] * cross[(i, j)];
+                        ww += w[(i, j)] * w[(i, j)];
+                    }
+                }
+                let df: f64 = eig.iter().map(|e| e / (e + lambda)).sum();
+                let rss = (self.target_sq - wb - lambda * ww).max(0.0);
                 let denom = 1.0 - df / n;
                 if denom <= 0.0 {
                     f64::INFINITY
@@ -461,6 +497,18 @@ impl GramStats {
 }
 
 /// A batch as `X = [H, 1]` (b × (d+1)) and ±1 targets `T` (b × c). Rejects NaN/Inf.
+/// `(L Lᵀ)⁻¹ R` for the Cholesky factor L in the lower triangle of `factor`.
+fn solve_with_factor(factor: &Mat<f64>, rhs: MatRef<'_, f64>) -> Mat<f64> {
+    let mut w = rhs.to_owned();
+    llt_solve::solve_in_place(
+        factor.as_ref(),
+        w.as_mut(),
+        Par::rayon(0),
+        MemStack::new(&mut MemBuffer::new(faer::dyn_stack::StackReq::EMPTY)),
+    );
+    w
+}
+
 pub(crate) fn batch_matrices<F: Copy + Into<f64>>(
     features: &[F],
     labels: &[usize],

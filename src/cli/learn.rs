@@ -117,7 +117,7 @@ pub(crate) fn learn(a: LearnArgs) -> Result<bool> {
     };
     let source = a.data.open()?;
     let bar = progress_bar(source.len(), "learn");
-    let report = retrainer.learn(
+    let streamed = retrainer.stream(
         source,
         &LearnOptions {
             lambda: a.lambda,
@@ -130,7 +130,12 @@ pub(crate) fn learn(a: LearnArgs) -> Result<bool> {
         |state| state.save(&a.state),
     )?;
     bar.finish_and_clear();
-    save_state(retrainer.state(), &a.state)?;
+    // The refit needs only the statistics: the backbone (plan, weights, workers' buffers) is
+    // freed first, so that its memory and the refit's never add up (docs/FOOTPRINT.md).
+    let mut state = retrainer.into_state();
+    let fit = state.fit(a.lambda)?;
+    let report = streamed.report(&state, fit);
+    save_state(&state, &a.state)?;
     if a.json {
         print_json(&report)?;
     } else {
