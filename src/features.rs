@@ -1,6 +1,8 @@
 //! From a sample to its penultimate features: preprocessing plus the frozen backbone.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::backbone::{Backbone, Runner, single_threaded};
@@ -65,14 +67,80 @@ impl Lane {
     }
 }
 
+/// A share of a run of samples for a [`Worker`]: borrowed slices passed as raw parts, because
+/// the worker thread outlives the borrow; [`FeatureExtractor::samples_into`] waits for every
+/// worker's reply before it returns, so the slices are alive while a worker uses them.
+struct Job {
+    samples: *const Sample,
+    count: usize,
+    out: *mut f32,
+    out_len: usize,
+}
+
+// SAFETY: see `Job`: the caller blocks until the worker is done with the pointers.
+unsafe impl Send for Job {}
+
+/// A lane on a thread of its own that lives as long as the extractor: a thread spawned per run
+/// would allocate tract's thread-local scratch afresh each time, and its allocations and the
+/// main thread's would interleave differently in the heap from run to run.
+#[derive(Debug)]
+struct Worker {
+    jobs: Option<mpsc::Sender<Job>>,
+    replies: mpsc::Receiver<Result<(f64, f64)>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    fn spawn(mut lane: Lane, model_path: PathBuf) -> Result<Self> {
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        let (outbox, replies) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("fastretrain-worker".into())
+            .spawn(move || {
+                single_threaded(|| {
+                    while let Ok(job) = inbox.recv() {
+                        // SAFETY: see `Job`.
+                        let (samples, out) = unsafe {
+                            (
+                                std::slice::from_raw_parts(job.samples, job.count),
+                                std::slice::from_raw_parts_mut(job.out, job.out_len),
+                            )
+                        };
+                        if outbox.send(lane.run(samples, out, &model_path)).is_err() {
+                            break;
+                        }
+                    }
+                })
+            })
+            .map_err(|e| Error::InvalidArgument(format!("cannot start a worker thread: {e}")))?;
+        Ok(Worker {
+            jobs: Some(jobs),
+            replies,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Closing the job channel ends the thread's loop.
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Reusable buffers around one backbone. Runs of samples ([`Self::samples_into`]) are spread
-/// over `workers` threads, one image each with tract single-threaded: on 2 cores that gives
-/// more images per second than one image on tract's 2 matrix-product threads
-/// (docs/BENCHMARKS.md). Single images use tract's threads.
+/// over `workers` threads (the caller's and persistent worker threads), one image each with
+/// tract single-threaded: on 2 cores that gives more images per second than one image on
+/// tract's 2 matrix-product threads (docs/BENCHMARKS.md). Single images use tract's threads.
 #[derive(Debug)]
 pub struct FeatureExtractor {
     backbone: Backbone,
-    lanes: Vec<Lane>,
+    /// The caller's lane (single images, and the first share of a run).
+    lane: Lane,
+    workers: Vec<Worker>,
     times: StageTimes,
 }
 
@@ -99,19 +167,21 @@ impl FeatureExtractor {
 
     /// An extractor that computes up to `workers` (at least 1) images at once.
     pub fn with_workers(backbone: Backbone, workers: usize) -> Result<Self> {
-        let lanes = (0..workers.max(1))
-            .map(|_| {
-                let preprocessor = Preprocessor::new(backbone.spec());
-                Ok(Lane {
-                    input: vec![0.0; preprocessor.input_len()],
-                    preprocessor,
-                    runner: backbone.runner()?,
-                })
+        let lane = || -> Result<Lane> {
+            let preprocessor = Preprocessor::new(backbone.spec());
+            Ok(Lane {
+                input: vec![0.0; preprocessor.input_len()],
+                preprocessor,
+                runner: backbone.runner()?,
             })
+        };
+        let workers = (1..workers.max(1))
+            .map(|_| Worker::spawn(lane()?, backbone.model_path().to_path_buf()))
             .collect::<Result<Vec<_>>>()?;
         Ok(FeatureExtractor {
+            lane: lane()?,
             backbone,
-            lanes,
+            workers,
             times: StageTimes::default(),
         })
     }
@@ -126,14 +196,15 @@ impl FeatureExtractor {
 
     /// Threads [`Self::samples_into`] uses.
     pub fn workers(&self) -> usize {
-        self.lanes.len()
+        1 + self.workers.len()
     }
 
     /// Features of decoded pixels, written into `out` (length [`Self::dim`]). Non-finite
     /// features (a broken model or input) are an error naming `what`.
     pub fn pixels_into(&mut self, pixels: &Pixels, what: &str, out: &mut [f32]) -> Result<()> {
         let (preprocess, forward) =
-            self.lanes[0].pixels_into(pixels, what, out, self.backbone.model_path())?;
+            self.lane
+                .pixels_into(pixels, what, out, self.backbone.model_path())?;
         self.times.preprocess += preprocess;
         self.times.forward += forward;
         Ok(())
@@ -154,28 +225,48 @@ impl FeatureExtractor {
             return Ok(());
         }
         let model_path = self.backbone.model_path();
-        if self.lanes.len() == 1 || samples.len() == 1 {
-            let (preprocess, forward) = self.lanes[0].run(samples, out, model_path)?;
+        if self.workers.is_empty() || samples.len() == 1 {
+            let (preprocess, forward) = self.lane.run(samples, out, model_path)?;
             self.times.preprocess += preprocess;
             self.times.forward += forward;
             return Ok(());
         }
-        let per_lane = samples.len().div_ceil(self.lanes.len());
+        let per_lane = samples.len().div_ceil(self.workers());
         let started = Instant::now();
-        let results: Vec<Result<(f64, f64)>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = self
-                .lanes
-                .iter_mut()
-                .zip(samples.chunks(per_lane).zip(out.chunks_mut(per_lane * dim)))
-                .map(|(lane, (samples, out))| {
-                    scope.spawn(move || single_threaded(|| lane.run(samples, out, model_path)))
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
+        let mut shares = samples.chunks(per_lane).zip(out.chunks_mut(per_lane * dim));
+        let (own_samples, own_out) = shares.next().expect("at least one sample");
+        let mut busy = Vec::new();
+        for (worker, (samples, out)) in self.workers.iter().zip(shares) {
+            let job = Job {
+                samples: samples.as_ptr(),
+                count: samples.len(),
+                out: out.as_mut_ptr(),
+                out_len: out.len(),
+            };
+            let jobs = worker.jobs.as_ref().expect("open until dropped");
+            if jobs.send(job).is_ok() {
+                busy.push(worker);
+            }
+        }
+        // A panic in our own share must not unwind past workers still writing into `out`.
+        let own = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            single_threaded(|| self.lane.run(own_samples, own_out, model_path))
+        }));
+        // Every busy worker's reply is awaited before anything returns (see `Job`).
+        let mut results = Vec::new();
+        for worker in &busy {
+            results.push(worker.replies.recv().unwrap_or_else(|_| {
+                Err(Error::InvalidArgument(
+                    "a feature worker thread stopped (panicked)".into(),
+                ))
+            }));
+        }
+        results.push(own.unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        if busy.len() + 1 < samples.chunks(per_lane).len() {
+            results.push(Err(Error::InvalidArgument(
+                "a feature worker thread stopped (panicked)".into(),
+            )));
+        }
         let wall = started.elapsed().as_secs_f64();
         let (mut preprocess, mut forward) = (0.0, 0.0);
         for result in results {
