@@ -235,7 +235,9 @@ impl FeatureExtractor {
         let started = Instant::now();
         let mut shares = samples.chunks(per_lane).zip(out.chunks_mut(per_lane * dim));
         let (own_samples, own_out) = shares.next().expect("at least one sample");
-        let mut busy = Vec::new();
+        let stopped =
+            || Error::InvalidArgument("a feature worker thread stopped (panicked)".into());
+        let (mut busy, mut results) = (Vec::new(), Vec::new());
         for (worker, (samples, out)) in self.workers.iter().zip(shares) {
             let job = Job {
                 samples: samples.as_ptr(),
@@ -244,8 +246,9 @@ impl FeatureExtractor {
                 out_len: out.len(),
             };
             let jobs = worker.jobs.as_ref().expect("open until dropped");
-            if jobs.send(job).is_ok() {
-                busy.push(worker);
+            match jobs.send(job) {
+                Ok(()) => busy.push(worker),
+                Err(_) => results.push(Err(stopped())),
             }
         }
         // A panic in our own share must not unwind past workers still writing into `out`.
@@ -253,20 +256,10 @@ impl FeatureExtractor {
             single_threaded(|| self.lane.run(own_samples, own_out, model_path))
         }));
         // Every busy worker's reply is awaited before anything returns (see `Job`).
-        let mut results = Vec::new();
         for worker in &busy {
-            results.push(worker.replies.recv().unwrap_or_else(|_| {
-                Err(Error::InvalidArgument(
-                    "a feature worker thread stopped (panicked)".into(),
-                ))
-            }));
+            results.push(worker.replies.recv().unwrap_or_else(|_| Err(stopped())));
         }
         results.push(own.unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
-        if busy.len() + 1 < samples.chunks(per_lane).len() {
-            results.push(Err(Error::InvalidArgument(
-                "a feature worker thread stopped (panicked)".into(),
-            )));
-        }
         let wall = started.elapsed().as_secs_f64();
         let (mut preprocess, mut forward) = (0.0, 0.0);
         for result in results {
