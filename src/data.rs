@@ -44,6 +44,51 @@ pub struct DataOptions {
 pub enum DataSource {
     Folder(ImageFolder),
     Idx(IdxSource),
+    /// Samples handed over by the caller (a list of image files, images in memory).
+    List(SampleList),
+}
+
+/// Samples that come from the caller rather than a path: each is produced when it is read
+/// (a file decoded, an image copied out of a caller's array), so a long list streams like a
+/// folder does. Its id names it in the state's source records.
+pub struct SampleList {
+    id: String,
+    len: usize,
+    items: Box<dyn Iterator<Item = Result<Sample>> + Send>,
+}
+
+impl SampleList {
+    /// `len` samples yielded by `items`; `id` names the list in the state (a digest of its
+    /// content makes a re-read list resume like a re-read folder).
+    pub fn new(
+        id: String,
+        len: usize,
+        items: impl Iterator<Item = Result<Sample>> + Send + 'static,
+    ) -> Self {
+        SampleList {
+            id,
+            len,
+            items: Box::new(items),
+        }
+    }
+
+    /// Image files with their labels (None: unlabelled, for predicting).
+    pub fn files(id: String, files: Vec<(PathBuf, Option<String>)>) -> Result<Self> {
+        for (path, label) in &files {
+            if let Some(label) = label {
+                check_label(label, path)?;
+            }
+        }
+        let len = files.len();
+        let items = files.into_iter().map(|(path, label)| {
+            Ok(Sample {
+                id: path.display().to_string(),
+                label,
+                pixels: decode_image_file(&path)?,
+            })
+        });
+        Ok(Self::new(id, len, items))
+    }
 }
 
 impl DataSource {
@@ -62,6 +107,7 @@ impl DataSource {
         match self {
             DataSource::Folder(f) => f.files.len(),
             DataSource::Idx(i) => i.count,
+            DataSource::List(l) => l.len,
         }
     }
 
@@ -74,6 +120,7 @@ impl DataSource {
         let path = match self {
             DataSource::Folder(f) => &f.root,
             DataSource::Idx(i) => &i.images_path,
+            DataSource::List(l) => return l.id.clone(),
         };
         std::fs::canonicalize(path)
             .unwrap_or_else(|_| path.clone())
@@ -89,6 +136,13 @@ impl DataSource {
                 Ok(())
             }
             DataSource::Idx(i) => i.skip_records(n),
+            DataSource::List(l) => {
+                // A list has no index to seek: its skipped items are produced and dropped.
+                for _ in 0..n {
+                    l.items.next();
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -100,6 +154,7 @@ impl Iterator for DataSource {
         match self {
             DataSource::Folder(f) => f.next(),
             DataSource::Idx(i) => i.next(),
+            DataSource::List(l) => l.items.next(),
         }
     }
 }

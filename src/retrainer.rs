@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::backbone::Backbone;
+use crate::backbone::{Backbone, LoadOptions};
 use crate::data::{DataSource, Sample};
 use crate::error::{Error, Result};
 use crate::evaluation::{Confusion, EvalReport};
@@ -110,6 +110,43 @@ impl Retrainer {
             state,
             as_is: false,
         })
+    }
+
+    /// Opens a saved state with its backbone: the model it was learned with (found from any
+    /// working directory, see [`State::model_file`]) unless `model` names the file, and the
+    /// state's feature tensor unless `feature_tensor` names another; a model file other than
+    /// the state's is refused.
+    pub fn open(
+        state_path: &Path,
+        model: Option<&Path>,
+        feature_tensor: Option<&str>,
+    ) -> Result<Self> {
+        let state = State::load(state_path)?;
+        let backbone = Self::backbone_for(&state, state_path, model, feature_tensor)?;
+        Self::new(backbone, state, state_path)
+    }
+
+    /// The backbone of a saved state (see [`Self::open`]).
+    pub fn backbone_for(
+        state: &State,
+        state_path: &Path,
+        model: Option<&Path>,
+        feature_tensor: Option<&str>,
+    ) -> Result<Backbone> {
+        let path = match model {
+            Some(path) => path.to_path_buf(),
+            None => state.model_file(state_path)?,
+        };
+        let options = LoadOptions {
+            feature_tensor: Some(
+                feature_tensor
+                    .map(String::from)
+                    .unwrap_or_else(|| state.backbone.feature_tensor.clone()),
+            ),
+            for_state: Some((state_path.into(), state.backbone.clone())),
+            ..LoadOptions::default()
+        };
+        Backbone::load_with(&path, None, &options)
     }
 
     /// A fresh, empty state for `backbone`.
@@ -419,6 +456,23 @@ impl Retrainer {
             pending.clear();
         }
         confusion.report()
+    }
+
+    /// Penultimate features of `samples`, row major (`samples.len()` × [`Self::dim`]).
+    pub fn features(&mut self, samples: &[Sample]) -> Result<Vec<f32>> {
+        let mut out = vec![0.0; samples.len() * self.extractor.dim()];
+        for (chunk, rows) in samples
+            .chunks(BATCH)
+            .zip(out.chunks_mut(BATCH * self.extractor.dim()))
+        {
+            self.extractor.samples_into(chunk, rows)?;
+        }
+        Ok(out)
+    }
+
+    /// The feature dimension d.
+    pub fn dim(&self) -> usize {
+        self.extractor.dim()
     }
 
     /// Top-`k` labels of an image file.

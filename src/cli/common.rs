@@ -93,34 +93,26 @@ pub(crate) fn progress_bar(len: usize, what: &str) -> ProgressBar {
     bar
 }
 
-/// Loads the backbone for an existing state: its model (found from any working directory,
-/// see [`State::model_file`]) and feature tensor by default; another model file is refused.
+/// Loads the backbone for an existing state ([`Retrainer::backbone_for`]).
 pub(crate) fn backbone_for_state(
     state: &State,
     state_path: &Path,
     model: &ModelArgs,
 ) -> Result<Backbone> {
-    let path = match &model.model {
-        Some(path) => path.clone(),
-        None => state.model_file(state_path)?,
-    };
-    let options = LoadOptions {
-        feature_tensor: Some(
-            model
-                .feature_tensor
-                .clone()
-                .unwrap_or_else(|| state.backbone.feature_tensor.clone()),
-        ),
-        for_state: Some((state_path.into(), state.backbone.clone())),
-        ..LoadOptions::default()
-    };
-    Ok(Backbone::load_with(&path, None, &options)?)
+    Ok(Retrainer::backbone_for(
+        state,
+        state_path,
+        model.model.as_deref(),
+        model.feature_tensor.as_deref(),
+    )?)
 }
 
 pub(crate) fn open_retrainer(state_path: &Path, model: &ModelArgs) -> Result<Retrainer> {
-    let state = State::load(state_path)?;
-    let backbone = backbone_for_state(&state, state_path, model)?;
-    Ok(Retrainer::new(backbone, state, state_path)?)
+    Ok(Retrainer::open(
+        state_path,
+        model.model.as_deref(),
+        model.feature_tensor.as_deref(),
+    )?)
 }
 
 /// The model as it is, classifying with its own outputs (`predict`/`eval` without a state).

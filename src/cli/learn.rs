@@ -99,6 +99,14 @@ pub(crate) struct ExtractArgs {
     json: bool,
 }
 
+pub(crate) fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 pub(crate) fn learn(a: LearnArgs) -> Result<bool> {
     let _lock = lock_state(&a.state, a.no_wait)?;
     let mut retrainer = if a.state.exists() {
@@ -126,7 +134,12 @@ pub(crate) fn learn(a: LearnArgs) -> Result<bool> {
             checkpoint_every: a.checkpoint_every,
             decay: a.decay,
         },
-        |i| bar.set_position(i as u64),
+        |i| {
+            bar.set_position(i as u64);
+            if i % 64 == 0 {
+                release_freed_memory();
+            }
+        },
         |state| state.save(&a.state),
     )?;
     bar.finish_and_clear();
