@@ -166,6 +166,9 @@ impl Backbone {
         let feature_tensor = options.feature_tensor.as_deref();
         let batch = options.batch.max(1);
         let (bytes, model_sha256) = read_model_file(model)?;
+        if crate::pack::is_pack(&bytes) {
+            return Self::load_packed(model, bytes, options);
+        }
         let spec_path = ModelSpec::path_for_model(model);
         let spec_beside = spec.is_none();
         let spec = match spec {
@@ -219,10 +222,7 @@ impl Backbone {
             (None, None, Some(h)) => h.input.clone(),
             (None, None, None) => return Err(Error::NoDenseHead { path: model.into() }),
         };
-        let input_shape = match spec.input.layout {
-            Layout::Nchw => [batch, 3, spec.input.height, spec.input.width],
-            Layout::Nhwc => [batch, spec.input.height, spec.input.width, 3],
-        };
+        let input_shape = input_shape(&spec, batch);
         // The file bytes and the protobuf are freed as soon as tract has its own copy of the
         // graph, so they do not add to the peak memory of optimising it.
         drop(bytes);
@@ -270,6 +270,60 @@ impl Backbone {
             input_shape,
             batch,
         })
+    }
+
+    /// A pack ([`crate::pack`]): its tract model is only optimised here, and its identity is
+    /// the ONNX file's it was packed from.
+    fn load_packed(model: &Path, bytes: Vec<u8>, options: &LoadOptions) -> Result<Self> {
+        let (meta, typed) = crate::pack::read_pack(&bytes, model)?;
+        drop(bytes);
+        crate::pack::check_options(&meta, options, model)?;
+        if let Some((state, backbone)) = &options.for_state
+            && !backbone
+                .model_sha256
+                .eq_ignore_ascii_case(&meta.fingerprint.model_sha256)
+        {
+            return Err(Error::BackboneMismatch {
+                path: state.clone(),
+                state: backbone.to_string(),
+                model: format!("{} (a pack of {})", model.display(), meta.fingerprint),
+            });
+        }
+        let bad = |reason: String| Error::Model {
+            path: model.into(),
+            reason,
+        };
+        let plan = typed
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| bad(format!("cannot prepare the packed model: {e:#}")))?;
+        let values = plan
+            .model()
+            .output_fact(0)
+            .ok()
+            .and_then(|f| f.shape.as_concrete().map(|s| s.iter().product::<usize>()));
+        if values != Some(meta.fingerprint.feature_dim) {
+            return Err(bad(format!(
+                "the packed model gives {values:?} features, its metadata says {}; pack it \
+                 again with `fastretrain pack`",
+                meta.fingerprint.feature_dim
+            )));
+        }
+        Ok(Backbone {
+            plan,
+            input_shape: input_shape(&meta.spec, 1),
+            spec: meta.spec,
+            model_path: model.into(),
+            fingerprint: meta.fingerprint,
+            head: None,
+            labels: meta.labels,
+            batch: 1,
+        })
+    }
+
+    /// The input tensor's shape: batch first, then the spec's layout.
+    pub fn input_shape(&self) -> [usize; 4] {
+        self.input_shape
     }
 
     /// Values of one image's input tensor.
@@ -326,6 +380,13 @@ impl Backbone {
     /// a runner).
     pub fn features_into(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
         self.runner()?.features_into(input, out)
+    }
+}
+
+fn input_shape(spec: &ModelSpec, batch: usize) -> [usize; 4] {
+    match spec.input.layout {
+        Layout::Nchw => [batch, 3, spec.input.height, spec.input.width],
+        Layout::Nhwc => [batch, spec.input.height, spec.input.width, 3],
     }
 }
 

@@ -50,6 +50,8 @@ pub mod fitting;
 pub mod head;
 #[cfg(feature = "backbone")]
 pub mod onnx;
+#[cfg(feature = "backbone")]
+pub mod pack;
 pub mod preprocess;
 pub mod recompute;
 #[cfg(feature = "backbone")]

@@ -29,6 +29,21 @@ pub(crate) struct ExportArgs {
 }
 
 #[derive(Args)]
+pub(crate) struct PackArgs {
+    /// The ONNX model to pack (its spec JSON must be beside it).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Tensor to pack up to (default: the one `learn` would use).
+    #[arg(long)]
+    feature_tensor: Option<String>,
+    /// The packed model to write; give it to --model of any command in place of the ONNX file.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 pub(crate) struct ResizeInputArgs {
     /// The model to copy (its spec JSON must be beside it).
     #[arg(long)]
@@ -89,6 +104,24 @@ pub(crate) fn resize_input(a: ResizeInputArgs) -> Result<bool> {
             report.size,
             report.size,
             report.spec.display()
+        );
+    }
+    Ok(true)
+}
+
+pub(crate) fn pack(a: PackArgs) -> Result<bool> {
+    let model = a.model.unwrap_or_else(|| shipped(DEFAULT_MODEL));
+    let report = fastretrain::pack::pack(&model, a.feature_tensor.as_deref(), &a.out)?;
+    if a.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "wrote {} ({:.1} MB): {} up to tensor '{}' ({} features)",
+            report.out.display(),
+            report.bytes as f64 / 1e6,
+            model.display(),
+            report.feature_tensor,
+            report.feature_dim
         );
     }
     Ok(true)

@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use fastretrain::backbone;
 
 use self::bench::{BenchArgs, DemoArgs, bench, demo};
-use self::export::{ExportArgs, ResizeInputArgs, export, resize_input};
+use self::export::{ExportArgs, PackArgs, ResizeInputArgs, export, pack, resize_input};
 use self::fit::{ConvertArgs, FitArgs, MergeArgs, convert, fit, merge};
 use self::learn::{ExtractArgs, ForgetArgs, LearnArgs, extract, forget, learn};
 use self::predict::{EvalArgs, InfoArgs, PredictArgs, eval, info, predict};
@@ -76,6 +76,9 @@ pub(crate) enum Command {
     /// Write the spec JSON of a model (beside it) from its graph and a preprocessing preset,
     /// or check an existing one (--check).
     Spec(spec::SpecArgs),
+    /// Write a packed copy of a model for boards: converted and simplified once here, so that
+    /// every start there skips parsing the ONNX file (faster to the first prediction).
+    Pack(PackArgs),
 }
 
 /// Runs the command; `Ok(false)` means a check failed (exit code 1).
@@ -100,5 +103,6 @@ pub fn run(cli: Cli) -> Result<bool> {
         Command::ResizeInput(a) => resize_input(a),
         Command::Retrain(a) => retrain::run(a),
         Command::Spec(a) => spec::run(a),
+        Command::Pack(a) => pack(a),
     }
 }

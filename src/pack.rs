@@ -1,0 +1,167 @@
+//! Packed models for boards: the backbone up to its feature tensor, already converted and
+//! simplified by tract, written once on the desktop (`fastretrain pack`) so that a board's
+//! every start skips parsing the ONNX protobuf and tract's analysis of it (about a third of
+//! the time to a first prediction, docs/FOOTPRINT.md).
+//!
+//! File layout: `magic "FRPACK\0\x01" | meta length u64 | meta (JSON) | model length u64 |
+//! model (tract's NNEF tar) | sha256` where the sha256 covers everything before it. The meta
+//! holds the spec and the [`Fingerprint`] of the ONNX file it was packed from, so states learned
+//! with the ONNX file and with its pack are interchangeable, and a pack of another model is
+//! refused like that model would be.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tract_onnx::WithOnnx;
+use tract_onnx::prelude::*;
+
+use crate::backbone::{Backbone, LoadOptions};
+use crate::durable::{Fingerprint, write_atomically};
+use crate::error::{Error, Result};
+use crate::spec::ModelSpec;
+
+const MAGIC: &[u8; 8] = b"FRPACK\0\x01";
+
+/// What a pack says about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackMeta {
+    /// The spec of the ONNX file it was packed from.
+    pub spec: ModelSpec,
+    /// That ONNX file's fingerprint (its sha256, the feature tensor and its size).
+    pub fingerprint: Fingerprint,
+    /// Class names an exported model carried, if any.
+    pub labels: Option<Vec<String>>,
+}
+
+/// What `pack` wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackReport {
+    pub out: PathBuf,
+    pub bytes: u64,
+    pub model_sha256: String,
+    pub feature_tensor: String,
+    pub feature_dim: usize,
+}
+
+/// True when `bytes` start like a pack (the loaders branch on this, not on the file name).
+pub fn is_pack(bytes: &[u8]) -> bool {
+    bytes.starts_with(MAGIC)
+}
+
+/// Packs `model` (its spec beside it) for the feature tensor that `learn` would use (or
+/// `feature_tensor`), at a batch of one image.
+pub fn pack(model: &Path, feature_tensor: Option<&str>, out: &Path) -> Result<PackReport> {
+    let backbone = Backbone::load(model, None, feature_tensor)?;
+    let bad = |reason: String| Error::Model {
+        path: model.into(),
+        reason,
+    };
+    let fingerprint = backbone.fingerprint().clone();
+    let spec = backbone.spec().clone();
+    let labels = backbone.labels().map(<[String]>::to_vec);
+    let shape = backbone.input_shape();
+    drop(backbone);
+    let (bytes, _) = crate::onnx::read_model_file(model)?;
+    let proto = crate::onnx::parse_model(&bytes, model)?;
+    drop(bytes);
+    let nnef = tract_nnef::nnef().with_onnx();
+    let tar = (|| -> TractResult<Vec<u8>> {
+        let mut m = tract_onnx::onnx().model_for_proto_model(&proto)?;
+        m = m.with_input_fact(0, f32::fact(shape).into())?;
+        m.select_outputs_by_name([fingerprint.feature_tensor.as_str()])?;
+        let typed = m.into_typed()?.into_decluttered()?;
+        nnef.write_to_tar(&typed, Vec::new())
+    })()
+    .map_err(|e| bad(format!("tract cannot pack it: {e:#}")))?;
+    let meta = PackMeta {
+        spec,
+        fingerprint: fingerprint.clone(),
+        labels,
+    };
+    let meta = serde_json::to_vec(&meta).map_err(|e| bad(e.to_string()))?;
+    let mut file = Vec::with_capacity(8 + 16 + meta.len() + tar.len() + 32);
+    file.extend_from_slice(MAGIC);
+    file.extend_from_slice(&(meta.len() as u64).to_le_bytes());
+    file.extend_from_slice(&meta);
+    file.extend_from_slice(&(tar.len() as u64).to_le_bytes());
+    file.extend_from_slice(&tar);
+    let digest = Sha256::digest(&file);
+    file.extend_from_slice(&digest);
+    write_atomically(out, &file)?;
+    Ok(PackReport {
+        out: out.into(),
+        bytes: file.len() as u64,
+        model_sha256: fingerprint.model_sha256,
+        feature_tensor: fingerprint.feature_tensor,
+        feature_dim: fingerprint.feature_dim,
+    })
+}
+
+/// A pack's meta and its tract model, checked whole (checksum, lengths, meta) before any of it
+/// is used.
+pub(crate) fn read_pack(bytes: &[u8], path: &Path) -> Result<(PackMeta, TypedModel)> {
+    let bad = |reason: &str| Error::Model {
+        path: path.into(),
+        reason: format!("packed model {reason}; pack it again with `fastretrain pack`"),
+    };
+    if bytes.len() < MAGIC.len() + 8 + 8 + 32 {
+        return Err(bad("is truncated"));
+    }
+    let (body, digest) = bytes.split_at(bytes.len() - 32);
+    if Sha256::digest(body).as_slice() != digest {
+        return Err(bad("is damaged or truncated (checksum mismatch)"));
+    }
+    let mut at = MAGIC.len();
+    let take = |at: &mut usize| -> Result<&[u8]> {
+        let len = body
+            .get(*at..*at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+            .ok_or_else(|| bad("is truncated"))?;
+        let part = body
+            .get(*at + 8..(*at + 8).saturating_add(len))
+            .ok_or_else(|| bad("is truncated"))?;
+        *at += 8 + len;
+        Ok(part)
+    };
+    let meta: PackMeta = serde_json::from_slice(take(&mut at)?)
+        .map_err(|e| bad(&format!("has unreadable metadata ({e})")))?;
+    let tar = take(&mut at)?;
+    let model = tract_nnef::nnef()
+        .with_onnx()
+        .model_for_read(&mut &tar[..])
+        .map_err(|e| bad(&format!("cannot be read by tract ({e:#})")))?;
+    Ok((meta, model))
+}
+
+/// Whether `options` ask for something a pack cannot give.
+pub(crate) fn check_options(meta: &PackMeta, options: &LoadOptions, path: &Path) -> Result<()> {
+    let refuse = |reason: String| Error::Model {
+        path: path.into(),
+        reason,
+    };
+    if options.model_output {
+        return Err(refuse(
+            "a packed model holds the backbone only up to its features, not the model's own \
+             outputs: use the ONNX file it was packed from"
+                .into(),
+        ));
+    }
+    if options.batch > 1 {
+        return Err(refuse(format!(
+            "a packed model runs one image at a time, not batches of {}",
+            options.batch
+        )));
+    }
+    if let Some(tensor) = &options.feature_tensor
+        && *tensor != meta.fingerprint.feature_tensor
+    {
+        return Err(refuse(format!(
+            "it was packed for tensor '{}', not '{tensor}': pack the ONNX file again with \
+             --feature-tensor {tensor}",
+            meta.fingerprint.feature_tensor
+        )));
+    }
+    Ok(())
+}
