@@ -409,6 +409,14 @@ pub fn export(state: &State, model: &Path, out: &Path) -> Result<ExportReport> {
         Error::Solver("the state has no head yet: run `learn` (or `fit`) first".into())
     })?;
     let (bytes, sha) = read_model_file(model)?;
+    if crate::pack::is_pack(&bytes) {
+        return Err(Error::Model {
+            path: model.into(),
+            reason: "a packed model holds no ONNX graph to export: give --model the ONNX file \
+                     it was packed from"
+                .into(),
+        });
+    }
     if sha != state.backbone.model_sha256 {
         return Err(Error::BackboneMismatch {
             path: model.into(),
