@@ -277,7 +277,13 @@ impl Backbone {
     fn load_packed(model: &Path, bytes: Vec<u8>, options: &LoadOptions) -> Result<Self> {
         let (meta, typed) = crate::pack::read_pack(&bytes, model)?;
         drop(bytes);
-        crate::pack::check_options(&meta, options, model)?;
+        crate::pack::check_request(
+            &meta,
+            options.model_output,
+            options.batch,
+            options.feature_tensor.as_deref(),
+            model,
+        )?;
         if let Some((state, backbone)) = &options.for_state
             && !backbone
                 .model_sha256

@@ -8,11 +8,13 @@
 use std::path::{Path, PathBuf};
 
 use prost::Message;
+use serde::Serialize;
 use tract_onnx::pb::{
     AttributeProto, GraphProto, NodeProto, TensorProto, TensorShapeProto, TypeProto,
     ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto,
     type_proto,
 };
+use tract_onnx::prelude::{DatumExt, Framework, InferenceModelExt, TractResult, TypedModel};
 
 use crate::error::{Error, Result};
 use crate::head::{Activation, DenseLayer, Head};
@@ -21,6 +23,7 @@ use crate::onnx::{
     find_dense_head, float_values, graph_of_mut, parse_model, read_model_file, set_input_size,
     set_metadata, write_model_with_spec,
 };
+use crate::pack::PackMeta;
 use crate::spec::ModelSpec;
 use crate::state::{State, write_atomically};
 
@@ -425,4 +428,54 @@ pub fn export(state: &State, model: &Path, out: &Path) -> Result<ExportReport> {
         });
     }
     write_export(&bytes, model, &state.backbone.feature_tensor, head, out)
+}
+
+/// What `pack` wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackReport {
+    pub out: PathBuf,
+    pub bytes: u64,
+    pub model_sha256: String,
+    pub feature_tensor: String,
+    pub feature_dim: usize,
+}
+
+/// Packs `model` (its spec beside it; format in [`crate::pack`]) for the feature tensor that `learn` would use (or
+/// `feature_tensor`), at a batch of one image.
+pub fn pack(model: &Path, feature_tensor: Option<&str>, out: &Path) -> Result<PackReport> {
+    let backbone = crate::backbone::Backbone::load(model, None, feature_tensor)?;
+    let bad = |reason: String| Error::Model {
+        path: model.into(),
+        reason,
+    };
+    let fingerprint = backbone.fingerprint().clone();
+    let spec = backbone.spec().clone();
+    let labels = backbone.labels().map(<[String]>::to_vec);
+    let shape = backbone.input_shape();
+    drop(backbone);
+    let (bytes, _) = crate::onnx::read_model_file(model)?;
+    let proto = crate::onnx::parse_model(&bytes, model)?;
+    drop(bytes);
+    let typed = (|| -> TractResult<TypedModel> {
+        let mut m = tract_onnx::onnx().model_for_proto_model(&proto)?;
+        m = m.with_input_fact(0, f32::fact(shape).into())?;
+        m.select_outputs_by_name([fingerprint.feature_tensor.as_str()])?;
+        m.into_typed()?.into_decluttered()
+    })()
+    .map_err(|e| bad(format!("tract cannot convert it: {e:#}")))?;
+    drop(proto);
+    let meta = PackMeta {
+        spec,
+        fingerprint: fingerprint.clone(),
+        labels,
+    };
+    let file = crate::pack::encode(&meta, &typed, model)?;
+    write_atomically(out, &file)?;
+    Ok(PackReport {
+        out: out.into(),
+        bytes: file.len() as u64,
+        model_sha256: fingerprint.model_sha256,
+        feature_tensor: fingerprint.feature_tensor,
+        feature_dim: fingerprint.feature_dim,
+    })
 }

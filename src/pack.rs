@@ -9,19 +9,18 @@
 //! with the ONNX file and with its pack are interchangeable, and a pack of another model is
 //! refused like that model would be.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tract_onnx::WithOnnx;
 use tract_onnx::prelude::*;
 
-use crate::backbone::{Backbone, LoadOptions};
-use crate::durable::{Fingerprint, write_atomically};
+use crate::durable::Fingerprint;
 use crate::error::{Error, Result};
 use crate::spec::ModelSpec;
 
-const MAGIC: &[u8; 8] = b"FRPACK\0\x01";
+pub(crate) const MAGIC: &[u8; 8] = b"FRPACK\0\x01";
 
 /// What a pack says about itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,53 +34,23 @@ pub struct PackMeta {
     pub labels: Option<Vec<String>>,
 }
 
-/// What `pack` wrote.
-#[derive(Debug, Clone, Serialize)]
-pub struct PackReport {
-    pub out: PathBuf,
-    pub bytes: u64,
-    pub model_sha256: String,
-    pub feature_tensor: String,
-    pub feature_dim: usize,
-}
-
 /// True when `bytes` start like a pack (the loaders branch on this, not on the file name).
 pub fn is_pack(bytes: &[u8]) -> bool {
     bytes.starts_with(MAGIC)
 }
 
-/// Packs `model` (its spec beside it) for the feature tensor that `learn` would use (or
-/// `feature_tensor`), at a batch of one image.
-pub fn pack(model: &Path, feature_tensor: Option<&str>, out: &Path) -> Result<PackReport> {
-    let backbone = Backbone::load(model, None, feature_tensor)?;
+/// A pack's bytes: `model` is a typed tract model (decluttered, cut at the feature tensor).
+pub fn encode(meta: &PackMeta, model: &TypedModel, path: &Path) -> Result<Vec<u8>> {
     let bad = |reason: String| Error::Model {
-        path: model.into(),
+        path: path.into(),
         reason,
     };
-    let fingerprint = backbone.fingerprint().clone();
-    let spec = backbone.spec().clone();
-    let labels = backbone.labels().map(<[String]>::to_vec);
-    let shape = backbone.input_shape();
-    drop(backbone);
-    let (bytes, _) = crate::onnx::read_model_file(model)?;
-    let proto = crate::onnx::parse_model(&bytes, model)?;
-    drop(bytes);
-    let nnef = tract_nnef::nnef().with_onnx();
-    let tar = (|| -> TractResult<Vec<u8>> {
-        let mut m = tract_onnx::onnx().model_for_proto_model(&proto)?;
-        m = m.with_input_fact(0, f32::fact(shape).into())?;
-        m.select_outputs_by_name([fingerprint.feature_tensor.as_str()])?;
-        let typed = m.into_typed()?.into_decluttered()?;
-        nnef.write_to_tar(&typed, Vec::new())
-    })()
-    .map_err(|e| bad(format!("tract cannot pack it: {e:#}")))?;
-    let meta = PackMeta {
-        spec,
-        fingerprint: fingerprint.clone(),
-        labels,
-    };
-    let meta = serde_json::to_vec(&meta).map_err(|e| bad(e.to_string()))?;
-    let mut file = Vec::with_capacity(8 + 16 + meta.len() + tar.len() + 32);
+    let tar = tract_nnef::nnef()
+        .with_onnx()
+        .write_to_tar(model, Vec::new())
+        .map_err(|e| bad(format!("tract cannot pack it: {e:#}")))?;
+    let meta = serde_json::to_vec(meta).map_err(|e| bad(e.to_string()))?;
+    let mut file = Vec::with_capacity(MAGIC.len() + 16 + meta.len() + tar.len() + 32);
     file.extend_from_slice(MAGIC);
     file.extend_from_slice(&(meta.len() as u64).to_le_bytes());
     file.extend_from_slice(&meta);
@@ -89,14 +58,7 @@ pub fn pack(model: &Path, feature_tensor: Option<&str>, out: &Path) -> Result<Pa
     file.extend_from_slice(&tar);
     let digest = Sha256::digest(&file);
     file.extend_from_slice(&digest);
-    write_atomically(out, &file)?;
-    Ok(PackReport {
-        out: out.into(),
-        bytes: file.len() as u64,
-        model_sha256: fingerprint.model_sha256,
-        feature_tensor: fingerprint.feature_tensor,
-        feature_dim: fingerprint.feature_dim,
-    })
+    Ok(file)
 }
 
 /// A pack's meta and its tract model, checked whole (checksum, lengths, meta) before any of it
@@ -135,27 +97,33 @@ pub(crate) fn read_pack(bytes: &[u8], path: &Path) -> Result<(PackMeta, TypedMod
     Ok((meta, model))
 }
 
-/// Whether `options` ask for something a pack cannot give.
-pub(crate) fn check_options(meta: &PackMeta, options: &LoadOptions, path: &Path) -> Result<()> {
+/// Refuses what a pack cannot give: the model's own outputs (`model_output`), batches of more
+/// than one image, another feature tensor than the packed one.
+pub(crate) fn check_request(
+    meta: &PackMeta,
+    model_output: bool,
+    batch: usize,
+    feature_tensor: Option<&str>,
+    path: &Path,
+) -> Result<()> {
     let refuse = |reason: String| Error::Model {
         path: path.into(),
         reason,
     };
-    if options.model_output {
+    if model_output {
         return Err(refuse(
             "a packed model holds the backbone only up to its features, not the model's own \
              outputs: use the ONNX file it was packed from"
                 .into(),
         ));
     }
-    if options.batch > 1 {
+    if batch > 1 {
         return Err(refuse(format!(
-            "a packed model runs one image at a time, not batches of {}",
-            options.batch
+            "a packed model runs one image at a time, not batches of {batch}"
         )));
     }
-    if let Some(tensor) = &options.feature_tensor
-        && *tensor != meta.fingerprint.feature_tensor
+    if let Some(tensor) = feature_tensor
+        && tensor != meta.fingerprint.feature_tensor
     {
         return Err(refuse(format!(
             "it was packed for tensor '{}', not '{tensor}': pack the ONNX file again with \

@@ -111,7 +111,7 @@ pub(crate) fn resize_input(a: ResizeInputArgs) -> Result<bool> {
 
 pub(crate) fn pack(a: PackArgs) -> Result<bool> {
     let model = a.model.unwrap_or_else(|| shipped(DEFAULT_MODEL));
-    let report = fastretrain::pack::pack(&model, a.feature_tensor.as_deref(), &a.out)?;
+    let report = fastretrain::export::pack(&model, a.feature_tensor.as_deref(), &a.out)?;
     if a.json {
         print_json(&report)?;
     } else {
