@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 
@@ -61,12 +62,30 @@ def main():
                 print(f"learn {name} {key}: {row['rss_mb']:.1f} MB, {row['wall_s']:.1f} s", flush=True)
                 if name == "mobilenetv2":
                     state = s
+        # One worker again with the model packed (`fastretrain pack`): no protobuf at load.
+        packed = os.path.join(work, f"{name}.frpack")
+        subprocess.run([args.binary, "pack", "--model", path, "--out", packed], check=True,
+                       stdout=subprocess.DEVNULL)
+        n = int(args.samples.split(",")[0])
+        _, row = learn_rss(args.binary, packed, args.full_train, n, 1, work)
+        result["learn"][name][f"{n} samples, 1 thread, packed"] = row
+        print(f"learn {name} packed {n}, 1 thread: {row['rss_mb']:.1f} MB, {row['wall_s']:.1f} s",
+              flush=True)
     runs = [timed([args.binary, "predict", "--state", state, photo])[1:] for _ in range(5)]
     result["predict"] = {
         "rss_mb": statistics.median(r[1] for r in runs),
         "first_prediction_s": statistics.median(r[0] for r in runs),
         "model_mb": os.path.getsize(model) / 2**20,
     }
+    # The same with the model packed for boards (`fastretrain pack`): no ONNX parse at start.
+    packed = os.path.join(work, "mobilenetv2.frpack")
+    subprocess.run([args.binary, "pack", "--model", model, "--out", packed], check=True,
+                   stdout=subprocess.DEVNULL)
+    runs = [timed([args.binary, "predict", "--state", state, "--model", packed, photo])[1:]
+            for _ in range(5)]
+    result["predict"]["packed_rss_mb"] = statistics.median(r[1] for r in runs)
+    result["predict"]["packed_first_prediction_s"] = statistics.median(r[0] for r in runs)
+    result["predict"]["packed_mb"] = os.path.getsize(packed) / 2**20
     print(result["predict"], flush=True)
     with open(os.path.join(args.out, "FOOTPRINT.json"), "w") as f:
         json.dump(result, f, indent=1)

@@ -264,7 +264,7 @@ impl Iterator for ImageFolder {
     }
 }
 
-fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>> {
+fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read + Send>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let reader = BufReader::new(file);
     Ok(if path.extension().and_then(|e| e.to_str()) == Some("gz") {
@@ -313,8 +313,8 @@ pub fn default_idx_labels(images: &Path) -> Option<PathBuf> {
 pub struct IdxSource {
     images_path: PathBuf,
     labels_path: PathBuf,
-    images: Box<dyn Read>,
-    labels: Box<dyn Read>,
+    images: Box<dyn Read + Send>,
+    labels: Box<dyn Read + Send>,
     names: Option<Vec<String>>,
     rows: usize,
     cols: usize,
@@ -374,7 +374,7 @@ impl IdxSource {
 
     fn skip_records(&mut self, n: usize) -> Result<()> {
         let n = n.min(self.count - self.next);
-        let skip_bytes = |reader: &mut Box<dyn Read>, bytes: u64, path: &Path| {
+        let skip_bytes = |reader: &mut Box<dyn Read + Send>, bytes: u64, path: &Path| {
             let copied = std::io::copy(&mut reader.take(bytes), &mut std::io::sink())
                 .map_err(|e| Error::io(path, e))?;
             if copied < bytes {

@@ -191,6 +191,11 @@ impl Retrainer {
         &self.state
     }
 
+    /// The state, for changes that need no backbone (a head fit from a store, a merge).
+    pub fn state_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+
     pub fn into_state(self) -> State {
         self.state
     }
