@@ -479,12 +479,10 @@ impl Retrainer {
         relearn: bool,
         skip_bad: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        if paths.is_some() || images.is_some() {
-            if labels.is_none() {
-                return Err(PyValueError::new_err(
-                    "learning needs labels= for paths or images",
-                ));
-            }
+        if (paths.is_some() || images.is_some()) && labels.is_none() {
+            return Err(PyValueError::new_err(
+                "learning needs labels= for paths or images",
+            ));
         }
         let source = source_of(source, paths, images, labels, limit)?;
         let options = LearnOptions {
