@@ -9,6 +9,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._core import Statistics, default_lambda_grid
 
+_CHUNK = 4096
+
 
 class RidgeHead(ClassifierMixin, BaseEstimator):
     """Ridge classifier on feature rows whose statistics stream and add up exactly.
@@ -46,7 +48,7 @@ class RidgeHead(ClassifierMixin, BaseEstimator):
     def partial_fit(self, X, y, classes=None):
         """Adds rows (exact). ``classes`` may name classes before their rows arrive."""
         first = getattr(self, "_stats", None) is None
-        X, y = validate_data(self, X, y, reset=first, dtype=np.float64, order="C")
+        X, y = validate_data(self, X, y, reset=first, dtype=(np.float64, np.float32))
         check_classification_targets(y)
         if first:
             self._stats = Statistics(X.shape[1])
@@ -54,7 +56,11 @@ class RidgeHead(ClassifierMixin, BaseEstimator):
         new = np.unique(y) if classes is None else np.union1d(np.unique(y), np.asarray(classes))
         for c in new:
             self._keys.setdefault(self._key(c), c)
-        self._stats.accumulate(X, [self._key(c) for c in y])
+        keys = [self._key(c) for c in y]
+        # float64 rows in chunks: a float32 X is not copied whole (the statistics are f64).
+        for i in range(0, max(len(X), 1), _CHUNK):
+            self._stats.accumulate(np.ascontiguousarray(X[i:i + _CHUNK], dtype=np.float64),
+                                   keys[i:i + _CHUNK])
         self._stats_changed()
         return self
 
@@ -74,11 +80,11 @@ class RidgeHead(ClassifierMixin, BaseEstimator):
     def forget(self, X, y):
         """Removes rows added before (exact unlearning)."""
         check_is_fitted(self)
-        X, y = validate_data(self, X, y, reset=False, dtype=np.float64, order="C")
+        X, y = validate_data(self, X, y, reset=False, dtype=(np.float64, np.float32))
         unknown = sorted({str(c) for c in y if self._key(c) not in self._keys})
         if unknown:
             raise ValueError(f"classes never learned: {', '.join(unknown)}")
-        self._stats.forget(X, [self._key(c) for c in y])
+        self._stats.forget(np.ascontiguousarray(X, dtype=np.float64), [self._key(c) for c in y])
         self._stats_changed()
         return self
 
