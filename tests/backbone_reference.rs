@@ -7,29 +7,12 @@ use fastretrain::features::FeatureExtractor;
 
 #[test]
 fn features_match_onnxruntime_on_real_photos() {
-    let reference = common::json("backbone_reference.json");
     let model = common::root().join("models/mobilenetv2.onnx");
     let backbone = Backbone::load(&model, None, None).unwrap();
     assert_eq!(backbone.fingerprint().feature_tensor, "features");
     assert_eq!(backbone.feature_dim(), 1280);
     let mut extractor = FeatureExtractor::new(backbone).unwrap();
-    let images = reference["images"].as_array().unwrap();
-    assert!(images.len() >= 8);
-    for image in images {
-        let path = common::data(image["file"].as_str().unwrap());
-        let expected = common::f64s(&image["features"]);
-        let got = extractor.image_file(&path).unwrap();
-        let max_diff = got
-            .iter()
-            .zip(&expected)
-            .map(|(a, b)| (*a as f64 - b).abs())
-            .fold(0.0, f64::max);
-        assert!(
-            max_diff < 1e-4,
-            "{}: max |tract − onnxruntime| = {max_diff}",
-            path.display()
-        );
-    }
+    common::assert_photo_features_match_onnxruntime(&mut extractor, "tract");
 }
 
 #[test]

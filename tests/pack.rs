@@ -34,22 +34,7 @@ fn a_pack_gives_onnxruntimes_features_on_real_photos() {
     // Same identity as the ONNX file: states are interchangeable.
     assert_eq!(backbone.fingerprint(), onnx.fingerprint());
     let mut extractor = FeatureExtractor::new(backbone).unwrap();
-    let reference = common::json("backbone_reference.json");
-    for image in reference["images"].as_array().unwrap() {
-        let path = common::data(image["file"].as_str().unwrap());
-        let expected = common::f64s(&image["features"]);
-        let got = extractor.image_file(&path).unwrap();
-        let max_diff = got
-            .iter()
-            .zip(&expected)
-            .map(|(a, b)| (*a as f64 - b).abs())
-            .fold(0.0, f64::max);
-        assert!(
-            max_diff < 1e-4,
-            "{}: max |packed tract − onnxruntime| = {max_diff}",
-            path.display()
-        );
-    }
+    common::assert_photo_features_match_onnxruntime(&mut extractor, "packed tract");
 }
 
 #[test]

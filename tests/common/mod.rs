@@ -187,3 +187,29 @@ pub fn zoo_image(split: &str, label: &str) -> PathBuf {
     files.sort();
     files.remove(0)
 }
+
+/// Asserts that `extractor` gives onnxruntime's features (within 1e-4) on the shipped photos of
+/// `backbone_reference.json` (scripts/make_test_vectors.py); `what` names the backbone.
+pub fn assert_photo_features_match_onnxruntime(
+    extractor: &mut fastretrain::features::FeatureExtractor,
+    what: &str,
+) {
+    let reference = json("backbone_reference.json");
+    let images = reference["images"].as_array().unwrap();
+    assert!(images.len() >= 8);
+    for image in images {
+        let path = data(image["file"].as_str().unwrap());
+        let expected = f64s(&image["features"]);
+        let got = extractor.image_file(&path).unwrap();
+        let max_diff = got
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (*a as f64 - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            max_diff < 1e-4,
+            "{}: max |{what} − onnxruntime| = {max_diff}",
+            path.display()
+        );
+    }
+}
