@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use fastretrain::Error as LibError;
 use fastretrain::backbone::Backbone;
-use fastretrain::data::{DataOptions, DataSource, Sample, SampleList};
+use fastretrain::data::{DataOptions, DataSource, Sample, SampleList, check_label};
 use fastretrain::fitting::{self, FitOptions, Method, parse_widths};
 use fastretrain::head::Activation;
 use fastretrain::preprocess::Pixels;
@@ -301,13 +301,17 @@ fn image_list(
     labels: Option<Vec<String>>,
 ) -> PyResult<(SampleList, usize)> {
     let (pixels, n, h, w, c) = images_of(images)?;
-    if let Some(l) = &labels
-        && l.len() != n
-    {
-        return Err(PyValueError::new_err(format!(
-            "{n} images but {} labels",
-            l.len()
-        )));
+    if let Some(l) = &labels {
+        if l.len() != n {
+            return Err(PyValueError::new_err(format!(
+                "{n} images but {} labels",
+                l.len()
+            )));
+        }
+        // The same rule as for labels from folders and IDX files.
+        for label in l {
+            check_label(label, Path::new("images")).map_err(to_py)?;
+        }
     }
     let mut digest = Sha256::new();
     digest.update(&pixels);

@@ -125,6 +125,8 @@ def test_bad_input_raises_fastretrains_exceptions(tmp_path):
         r.learn(images=np.zeros((2, 28, 28), dtype=np.float32), labels=["a", "b"])
     with pytest.raises(ValueError, match="labels"):
         r.learn(images=np.zeros((2, 28, 28), dtype=np.uint8), labels=["a"])
+    with pytest.raises(fastretrain.DataError, match="not usable"):
+        r.learn(images=np.zeros((2, 28, 28), dtype=np.uint8), labels=["a", ""])
     with pytest.raises(fastretrain.SolverError):
         r.scores(images=np.zeros((1, 28, 28), dtype=np.uint8))
     with pytest.raises(fastretrain.DataError):
