@@ -165,10 +165,12 @@ impl Backbone {
     pub fn load_with(model: &Path, spec: Option<ModelSpec>, options: &LoadOptions) -> Result<Self> {
         let feature_tensor = options.feature_tensor.as_deref();
         let batch = options.batch.max(1);
-        let (bytes, model_sha256) = read_model_file(model)?;
+        // A pack is checked by its own checksum: the model file's sha256 is for ONNX files.
+        let bytes = crate::onnx::read_model_bytes(model)?;
         if crate::pack::is_pack(&bytes) {
             return Self::load_packed(model, bytes, options);
         }
+        let model_sha256 = crate::onnx::model_sha256(&bytes);
         let spec_path = ModelSpec::path_for_model(model);
         let spec_beside = spec.is_none();
         let spec = match spec {

@@ -73,15 +73,26 @@ pub fn find_dense_head(proto: &ModelProto) -> Option<DenseHeadInfo> {
 /// Reads a model file and its sha256 (what states and stores are tied to). A missing file is
 /// [`Error::ModelNotFound`], before anything else is said about it (its spec included).
 pub fn read_model_file(model: &Path) -> Result<(Vec<u8>, String)> {
+    let bytes = read_model_bytes(model)?;
+    let sha256 = model_sha256(&bytes);
+    Ok((bytes, sha256))
+}
+
+/// A model file's bytes (a missing file named as such), without hashing them: for a caller
+/// that first looks at what the file is (a pack carries its own checksum).
+pub fn read_model_bytes(model: &Path) -> Result<Vec<u8>> {
     if !model.is_file() {
         return Err(Error::ModelNotFound {
             path: model.into(),
             recorded_in: None,
         });
     }
-    let bytes = std::fs::read(model).map_err(|e| Error::io(model, e))?;
-    let sha256 = hex(&Sha256::digest(&bytes));
-    Ok((bytes, sha256))
+    std::fs::read(model).map_err(|e| Error::io(model, e))
+}
+
+/// The sha256 (hex) that identifies a model file's bytes in fingerprints and specs.
+pub fn model_sha256(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 /// Parses ONNX bytes (`path` is for messages): the one place models are decoded as protobuf.
