@@ -6,12 +6,12 @@
 //! so streaming in any number of batches, merging two devices' statistics, and adding a new
 //! label (its column starts as `−Σx`, the bias column of G) are all exact. Memory is
 //! O(d² + d·c) whatever the number of samples. Everything is f64; the hot update is a
-//! symmetric rank-k update of the lower triangle (faer).
+//! rank-k update of the lower triangle (faer), which is the only part held in memory
+//! ([`LowerPanels`]).
 
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt::{factor as llt_factor, solve as llt_solve};
 use faer::linalg::matmul::matmul;
-use faer::linalg::matmul::triangular::{BlockStructure, matmul as triangular_matmul};
 use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 use serde::{Deserialize, Serialize};
 
@@ -29,8 +29,8 @@ pub struct GramStats {
     dim: usize,
     /// Labels in column order.
     labels: Vec<String>,
-    /// (d+1)², column major; only the lower triangle is kept up to date.
-    gram: Vec<f64>,
+    /// The lower triangle of the (d+1)² matrix G.
+    gram: LowerPanels,
     /// (d+1) × c, column major.
     cross: Vec<f64>,
     samples: f64,
@@ -64,7 +64,7 @@ impl GramStats {
         GramStats {
             dim,
             labels: Vec::new(),
-            gram: vec![0.0; p * p],
+            gram: LowerPanels::zeros(p),
             cross: Vec::new(),
             samples: 0.0,
             target_sq: 0.0,
@@ -95,7 +95,7 @@ impl GramStats {
     /// Σx over all samples so far: the bias row of the lower triangle.
     fn sum_x(&self) -> Vec<f64> {
         let p = self.p();
-        (0..p).map(|i| self.gram[i * p + (p - 1)]).collect()
+        (0..p).map(|i| self.gram.get(p - 1, i)).collect()
     }
 
     /// The column of `label`, adding it if new. Samples seen before get −1 for it.
@@ -170,7 +170,7 @@ impl GramStats {
         if mu == 1.0 {
             return Ok(());
         }
-        self.gram.iter_mut().for_each(|v| *v *= mu);
+        self.gram.values.iter_mut().for_each(|v| *v *= mu);
         self.cross.iter_mut().for_each(|v| *v *= mu);
         self.class_counts.iter_mut().for_each(|v| *v *= mu);
         self.samples *= mu;
@@ -220,17 +220,7 @@ impl GramStats {
         let x = MatRef::from_column_major_slice(&x, b, p);
         let t = MatRef::from_column_major_slice(&t, b, c);
         let par = Par::rayon(0);
-        triangular_matmul(
-            MatMut::from_column_major_slice_mut(&mut self.gram, p, p),
-            BlockStructure::TriangularLower,
-            Accum::Add,
-            x.transpose(),
-            BlockStructure::Rectangular,
-            x,
-            BlockStructure::Rectangular,
-            sign,
-            par,
-        );
+        self.gram.add_gram_of(x, sign, par);
         matmul(
             MatMut::from_column_major_slice_mut(&mut self.cross, p, c),
             Accum::Add,
@@ -274,11 +264,13 @@ impl GramStats {
                 }
             }
         }
-        for j in 0..p {
-            for i in j..p {
-                self.gram[j * p + i] += other.gram[j * p + i];
-            }
-        }
+        // Same dimension, same layout: every stored value (the diagonal blocks' upper parts
+        // included, which hold the symmetric sums) adds up elementwise, in a fixed order.
+        self.gram
+            .values
+            .iter_mut()
+            .zip(&other.gram.values)
+            .for_each(|(a, b)| *a += b);
         self.samples += other.samples;
         self.target_sq += other.target_sq;
         Ok(())
@@ -289,7 +281,7 @@ impl GramStats {
         let p = self.p();
         Mat::from_fn(p, p, |i, j| {
             let (r, c) = if i >= j { (i, j) } else { (j, i) };
-            self.gram[c * p + r]
+            self.gram.get(r, c)
         })
     }
 
@@ -348,10 +340,8 @@ impl GramStats {
     /// mirrored copy of G and no second matrix for the factor (the refit's peak memory).
     fn cholesky_shifted(&self, lambda: f64, factor: &mut Mat<f64>) -> bool {
         let p = self.p();
+        self.gram.copy_lower_into(factor.as_mut());
         for j in 0..p {
-            for i in j..p {
-                factor[(i, j)] = self.gram[j * p + i];
-            }
             factor[(j, j)] += lambda;
         }
         let par = Par::rayon(0);
@@ -377,7 +367,8 @@ impl GramStats {
     /// Memory is what decides the method: the eigenvalues alone need no eigenvector matrix,
     /// and each λ's W comes from a Cholesky factor in one reused buffer, so the search holds
     /// one (d+1)² matrix beside G where a full eigendecomposition held three or more (learn's
-    /// peak on a board, docs/FOOTPRINT.md). A λ at which `G + λI` is numerically not positive
+    /// peak on a board, docs/FOOTPRINT.md); the eigenvalues are taken from that same buffer
+    /// before the first factorisation. A λ at which `G + λI` is numerically not positive
     /// definite scores +∞.
     pub fn gcv(&self, grid: &[f64]) -> Result<LambdaSearch> {
         self.check_solvable()?;
@@ -387,7 +378,10 @@ impl GramStats {
             ));
         }
         let p = self.p();
-        let eig: Vec<f64> = MatRef::from_column_major_slice(&self.gram, p, p)
+        let mut factor = Mat::zeros(p, p);
+        self.gram.copy_lower_into(factor.as_mut());
+        let eig: Vec<f64> = factor
+            .as_ref()
             .self_adjoint_eigenvalues(Side::Lower)
             .map_err(|e| Error::Solver(format!("eigendecomposition failed: {e:?}")))?
             .into_iter()
@@ -395,7 +389,6 @@ impl GramStats {
             .collect();
         let (n, c) = (self.samples, self.labels.len() as f64);
         let cross = self.cross();
-        let mut factor = Mat::zeros(p, p);
         let gcv: Vec<f64> = grid
             .iter()
             .map(|&lambda| {
@@ -437,7 +430,7 @@ impl GramStats {
         let p = self.p();
         let mut gram_lower = Vec::with_capacity(p * (p + 1) / 2);
         for j in 0..p {
-            gram_lower.extend_from_slice(&self.gram[j * p + j..(j + 1) * p]);
+            gram_lower.extend_from_slice(self.gram.column_from_diagonal(j));
         }
         GramRecord {
             dim: self.dim,
@@ -477,11 +470,12 @@ impl GramStats {
         if unique.len() != c {
             return Err("duplicate labels".into());
         }
-        let mut gram = vec![0.0; p * p];
+        let mut gram = LowerPanels::zeros(p);
         let mut k = 0;
         for j in 0..p {
             let len = p - j;
-            gram[j * p + j..(j + 1) * p].copy_from_slice(&r.gram_lower[k..k + len]);
+            gram.column_from_diagonal_mut(j)
+                .copy_from_slice(&r.gram_lower[k..k + len]);
             k += len;
         }
         Ok(GramStats {
@@ -496,7 +490,106 @@ impl GramStats {
     }
 }
 
-/// A batch as `X = [H, 1]` (b × (d+1)) and ±1 targets `T` (b × c). Rejects NaN/Inf.
+/// The lower triangle of a symmetric p × p matrix in column panels of [`PANEL`] columns: panel
+/// k holds columns `j0 = k·PANEL .. j0 + w` from row `j0` down, as a dense (p − j0) × w column-
+/// major block. It holds about half of a full matrix (13 MB → 6.6 MB for 1,280 features, the
+/// largest thing `learn` keeps besides the model), yet each panel is a plain matrix, so a
+/// batch's `XᵀX` is one dense product per panel. The w × w diagonal blocks are stored whole;
+/// the values above their diagonal are scratch, never read.
+#[derive(Debug, Clone)]
+struct LowerPanels {
+    p: usize,
+    /// Offset of each panel in `values`, and the total length at the end.
+    starts: Vec<usize>,
+    values: Vec<f64>,
+}
+
+/// Columns per panel: the storage beyond the triangle is p·PANEL/2 values (0.3 MB at 1,281).
+const PANEL: usize = 64;
+
+impl LowerPanels {
+    fn zeros(p: usize) -> Self {
+        let mut starts = Vec::with_capacity(p.div_ceil(PANEL) + 1);
+        let mut len = 0;
+        for j0 in (0..p).step_by(PANEL) {
+            starts.push(len);
+            len += (p - j0) * PANEL.min(p - j0);
+        }
+        starts.push(len);
+        LowerPanels {
+            p,
+            starts,
+            values: vec![0.0; len],
+        }
+    }
+
+    /// Index of (r, c) for r ≥ c, or any (r, c) inside a diagonal block.
+    fn index(&self, r: usize, c: usize) -> usize {
+        let j0 = c / PANEL * PANEL;
+        self.starts[c / PANEL] + (c - j0) * (self.p - j0) + (r - j0)
+    }
+
+    fn get(&self, r: usize, c: usize) -> f64 {
+        self.values[self.index(r, c)]
+    }
+
+    /// Column j from the diagonal down (p − j values), contiguous in its panel.
+    fn column_from_diagonal(&self, j: usize) -> &[f64] {
+        let i = self.index(j, j);
+        &self.values[i..i + self.p - j]
+    }
+
+    fn column_from_diagonal_mut(&mut self, j: usize) -> &mut [f64] {
+        let i = self.index(j, j);
+        let len = self.p - j;
+        &mut self.values[i..i + len]
+    }
+
+    /// The panels as matrices: (first column, the (p − j0) × w block).
+    fn panels_mut(&mut self) -> impl Iterator<Item = (usize, MatMut<'_, f64>)> {
+        let p = self.p;
+        let mut rest = self.values.as_mut_slice();
+        (0..p).step_by(PANEL).map(move |j0| {
+            let (w, rows) = (PANEL.min(p - j0), p - j0);
+            let (panel, tail) = std::mem::take(&mut rest).split_at_mut(rows * w);
+            rest = tail;
+            (j0, MatMut::from_column_major_slice_mut(panel, rows, w))
+        })
+    }
+
+    /// `G ← G + sign · XᵀX` for a batch X (b × p): one product per panel.
+    fn add_gram_of(&mut self, x: MatRef<'_, f64>, sign: f64, par: Par) {
+        let p = self.p;
+        for (j0, panel) in self.panels_mut() {
+            let w = panel.ncols();
+            matmul(
+                panel,
+                Accum::Add,
+                x.subcols(j0, p - j0).transpose(),
+                x.subcols(j0, w),
+                sign,
+                par,
+            );
+        }
+    }
+
+    /// Writes the lower triangle into `out` (p × p); its upper triangle is left as it was.
+    fn copy_lower_into(&self, mut out: MatMut<'_, f64>) {
+        for j in 0..self.p {
+            for (i, v) in self.column_from_diagonal(j).iter().enumerate() {
+                out[(j + i, j)] = *v;
+            }
+        }
+    }
+}
+
+impl PartialEq for LowerPanels {
+    fn eq(&self, other: &Self) -> bool {
+        self.p == other.p
+            && (0..self.p).all(|j| self.column_from_diagonal(j) == other.column_from_diagonal(j))
+    }
+}
+
 /// `(L Lᵀ)⁻¹ R` for the Cholesky factor L in the lower triangle of `factor`.
 fn solve_with_factor(factor: &Mat<f64>, rhs: MatRef<'_, f64>) -> Mat<f64> {
     let mut w = rhs.to_owned();
@@ -509,6 +602,7 @@ fn solve_with_factor(factor: &Mat<f64>, rhs: MatRef<'_, f64>) -> Mat<f64> {
     w
 }
 
+/// A batch as `X = [H, 1]` (b × (d+1)) and ±1 targets `T` (b × c). Rejects NaN/Inf.
 pub(crate) fn batch_matrices<F: Copy + Into<f64>>(
     features: &[F],
     labels: &[usize],
@@ -597,5 +691,40 @@ mod tests {
         let mut s = GramStats::new(4);
         learn(&mut s, &f, &l);
         assert_eq!(GramStats::from_record(s.to_record()).unwrap(), s);
+    }
+
+    /// The panel layout against a plain sum of outer products, for dimensions below, at and
+    /// across panel boundaries, and through the stored record.
+    #[test]
+    fn panels_hold_the_lower_triangle_of_the_gram_matrix() {
+        for dim in [1, 62, 63, 64, 130] {
+            let rows = 5;
+            let feats: Vec<f32> = (0..rows * dim)
+                .map(|i| ((i * 7919 % 97) as f32 - 48.0) / 17.0)
+                .collect();
+            let mut s = GramStats::new(dim);
+            let idx = vec![s.label_index("a"); rows];
+            s.accumulate(&feats, &idx, "test").unwrap();
+            s.accumulate(&feats[dim..], &idx[1..], "test").unwrap();
+            let p = dim + 1;
+            let x = |r: usize, j: usize| {
+                if j == dim {
+                    1.0
+                } else {
+                    feats[r * dim + j] as f64
+                }
+            };
+            let g = s.gram();
+            for i in 0..p {
+                for j in 0..p {
+                    let expected: f64 = (0..rows).map(|r| x(r, i) * x(r, j)).sum::<f64>()
+                        + (1..rows).map(|r| x(r, i) * x(r, j)).sum::<f64>();
+                    assert!((g[(i, j)] - expected).abs() < 1e-9, "dim {dim} ({i}, {j})");
+                }
+            }
+            let loaded = GramStats::from_record(s.to_record()).unwrap();
+            assert_eq!(loaded, s);
+            assert_eq!(loaded.gram(), g);
+        }
     }
 }

@@ -61,14 +61,53 @@ pub struct State {
     pub decayed: bool,
 }
 
+/// The payload; `S` is [`GramRecord`] except when a command reads the head alone.
 #[derive(Serialize, Deserialize)]
-struct Payload {
+struct Payload<S = GramRecord> {
     backbone: Fingerprint,
     model_path: String,
-    stats: GramRecord,
+    stats: S,
     head: Option<Head>,
     sources: Vec<SourceRecord>,
     decayed: bool,
+}
+
+/// The statistics as `predict` reads them: walked over in the encoding of [`GramRecord`]
+/// (its field order), keeping the dimension and dropping every number of G, B and the counts
+/// without allocating them: most of a state's bytes and of its decoding time (docs/FOOTPRINT.md,
+/// start-up).
+#[derive(Deserialize)]
+struct SkippedStatistics {
+    dim: usize,
+    _labels: Vec<String>,
+    _gram_lower: SkippedNumbers,
+    _cross: SkippedNumbers,
+    _samples: f64,
+    _target_sq: f64,
+    _class_counts: SkippedNumbers,
+}
+
+/// A sequence of f64 read and dropped.
+struct SkippedNumbers;
+
+impl<'de> Deserialize<'de> for SkippedNumbers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Numbers;
+        impl<'de> serde::de::Visitor<'de> for Numbers {
+            type Value = SkippedNumbers;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a sequence of numbers")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<SkippedNumbers, A::Error> {
+                while seq.next_element::<f64>()?.is_some() {}
+                Ok(SkippedNumbers)
+            }
+        }
+        d.deserialize_seq(Numbers)
+    }
 }
 
 /// The version 1 payload, read and upgraded on load.
@@ -382,6 +421,46 @@ impl State {
 
     /// Decodes and verifies a state; `path` is only used in messages.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let (version, payload) = Self::checked_payload(bytes, path)?;
+        Self::from_payload_version(payload, version, path)
+    }
+
+    /// Reads a state for prediction: checked whole like [`Self::load`] (magic, version, length,
+    /// checksum, head), but without its statistics, as after [`Self::drop_statistics`]. Such a
+    /// state must not be saved.
+    pub fn load_head_only(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let (version, payload) = Self::checked_payload(&bytes, path)?;
+        if version == 1 {
+            let mut state = Self::from_payload_version(payload, version, path)?;
+            state.drop_statistics();
+            return Ok(state);
+        }
+        let corrupt = |reason: &str| corrupt_state(path, reason);
+        let payload: Payload<SkippedStatistics> =
+            postcard::from_bytes(payload).map_err(|e| corrupt(&format!("cannot decode: {e}")))?;
+        if payload.stats.dim != payload.backbone.feature_dim {
+            return Err(corrupt("statistics dimension differs from the backbone's"));
+        }
+        if let Some(head) = &payload.head {
+            head.validate().map_err(|e| corrupt(&e))?;
+            if head.dim != payload.stats.dim {
+                return Err(corrupt("head dimension differs from the statistics'"));
+            }
+        }
+        Ok(State {
+            backbone: payload.backbone,
+            model_path: payload.model_path.into(),
+            stats: GramStats::new(0),
+            head: payload.head,
+            sources: payload.sources,
+            decayed: payload.decayed,
+        })
+    }
+
+    /// The format version and the payload of a state file whose magic, version, length and
+    /// checksum are right.
+    fn checked_payload<'a>(bytes: &'a [u8], path: &Path) -> Result<(u32, &'a [u8])> {
         let corrupt = |reason: &str| corrupt_state(path, reason);
         if bytes.len() < 8 || bytes[..8] != MAGIC {
             return Err(corrupt("not a fastretrain state file (bad magic bytes)"));
@@ -416,7 +495,7 @@ impl State {
         if Sha256::digest(&bytes[..end]).as_slice() != &bytes[end..] {
             return Err(corrupt("checksum mismatch"));
         }
-        Self::from_payload_version(&bytes[HEADER_LEN..end], version, path)
+        Ok((version, &bytes[HEADER_LEN..end]))
     }
 
     /// Decodes and validates the payload alone (no header, no checksum). Public so that the

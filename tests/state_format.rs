@@ -124,3 +124,33 @@ fn version_1_states_are_read_and_upgraded() {
     );
     assert_eq!(State::from_bytes(&upgraded, &path).unwrap(), state);
 }
+
+/// `predict` reads the head alone: the same state as a full load with the statistics dropped,
+/// for version 2 and version 1 files, and damage is refused the same way.
+#[test]
+fn head_only_read_equals_full_read_without_statistics() {
+    let dir = common::temp_dir("state-head-only");
+    let path = dir.join("s.frs");
+    let state = sample_state();
+    state.save(&path).unwrap();
+    let v1 = common::data("hostile/states/other_backbone.frs");
+    for path in [&path, &v1] {
+        let mut full = State::load(path).unwrap();
+        full.drop_statistics();
+        let head_only = State::load_head_only(path).unwrap();
+        assert!(head_only.head.is_some());
+        assert_eq!(head_only, full);
+    }
+    let bytes = state.to_bytes().unwrap();
+    let damaged = dir.join("damaged.frs");
+    for len in (0..bytes.len()).step_by(5) {
+        std::fs::write(&damaged, &bytes[..len]).unwrap();
+        assert!(
+            matches!(
+                State::load_head_only(&damaged),
+                Err(Error::CorruptState { .. })
+            ),
+            "truncated to {len} bytes"
+        );
+    }
+}

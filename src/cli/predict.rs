@@ -68,10 +68,9 @@ pub(crate) struct InfoArgs {
 pub(crate) fn predict(a: PredictArgs) -> Result<bool> {
     let mut retrainer = match &a.state {
         Some(state_path) => {
-            // Only the head is needed: the statistics (13 MB for MobileNetV2) are freed before
-            // the model loads, which keeps the peak memory down on a board.
-            let mut state = State::load(state_path)?;
-            state.drop_statistics();
+            // Only the head is needed: the statistics (6.6 MB for MobileNetV2) are not even
+            // decoded, which keeps start-up and the peak memory down on a board.
+            let state = State::load_head_only(state_path)?;
             let backbone = backbone_for_state(&state, state_path, &a.model)?;
             Retrainer::new(backbone, state, state_path)?
         }
