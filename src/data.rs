@@ -38,6 +38,70 @@ pub struct DataOptions {
     pub label_names: Option<PathBuf>,
     /// Stop after this many samples.
     pub limit: Option<usize>,
+    /// Read one contiguous part of the source (after `limit`), for spreading a data set over
+    /// machines: the parts' states merge into the state of the whole.
+    pub shard: Option<Shard>,
+}
+
+/// Part `index` (0-based) of `count` contiguous parts of a source of n records: records
+/// `index·n/count .. (index+1)·n/count`. A shard is recorded in states as its own source
+/// (`<source>#shard i/k`), so each part resumes on its own and shards of one source merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// A shard `index` of `count`; refused unless `index < count`.
+    pub fn new(index: usize, count: usize) -> Result<Self> {
+        if count == 0 || index >= count {
+            return Err(Error::InvalidArgument(format!(
+                "shard {index}/{count} does not exist: shards are numbered 0 … count − 1"
+            )));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// `"i/k"`, as the command line writes it.
+    pub fn parse(text: &str) -> Result<Self> {
+        let parsed = text
+            .split_once('/')
+            .and_then(|(i, k)| Some((i.trim().parse().ok()?, k.trim().parse().ok()?)));
+        let Some((index, count)) = parsed else {
+            return Err(Error::InvalidArgument(format!(
+                "a shard is written i/k (part i of k, from 0), got '{text}'"
+            )));
+        };
+        Self::new(index, count)
+    }
+
+    /// The records of a source of `len` records that this shard holds.
+    pub fn range(&self, len: usize) -> std::ops::Range<usize> {
+        // u128: index · len cannot overflow.
+        let at = |i: usize| (i as u128 * len as u128 / self.count as u128) as usize;
+        at(self.index)..at(self.index + 1)
+    }
+}
+
+/// The mark that [`DataSource::id`] puts between a source and its shard.
+const SHARD_MARK: &str = "#shard ";
+
+/// The source a source id names, without its shard: equal for every shard of one source.
+pub fn unsharded_id(id: &str) -> &str {
+    id.split_once(SHARD_MARK).map_or(id, |(base, _)| base)
+}
+
+/// Whether two ids are parts of one source that cannot both be in a state: the whole and a
+/// shard, or shards of different counts (their records overlap).
+pub fn overlapping_sources(a: &str, b: &str) -> bool {
+    // The shard count of an id ("k" of "#shard i/k"), None for a whole source.
+    let count = |id: &str| {
+        id.split_once(SHARD_MARK)
+            .and_then(|(_, shard)| shard.split_once('/'))
+            .map(|(_, k)| k.to_string())
+    };
+    a != b && unsharded_id(a) == unsharded_id(b) && count(a) != count(b)
 }
 
 /// A streamed data set.
@@ -46,6 +110,12 @@ pub enum DataSource {
     Idx(IdxSource),
     /// Samples handed over by the caller (a list of image files, images in memory).
     List(SampleList),
+    /// One shard of a source: the records before it already passed over.
+    Shard {
+        inner: Box<DataSource>,
+        shard: Shard,
+        remaining: usize,
+    },
 }
 
 /// Samples that come from the caller rather than a path: each is produced when it is read
@@ -95,11 +165,26 @@ impl DataSource {
     /// A folder is read as ImageFolder; a file as IDX images.
     pub fn open(path: &Path, options: &DataOptions) -> Result<Self> {
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        if meta.is_dir() {
-            Ok(DataSource::Folder(ImageFolder::open(path, options.limit)?))
+        let source = if meta.is_dir() {
+            DataSource::Folder(ImageFolder::open(path, options.limit)?)
         } else {
-            Ok(DataSource::Idx(IdxSource::open(path, options)?))
+            DataSource::Idx(IdxSource::open(path, options)?)
+        };
+        match options.shard {
+            Some(shard) => source.into_shard(shard),
+            None => Ok(source),
         }
+    }
+
+    /// This source's part `shard` (its earlier records passed over now).
+    pub fn into_shard(mut self, shard: Shard) -> Result<Self> {
+        let range = shard.range(self.len());
+        self.skip_records(range.start)?;
+        Ok(DataSource::Shard {
+            inner: Box::new(self),
+            shard,
+            remaining: range.len(),
+        })
     }
 
     /// Number of samples that will be yielded.
@@ -108,6 +193,7 @@ impl DataSource {
             DataSource::Folder(f) => f.files.len(),
             DataSource::Idx(i) => i.count,
             DataSource::List(l) => l.len,
+            DataSource::Shard { remaining, .. } => *remaining,
         }
     }
 
@@ -121,6 +207,9 @@ impl DataSource {
             DataSource::Folder(f) => &f.root,
             DataSource::Idx(i) => &i.images_path,
             DataSource::List(l) => return l.id.clone(),
+            DataSource::Shard { inner, shard, .. } => {
+                return format!("{}{SHARD_MARK}{}/{}", inner.id(), shard.index, shard.count);
+            }
         };
         std::fs::canonicalize(path)
             .unwrap_or_else(|_| path.clone())
@@ -143,6 +232,13 @@ impl DataSource {
                 }
                 Ok(())
             }
+            DataSource::Shard {
+                inner, remaining, ..
+            } => {
+                let n = n.min(*remaining);
+                *remaining -= n;
+                inner.skip_records(n)
+            }
         }
     }
 }
@@ -155,6 +251,12 @@ impl Iterator for DataSource {
             DataSource::Folder(f) => f.next(),
             DataSource::Idx(i) => i.next(),
             DataSource::List(l) => l.items.next(),
+            DataSource::Shard {
+                inner, remaining, ..
+            } => {
+                *remaining = remaining.checked_sub(1)?;
+                inner.next()
+            }
         }
     }
 }

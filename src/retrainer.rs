@@ -245,6 +245,7 @@ impl Retrainer {
             )));
         }
         let source_id = source.id();
+        self.state.check_no_overlap(&source_id)?;
         let resumed_after = if options.relearn {
             0
         } else {

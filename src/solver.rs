@@ -11,8 +11,10 @@
 
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt::{factor as llt_factor, solve as llt_solve};
+use faer::linalg::evd::tridiag;
 use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
+use faer::linalg::qr::no_pivoting::factor::recommended_block_size;
+use faer::{Accum, Mat, MatMut, MatRef, Par};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -379,11 +381,8 @@ impl GramStats {
         }
         let p = self.p();
         let mut factor = Mat::zeros(p, p);
-        self.gram.copy_lower_into(factor.as_mut());
-        let eig: Vec<f64> = factor
-            .as_ref()
-            .self_adjoint_eigenvalues(Side::Lower)
-            .map_err(|e| Error::Solver(format!("eigendecomposition failed: {e:?}")))?
+        let eig: Vec<f64> = self
+            .eigenvalues_in(&mut factor)?
             .into_iter()
             .map(|v| v.max(0.0))
             .collect();
@@ -424,6 +423,36 @@ impl GramStats {
             gcv,
             best,
         })
+    }
+
+    /// The eigenvalues of G, worked out in `buffer` ((d+1)², overwritten): G's lower triangle
+    /// is reduced to tridiagonal form in place (faer), and the tridiagonal matrix's eigenvalues
+    /// found by the implicit QL algorithm in O(d) more memory. faer's eigenvalue routine
+    /// copies the matrix first: one more (d+1)² matrix at the refit's peak (docs/FOOTPRINT.md).
+    fn eigenvalues_in(&self, buffer: &mut Mat<f64>) -> Result<Vec<f64>> {
+        let p = self.p();
+        self.gram.copy_lower_into(buffer.as_mut());
+        let par = Par::rayon(0);
+        let block = recommended_block_size::<f64>(p, p);
+        let mut householder = Mat::<f64>::zeros(block, p - 1);
+        let mut scratch = MemBuffer::new(tridiag::tridiag_in_place_scratch::<f64>(
+            p,
+            par,
+            Default::default(),
+        ));
+        tridiag::tridiag_in_place(
+            buffer.as_mut(),
+            householder.as_mut(),
+            par,
+            MemStack::new(&mut scratch),
+            Default::default(),
+        );
+        let mut diagonal: Vec<f64> = (0..p).map(|i| buffer[(i, i)]).collect();
+        let mut off_diagonal: Vec<f64> = (0..p)
+            .map(|i| if i + 1 < p { buffer[(i + 1, i)] } else { 0.0 })
+            .collect();
+        tridiagonal_eigenvalues(&mut diagonal, &mut off_diagonal)?;
+        Ok(diagonal)
     }
 
     pub fn to_record(&self) -> GramRecord {
@@ -583,6 +612,72 @@ impl LowerPanels {
     }
 }
 
+/// Replaces `d` (the diagonal of a symmetric tridiagonal matrix, whose off-diagonal `e[i]`
+/// couples rows i and i + 1; `e` is overwritten) with its eigenvalues, unordered: the implicit
+/// QL algorithm with Wilkinson shifts (Numerical Recipes' `tqli`, without eigenvectors).
+fn tridiagonal_eigenvalues(d: &mut [f64], e: &mut [f64]) -> Result<()> {
+    let n = d.len();
+    // An off-diagonal element below ε‖T‖ is dropped, even where the diagonal beside it is tiny
+    // too (the null space of a G learned from fewer samples than features, where a test
+    // relative to the neighbours never passes): that perturbs the eigenvalues by at most ε‖T‖,
+    // the accuracy of any backward-stable method, and far below the smallest λ of the grid.
+    let norm = (0..n).map(|i| d[i].abs() + e[i].abs()).fold(0.0, f64::max);
+    for l in 0..n {
+        let mut iterations = 0;
+        loop {
+            // The first negligible off-diagonal element at or after l splits the matrix.
+            let mut m = l;
+            while m + 1 < n {
+                if e[m].abs() <= f64::EPSILON * norm {
+                    break;
+                }
+                m += 1;
+            }
+            if m == l {
+                break;
+            }
+            iterations += 1;
+            if iterations > 60 {
+                return Err(Error::Solver(
+                    "eigenvalues of G did not converge (60 QL iterations)".into(),
+                ));
+            }
+            let mut g = (d[l + 1] - d[l]) / (2.0 * e[l]);
+            let mut r = g.hypot(1.0);
+            g = d[m] - d[l] + e[l] / (g + r.copysign(g));
+            let (mut s, mut c, mut p) = (1.0, 1.0, 0.0);
+            let mut deflated = false;
+            for i in (l..m).rev() {
+                let f = s * e[i];
+                let b = c * e[i];
+                r = f.hypot(g);
+                e[i + 1] = r;
+                if r == 0.0 {
+                    // Underflow: the matrix splits at i + 1; start over from l.
+                    d[i + 1] -= p;
+                    e[m] = 0.0;
+                    deflated = true;
+                    break;
+                }
+                s = f / r;
+                c = g / r;
+                g = d[i + 1] - p;
+                r = (d[i] - g) * s + 2.0 * c * b;
+                p = s * r;
+                d[i + 1] = g + p;
+                g = c * r - b;
+            }
+            if deflated {
+                continue;
+            }
+            d[l] -= p;
+            e[l] = g;
+            e[m] = 0.0;
+        }
+    }
+    Ok(())
+}
+
 impl PartialEq for LowerPanels {
     fn eq(&self, other: &Self) -> bool {
         self.p == other.p
@@ -725,6 +820,31 @@ mod tests {
             let loaded = GramStats::from_record(s.to_record()).unwrap();
             assert_eq!(loaded, s);
             assert_eq!(loaded.gram(), g);
+        }
+    }
+
+    /// The in-place eigenvalues against faer's own routine, on a Gram matrix with a spread
+    /// of eigenvalues (and exact zeros: fewer samples than dimensions).
+    #[test]
+    fn in_place_eigenvalues_equal_faers() {
+        for (dim, rows) in [(1, 3), (5, 40), (70, 30), (130, 300), (400, 5)] {
+            let feats: Vec<f32> = (0..rows * dim)
+                .map(|i| (((i * 7919) % 211) as f32 - 105.0) / (1.0 + (i % dim) as f32))
+                .collect();
+            let mut s = GramStats::new(dim);
+            let idx = vec![s.label_index("a"); rows];
+            s.accumulate(&feats, &idx, "test").unwrap();
+            let mut ours = s.eigenvalues_in(&mut Mat::zeros(dim + 1, dim + 1)).unwrap();
+            let mut theirs = s
+                .gram()
+                .self_adjoint_eigenvalues(faer::Side::Lower)
+                .unwrap();
+            ours.sort_by(f64::total_cmp);
+            theirs.sort_by(f64::total_cmp);
+            let scale = theirs.last().unwrap().abs();
+            for (a, b) in ours.iter().zip(&theirs) {
+                assert!((a - b).abs() <= 1e-12 * scale, "dim {dim}: {a} vs {b}");
+            }
         }
     }
 }

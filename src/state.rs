@@ -253,6 +253,24 @@ impl State {
             .map_or(0, |s| s.consumed)
     }
 
+    /// Refuses to learn source `id` where the state holds an overlapping part of the same
+    /// source (the whole and a shard of it, or shards of another count): its records would
+    /// be counted twice.
+    pub fn check_no_overlap(&self, id: &str) -> Result<()> {
+        match self
+            .sources
+            .iter()
+            .find(|s| crate::data::overlapping_sources(&s.id, id))
+        {
+            Some(s) => Err(Error::InvalidArgument(format!(
+                "the state already holds '{}', which overlaps '{id}': learn every part of a \
+                 source with the same --shard count (or all of it without --shard)",
+                s.id
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// sha256 of the statistics alone (not the head or sources): equal digests mean
     /// bit-identical G, B, counts and labels.
     pub fn statistics_digest(&self) -> String {
@@ -293,6 +311,9 @@ impl State {
     /// names `other` in messages). The head is dropped: refit after merging.
     pub fn merge(&mut self, other: &State, path: &Path) -> Result<()> {
         other.check_backbone(&self.backbone, path)?;
+        for s in &other.sources {
+            self.check_no_overlap(&s.id)?;
+        }
         self.stats.merge(&other.stats)?;
         self.decayed |= other.decayed;
         for s in &other.sources {

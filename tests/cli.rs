@@ -311,6 +311,148 @@ fn merged_states_equal_learning_the_union() {
     assert_eq!(m.stats.samples(), 8.0);
 }
 
+/// `learn --shard i/k` on k "machines" (IDX, so shards cut a stream), then `merge`: the
+/// statistics of learning the whole source; a shard resumes on its own; overlapping parts of
+/// one source are refused in learn and merge.
+#[test]
+fn shards_of_a_source_merge_into_the_whole_and_resume() {
+    let dir = common::temp_dir("shards");
+    let images = common::root().join("data/fashion-mnist/train-images-idx3-ubyte.gz");
+    let model = tiny_model();
+    let learn = |state: &str, extra: &[&str]| {
+        let mut args = vec![
+            "learn",
+            "--json",
+            "--state",
+            state,
+            "--data",
+            common::s(&images),
+            "--model",
+            &model,
+            "--limit",
+            "130",
+            "--lambda",
+            "0.5",
+        ];
+        args.extend_from_slice(extra);
+        run(&dir, &args)
+    };
+    for i in 0..3 {
+        let shard = format!("{i}/3");
+        let out = learn(&format!("part{i}.frs"), &["--shard", &shard]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        // Records 130·i/3 .. 130·(i+1)/3.
+        let expected = 130 * (i + 1) / 3 - 130 * i / 3;
+        assert_eq!(json_of(&out)["samples"], expected);
+        let again = json_of(&learn(&format!("part{i}.frs"), &["--shard", &shard]));
+        assert_eq!(again["samples"], 0);
+        assert_eq!(again["resumed_after"], expected);
+    }
+    assert!(learn("whole.frs", &[]).status.success());
+    let merged = run(
+        &dir,
+        &[
+            "merge",
+            "--out",
+            "merged.frs",
+            "part0.frs",
+            "part1.frs",
+            "part2.frs",
+            "--lambda",
+            "0.5",
+        ],
+    );
+    assert!(merged.status.success(), "{}", stderr(&merged));
+    let (m, w) = (
+        State::load(&dir.join("merged.frs")).unwrap(),
+        State::load(&dir.join("whole.frs")).unwrap(),
+    );
+    assert_eq!(m.stats.samples(), 130.0);
+    assert_eq!(m.stats.class_counts().iter().sum::<f64>(), 130.0);
+    let (gm, gw) = (m.stats.gram(), w.stats.gram());
+    let scale = (0..gw.nrows())
+        .map(|i| gw[(i, i)].abs())
+        .fold(0.0, f64::max);
+    for j in 0..gw.ncols() {
+        for i in 0..gw.nrows() {
+            assert!(
+                (gm[(i, j)] - gw[(i, j)]).abs() <= 1e-12 * scale,
+                "G({i}, {j})"
+            );
+        }
+    }
+    assert!(common::relative_error(&m.head.unwrap().weights, &w.head.unwrap().weights) < 1e-9);
+    // The whole source into a state holding a shard of it, or shards of another count:
+    // records would count twice.
+    common::refused(
+        &dir,
+        &[
+            "learn",
+            "--state",
+            "part0.frs",
+            "--data",
+            common::s(&images),
+            "--model",
+            &model,
+            "--limit",
+            "130",
+        ],
+        "overlaps",
+    );
+    common::refused(
+        &dir,
+        &[
+            "learn",
+            "--state",
+            "part0.frs",
+            "--data",
+            common::s(&images),
+            "--model",
+            &model,
+            "--limit",
+            "130",
+            "--shard",
+            "1/2",
+        ],
+        "overlaps",
+    );
+    common::refused(
+        &dir,
+        &["merge", "--out", "bad.frs", "whole.frs", "part1.frs"],
+        "overlaps",
+    );
+    common::refused(
+        &dir,
+        &[
+            "learn",
+            "--state",
+            "x.frs",
+            "--data",
+            common::s(&images),
+            "--model",
+            &model,
+            "--shard",
+            "3/3",
+        ],
+        "does not exist",
+    );
+    common::refused(
+        &dir,
+        &[
+            "learn",
+            "--state",
+            "x.frs",
+            "--data",
+            common::s(&images),
+            "--model",
+            &model,
+            "--shard",
+            "1-3",
+        ],
+        "i/k",
+    );
+}
+
 #[test]
 fn bad_input_is_a_clear_error_and_changes_nothing() {
     let dir = common::temp_dir("bad");

@@ -76,14 +76,17 @@ class Retrainer:
         )
 
     def learn(self, source=None, *, paths=None, images=None, labels=None, limit=None,
-              lam=None, relearn=False, skip_bad=False):
+              lam=None, relearn=False, skip_bad=False, shard=None):
         """Streams labelled samples into the statistics, then refits the head (lambda by GCV
-        unless ``lam``). A source already read from resumes after what it absorbed. Returns
-        the report (samples, labels, timings, the fit) as a dict."""
+        unless ``lam``). A source already read from resumes after what it absorbed.
+        ``shard=(i, k)`` reads only part i of k (contiguous, from 0): states of the k parts
+        merge into the state of the whole. Returns the report (samples, labels, timings, the
+        fit) as a dict."""
         return self._core.learn(
             None if source is None else str(source), paths=_paths(paths),
             images=_images(images), labels=_labels(labels), limit=limit, lam=lam,
-            relearn=relearn, skip_bad=skip_bad)
+            relearn=relearn, skip_bad=skip_bad,
+            shard=None if shard is None else (int(shard[0]), int(shard[1])))
 
     def fit(self, lam=None, *, method="gram", store=None, **settings):
         """Refits the head: ``gram`` from the statistics, or ``block-rls``, ``step``,
@@ -135,6 +138,30 @@ class Retrainer:
     def save(self, path=None):
         """Saves the state atomically (to the file it was opened from by default)."""
         self._core.save(None if path is None else str(path))
+
+    def to_statistics(self):
+        """A copy of the statistics as a :class:`Statistics` (to send, merge or solve
+        elsewhere; ``Statistics.to_bytes()`` is its exact serialised form)."""
+        return self._core.to_statistics()
+
+    def merge_statistics(self, stats, *, lam=None):
+        """Adds :class:`Statistics` learned elsewhere with the same backbone, then refits:
+        what :meth:`merge` does with a state file."""
+        return self._core.merge_statistics(stats, lam=lam)
+
+    def set_head(self, weights, labels, lam, *, samples=0.0):
+        """Replaces the head with one solved elsewhere (e.g. a fleet's): ``weights``
+        (dim + 1) x len(labels), the last row the bias. The statistics stay this state's own;
+        a later :meth:`fit` or :meth:`learn` solves from them again."""
+        self._core.set_head(np.ascontiguousarray(weights, dtype=np.float64),
+                            [str(label) for label in labels], float(lam),
+                            samples=float(samples))
+
+    @property
+    def fingerprint(self):
+        """The backbone this state belongs to: ``{"model_sha256", "feature_tensor",
+        "feature_dim"}``; statistics only merge between equal fingerprints."""
+        return self._core.fingerprint
 
     def statistics(self):
         """``{"gram": G, "cross": B, "counts", "labels", "samples"}``: G is (d+1)^2 (the last

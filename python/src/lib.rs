@@ -18,9 +18,9 @@ use sha2::{Digest, Sha256};
 
 use fastretrain::Error as LibError;
 use fastretrain::backbone::Backbone;
-use fastretrain::data::{DataOptions, DataSource, Sample, SampleList, check_label};
+use fastretrain::data::{DataOptions, DataSource, Sample, SampleList, Shard, check_label};
 use fastretrain::fitting::{self, FitOptions, Method, parse_widths};
-use fastretrain::head::Activation;
+use fastretrain::head::{Activation, Head, LambdaSource, MethodName};
 use fastretrain::preprocess::Pixels;
 use fastretrain::recompute::RecomputeOptions;
 use fastretrain::retrainer::{LearnOptions, Retrainer as LibRetrainer};
@@ -131,6 +131,61 @@ impl Statistics {
     #[getter]
     fn class_counts(&self) -> Vec<f64> {
         self.inner.class_counts().to_vec()
+    }
+
+    /// `Σ‖t‖²` over the samples (targets ±1): the constant part of the residual.
+    #[getter]
+    fn target_sq(&self) -> f64 {
+        self.inner.to_record().target_sq
+    }
+
+    /// Statistics from their parts: `gram` (dim + 1)² (its lower triangle is used, the last
+    /// row the bias input), `cross` (dim + 1) × labels, the sample count, `Σ‖t‖²` and the
+    /// per-label counts. Checked like a state file's: sizes, finite values, unique labels.
+    #[staticmethod]
+    fn from_arrays(
+        gram: PyReadonlyArray2<'_, f64>,
+        cross: PyReadonlyArray2<'_, f64>,
+        labels: Vec<String>,
+        samples: f64,
+        target_sq: f64,
+        class_counts: Vec<f64>,
+    ) -> PyResult<Statistics> {
+        let (g, b) = (gram.as_array(), cross.as_array());
+        let p = g.nrows();
+        if p < 2 || g.ncols() != p {
+            return Err(PyValueError::new_err(format!(
+                "gram must be square, (dim + 1)², with dim ≥ 1; got {:?}",
+                g.dim()
+            )));
+        }
+        if b.dim() != (p, labels.len()) {
+            return Err(PyValueError::new_err(format!(
+                "cross must be (dim + 1) × labels = ({p}, {}), got {:?}",
+                labels.len(),
+                b.dim()
+            )));
+        }
+        let gram_lower = (0..p)
+            .flat_map(|j| (j..p).map(move |i| (i, j)))
+            .map(|(i, j)| g[(i, j)])
+            .collect();
+        let cross = (0..labels.len())
+            .flat_map(|k| (0..p).map(move |i| (i, k)))
+            .map(|(i, k)| b[(i, k)])
+            .collect();
+        let record = GramRecord {
+            dim: p - 1,
+            labels,
+            gram_lower,
+            cross,
+            samples,
+            target_sq,
+            class_counts,
+        };
+        let inner = GramStats::from_record(record)
+            .map_err(|e| PyValueError::new_err(format!("statistics are not usable: {e}")))?;
+        Ok(Statistics { inner })
     }
 
     /// Folds labelled rows in (`x`: n × dim float64). All or nothing: a batch with NaN/Inf or
@@ -469,7 +524,7 @@ impl Retrainer {
 
     /// Streams labelled samples into the statistics, then refits the head (λ by GCV unless
     /// given). A source path already read from resumes after what it absorbed.
-    #[pyo3(signature = (source=None, *, paths=None, images=None, labels=None, limit=None, lam=None, relearn=false, skip_bad=false))]
+    #[pyo3(signature = (source=None, *, paths=None, images=None, labels=None, limit=None, lam=None, relearn=false, skip_bad=false, shard=None))]
     #[allow(clippy::too_many_arguments)]
     fn learn<'py>(
         &self,
@@ -482,13 +537,18 @@ impl Retrainer {
         lam: Option<f64>,
         relearn: bool,
         skip_bad: bool,
+        shard: Option<(usize, usize)>,
     ) -> PyResult<Bound<'py, PyAny>> {
         if (paths.is_some() || images.is_some()) && labels.is_none() {
             return Err(PyValueError::new_err(
                 "learning needs labels= for paths or images",
             ));
         }
-        let source = source_of(source, paths, images, labels, limit)?;
+        let mut source = source_of(source, paths, images, labels, limit)?;
+        if let Some((index, count)) = shard {
+            let shard = Shard::new(index, count).map_err(to_py)?;
+            source = py.detach(|| source.into_shard(shard)).map_err(to_py)?;
+        }
         let options = LearnOptions {
             lambda: lam,
             skip_bad,
@@ -682,6 +742,85 @@ impl Retrainer {
         self.with(py, |r| r.state().save(&path))?;
         *remembered = Some(path);
         Ok(())
+    }
+
+    /// A copy of the statistics as a `Statistics` object (to send, merge or solve elsewhere).
+    fn to_statistics(&self, py: Python<'_>) -> PyResult<Statistics> {
+        let inner = self.with(py, |r| Ok(r.state().stats.clone()))?;
+        Ok(Statistics { inner })
+    }
+
+    /// Adds statistics learned elsewhere with the same backbone (same feature dimension),
+    /// then refits (λ by GCV unless given). Exactly what `merge` does with a state file.
+    #[pyo3(signature = (stats, *, lam=None))]
+    fn merge_statistics<'py>(
+        &self,
+        py: Python<'py>,
+        stats: &Statistics,
+        lam: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let theirs = stats.inner.clone();
+        let report = self.with(py, move |r| {
+            let state = r.state_mut();
+            state.stats.merge(&theirs)?;
+            state.fit(lam)
+        })?;
+        json_to_py(py, &report)
+    }
+
+    /// Replaces the head with one solved elsewhere (a fleet's): `weights` (dim + 1) × labels,
+    /// the last row the bias, and its λ. The statistics stay this state's own; a later `fit`
+    /// or `learn` solves from them again.
+    #[pyo3(signature = (weights, labels, lam, *, samples=0.0))]
+    fn set_head(
+        &self,
+        py: Python<'_>,
+        weights: PyReadonlyArray2<'_, f64>,
+        labels: Vec<String>,
+        lam: f64,
+        samples: f64,
+    ) -> PyResult<()> {
+        let w = weights.as_array();
+        let mut unique = labels.clone();
+        unique.sort();
+        unique.dedup();
+        if labels.is_empty() || unique.len() != labels.len() {
+            return Err(PyValueError::new_err(
+                "a head needs at least one label, each named once",
+            ));
+        }
+        let shape = w.dim();
+        let weights: Vec<f64> = w.iter().copied().collect(); // row major, as a head keeps them
+        self.with(py, move |r| {
+            let dim = r.dim();
+            if shape != (dim + 1, labels.len()) {
+                return Err(LibError::InvalidArgument(format!(
+                    "head weights must be (dim + 1) × labels = ({}, {}), got {shape:?}",
+                    dim + 1,
+                    labels.len(),
+                )));
+            }
+            let head = Head {
+                dim,
+                labels,
+                hidden: Vec::new(),
+                weights,
+                lambda: lam,
+                lambda_source: LambdaSource::Fixed,
+                fitted_samples: samples,
+                method: MethodName::Gram,
+            };
+            head.validate().map_err(LibError::InvalidArgument)?;
+            r.state_mut().head = Some(head);
+            Ok(())
+        })
+    }
+
+    /// The backbone this state belongs to: `{"model_sha256", "feature_tensor", "feature_dim"}`.
+    #[getter]
+    fn fingerprint<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let fingerprint = self.with(py, |r| Ok(r.state().backbone.clone()))?;
+        json_to_py(py, &fingerprint)
     }
 
     /// G (full, (d+1)²), B ((d+1) × labels), per-label counts and the labels, as NumPy.

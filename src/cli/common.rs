@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use fastretrain::backbone::{Backbone, LoadOptions};
-use fastretrain::data::{DataOptions, DataSource};
+use fastretrain::data::{DataOptions, DataSource, Shard};
 use fastretrain::retrainer::Retrainer;
 use fastretrain::state::{State, StateLock};
 use fastretrain::store::{FeatureBatches, FeatureStore};
@@ -33,6 +33,15 @@ pub(crate) struct DataArgs {
     /// Use at most this many samples.
     #[arg(long)]
     pub(crate) limit: Option<usize>,
+    /// Read only part i of k (from 0) of the data: contiguous parts, after --limit. States
+    /// learned from the k parts on k machines merge into the state of the whole, and each
+    /// part resumes on its own.
+    #[arg(long, value_name = "I/K", value_parser = parse_shard)]
+    pub(crate) shard: Option<Shard>,
+}
+
+fn parse_shard(text: &str) -> std::result::Result<Shard, String> {
+    Shard::parse(text).map_err(|e| e.to_string())
 }
 
 impl DataArgs {
@@ -54,6 +63,7 @@ impl DataArgs {
                 idx_labels: self.labels.clone(),
                 label_names: self.label_names.clone(),
                 limit: self.limit,
+                shard: self.shard,
             },
         )?))
     }

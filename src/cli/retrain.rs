@@ -112,6 +112,7 @@ pub fn run(a: RetrainArgs) -> Result<bool> {
             idx_labels: None,
             label_names: a.data.label_names.clone(),
             limit: a.test_limit,
+            shard: None,
         },
     )?)?;
     let test_set = LabelledSet::new(test_samples, &labels, test_id)?;
