@@ -71,7 +71,9 @@ class Fleet:
         self.procs: dict[str, subprocess.Popen] = {}
         self.port = free_port()
         self.node_ports = [free_port() for _ in range(3)]
-        self.env = {**os.environ, "FLWR_HOME": str(work / "flwr-home")}
+        # Flower starts its helpers (flower-superexec, flwr-serverapp, flwr-clientapp) by name.
+        self.env = {**os.environ, "FLWR_HOME": str(work / "flwr-home"),
+                    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
         (work / "flwr-home").mkdir(parents=True, exist_ok=True)
         (work / "flwr-home" / "config.toml").write_text(
             '[superlink]\ndefault = "fleet"\n\n'
@@ -100,6 +102,11 @@ class Fleet:
             "--disable-runtime-dependency-installation",
             "--host", "127.0.0.1", "--port", str(self.port),
             "--database", str(self.work / "superlink.db")])
+
+        def listening():
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", self.port)) == 0
+        wait_for(listening, 60, "the SuperLink to listen")
 
     def start_supernode(self, i: int, config: Path) -> None:
         self.start(f"node{i}", [
@@ -141,6 +148,8 @@ def main() -> int:
     ap.add_argument("--kill", action="store_true", help="the failure scenario (see above)")
     ap.add_argument("--epsilon", type=float, default=0.0)
     ap.add_argument("--clip", type=float, default=8.0)
+    ap.add_argument("--samples", type=int, default=0,
+                    help="use the first N training images (default: all 2,000)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds for the whole run")
     ap.add_argument("--keep", action="store_true", help="keep the working folder")
     a = ap.parse_args()
@@ -150,6 +159,8 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     images = read_idx(DATA / "train-images-idx3-ubyte.gz")
     labels = read_idx(DATA / "train-labels-idx1-ubyte.gz")
+    if a.samples:
+        images, labels = images[:a.samples], labels[:a.samples]
     names = (DATA / "labels.txt").read_text().splitlines()
     thirds = np.array_split(np.arange(len(labels)), 3)
     configs = []
@@ -183,7 +194,7 @@ def main() -> int:
         "out-dir": str(work / "out"),
         "min-devices": 3,
         "wait-devices": 120.0,
-        "round-timeout": 240.0 if not a.kill else 120.0,
+        "round-timeout": 300.0 if not a.kill else 90.0,
     }
     left = lambda: max(10.0, a.timeout - (time.monotonic() - started))  # noqa: E731
     rounds_file = work / "out" / "rounds.json"
@@ -193,16 +204,17 @@ def main() -> int:
             fleet.start_supernode(i, config)
         run = fleet.run_app(run_config, "run1")
         if a.kill:
-            # Mid-round: device 2's ClientApp is working on round 1 (it is the one process
-            # whose command line names its node's runtime port).
+            # Mid-round: device 2's ClientApp (the process that names its SuperNode's runtime
+            # port) has started on round 1; it and its SuperNode are killed.
+            pattern = f"flwr-clientapp.*:{fleet.node_ports[2]}"
+
             def working():
-                out = subprocess.run(["pgrep", "-f", f"flwr-clientapp.*{fleet.node_ports[2]}"],
-                                     capture_output=True, text=True)
+                out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
                 return out.stdout.strip()
             wait_for(working, left(), "device 2's ClientApp to start round 1")
-            time.sleep(1.0)
-            subprocess.run(["pkill", "-9", "-f", f"flwr-clientapp.*{fleet.node_ports[2]}"])
+            time.sleep(2.0)
             fleet.kill("node2")
+            subprocess.run(["pkill", "-9", "-f", pattern])
             wait_for(lambda: rounds_file.exists(), left(), "round 1 to complete")
             # Between the rounds: the SuperLink (and the ServerApp under it) killed.
             fleet.kill("superlink")
@@ -227,7 +239,8 @@ def main() -> int:
     run_cli(a.binary, "merge", "--out", merged, *states)
     single = work / "single.frs"
     run_cli(a.binary, "learn", "--state", single, "--model", a.model,
-            "--data", DATA / "train-images-idx3-ubyte.gz", "--threads", "2")
+            "--data", DATA / "train-images-idx3-ubyte.gz", "--threads", "2",
+            *(["--limit", a.samples] if a.samples else []))
     sys.path.insert(0, str(APP))
     import fastretrain
 
@@ -261,7 +274,11 @@ def main() -> int:
             np.max(np.abs(fleet_stats.gram() - merged_stats.gram()))),
         "max_abs_diff_head_vs_single_learn": float(np.max(np.abs(fleet_w - head_of(single, lam)))),
         "round_reports": [
-            {k: r[k] for k in ("round", "accepted", "refused", "failed", "no_reply", "seconds")}
+            {"round": r["round"], "seconds": r["seconds"],
+             "accepted": {x["device"]: x["new_samples"] for x in r["accepted"]},
+             "refused": [x["reason"] for x in r["refused"]],
+             "failed": [x["error"] for x in r["failed"]],
+             "no_reply": len(r["no_reply"])}
             for r in rounds
         ],
         "privacy": None if a.epsilon <= 0 else {"epsilon": a.epsilon, "delta": 1e-5,
@@ -270,9 +287,36 @@ def main() -> int:
         "seconds": round(time.monotonic() - started, 1),
     }
     print(json.dumps(result, indent=1))
-    if not a.keep and not a.work:
+    problems = check(result, a)
+    for p in problems:
+        print(f"fleet check failed: {p}", file=sys.stderr)
+    if not a.keep and not a.work and not problems:
         shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return 1 if problems else 0
+
+
+def check(result: dict, a) -> list[str]:
+    """What the run must show (the issue's done-means), as messages for what it does not."""
+    problems = []
+    first, second = result["round_reports"]
+    if a.epsilon <= 0 and result["max_abs_diff_head_vs_merge"] != 0.0:
+        problems.append("the fleet head differs from merge of the devices' states")
+    if a.epsilon <= 0 and result["max_abs_diff_statistics_vs_merge"] != 0.0:
+        problems.append("the fleet statistics differ from merge of the devices' states")
+    if a.epsilon <= 0 and result["max_abs_diff_head_vs_single_learn"] > 1e-8:
+        problems.append("the fleet head is not the single-device head up to rounding")
+    if a.kill:
+        if "device2" in first["accepted"] or not (first["failed"] or first["no_reply"]):
+            problems.append("round 1 did not leave out and report the killed device")
+        if len(first["accepted"]) != 2:
+            problems.append("round 1 did not complete with the two other devices")
+        if second["accepted"].get("device2", 0) <= second["accepted"].get("device0", 0):
+            problems.append("round 2 did not take the killed device's samples of both rounds")
+    elif len(first["accepted"]) != 3 or len(second["accepted"]) != 3:
+        problems.append("a device was left out of a round")
+    if result["samples"] != (a.samples or 2000):
+        problems.append(f"the fleet holds {result['samples']} samples")
+    return problems
 
 
 if __name__ == "__main__":

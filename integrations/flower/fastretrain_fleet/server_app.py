@@ -41,6 +41,27 @@ def _wait_for_devices(grid: Grid, minimum: int, seconds: float) -> list[int]:
         time.sleep(0.5)
 
 
+def exchange(grid: Grid, messages: list[Message], timeout: float):
+    """Sends ``messages`` and collects the replies until all are in or ``timeout`` passes:
+    ``([(node, reply)], [nodes that did not answer])``. Replies are matched to the messages they
+    answer, so an error reply made by the SuperLink for a dead node names that node."""
+    ids = list(grid.push_messages(messages))
+    node_of = {mid: m.metadata.dst_node_id for mid, m in zip(ids, messages) if mid}
+    pending = set(node_of)
+    replies = []
+    deadline = time.monotonic() + timeout
+    while pending:
+        for reply in grid.pull_messages(list(pending)):
+            mid = reply.metadata.reply_to_message_id
+            if mid in pending:
+                pending.discard(mid)
+                replies.append((node_of[mid], reply))
+        if not pending or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    return replies, sorted(node_of[mid] for mid in pending)
+
+
 def accept_reply(state: ServerState, content: RecordDict) -> dict:
     """Checks one device's reply and adds its increment to the server state; raises
     :class:`FleetError` (nothing changed) when it cannot be used."""
@@ -144,12 +165,9 @@ def main(grid: Grid, context: Context) -> None:
             Message(RecordDict({"ask": ask}), dst_node_id=node, message_type=MessageType.TRAIN)
             for node in nodes
         ]
-        replies = list(grid.send_and_receive(messages, timeout=timeout))
+        replies, silent = exchange(grid, messages, timeout)
         accepted, refused, failed = [], [], []
-        answered = set()
-        for reply in replies:
-            node = reply.metadata.src_node_id
-            answered.add(node)
+        for node, reply in replies:
             if reply.has_error():
                 failed.append({"node": node, "error": reply.error.reason})
                 continue
@@ -163,7 +181,6 @@ def main(grid: Grid, context: Context) -> None:
                 refused.append({"node": node, "reason": str(e)})
             except Exception as e:  # a reply must never stop the fleet
                 refused.append({"node": node, "reason": f"malformed reply ({e!r})"})
-        silent = [n for n in nodes if n not in answered]
         if not state.statistics:
             _log("round_failed", round=rnd, reason="no statistics from any device yet",
                  refused=refused, failed=failed, silent=silent)
@@ -180,16 +197,20 @@ def main(grid: Grid, context: Context) -> None:
             "round": rnd,
             "acked": json.dumps(state.acked, sort_keys=True),
         })
+        # The head goes to the devices that answered this round; the others get the next
+        # round's head (a dead device is not waited for twice).
+        healthy = sorted(node for node, reply in replies if not reply.has_error())
         head_messages = [
             Message(RecordDict({"head": ArrayRecord({"weights": Array(head["weights"])}),
                                 "fleet": fleet}),
                     dst_node_id=node, message_type=MessageType.EVALUATE)
-            for node in _wait_for_devices(grid, 1, 0.0)
+            for node in healthy
         ]
-        evaluations = []
-        for reply in grid.send_and_receive(head_messages, timeout=timeout):
-            if not reply.has_error():
-                evaluations.append(dict(reply.content["evaluation"]))
+        evaluations = [
+            dict(reply.content["evaluation"])
+            for _, reply in exchange(grid, head_messages, timeout)[0]
+            if not reply.has_error()
+        ]
         report = {
             "round": rnd,
             "devices_asked": len(nodes),

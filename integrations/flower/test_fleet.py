@@ -1,0 +1,95 @@
+"""The fleet server's checks and its saved state, without a network: replies are refused with
+the reason and change nothing; the state survives a round trip and refuses damage."""
+
+import json
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, RecordDict
+
+import fastretrain
+from fastretrain_fleet.server_app import accept_reply, solve
+from fastretrain_fleet.wire import FleetError, ServerState
+
+DIM = 6
+FINGERPRINT = {"model_sha256": "ab" * 32, "feature_tensor": "features", "feature_dim": DIM}
+
+
+def increment(rows, seed):
+    rng = np.random.default_rng(seed)
+    stats = fastretrain.Statistics(DIM)
+    stats.accumulate(rng.normal(size=(rows, DIM)), [["a", "b", "c"][i % 3] for i in range(rows)])
+    return stats
+
+
+def wider(rows):
+    stats = fastretrain.Statistics(DIM + 1)
+    stats.accumulate(np.ones((rows, DIM + 1)), ["a"] * rows)
+    return stats
+
+
+def reply(device, start, end, stats=None, fingerprint=FINGERPRINT, **override):
+    fields = {
+        "device": device,
+        "fingerprint": json.dumps(fingerprint),
+        "start": start,
+        "end": end,
+        "statistics": stats.to_bytes() if stats is not None else b"",
+        "privacy": "",
+    }
+    fields.update(override)
+    return RecordDict({"reply": ConfigRecord(fields)})
+
+
+def test_increments_add_up_to_merge_and_bad_replies_change_nothing():
+    state = ServerState()
+    a1, a2, b1 = increment(10, 1), increment(7, 2), increment(12, 3)
+    assert accept_reply(state, reply("a", 0, 10, a1)) == {"device": "a", "new_samples": 10}
+    assert accept_reply(state, reply("b", 0, 12, b1))["new_samples"] == 12
+    assert accept_reply(state, reply("a", 10, 17, a2))["new_samples"] == 7
+    before = state.to_bytes()
+    cases = {
+        "another backbone": reply("a", 17, 20, increment(3, 4),
+                                  fingerprint={**FINGERPRINT, "model_sha256": "cd" * 32}),
+        "server holds 17": reply("a", 10, 17, a2),  # sent twice
+        "unusable statistics": reply("c", 0, 5, statistics=b"\x00garbage"),
+        "malformed reply": RecordDict({"reply": ConfigRecord({"device": "c"})}),
+        "dimension": reply("c", 0, 5, statistics=wider(5).to_bytes()),
+        "samples": reply("c", 0, 9, increment(5, 6)),
+    }
+    for needle, content in cases.items():
+        with pytest.raises(FleetError, match=needle):
+            accept_reply(state, content)
+        assert state.to_bytes() == before, needle
+    # The fleet's statistics are the devices' own, added in device order from empty: exactly
+    # `merge` of a's two increments (its local state) and b's.
+    local_a = fastretrain.Statistics(DIM)
+    local_a.merge(a1)
+    local_a.merge(a2)
+    local_b = fastretrain.Statistics(DIM)
+    local_b.merge(b1)
+    merged = fastretrain.Statistics(DIM)
+    merged.merge(local_a)
+    merged.merge(local_b)
+    total = state.total()
+    assert np.array_equal(total.gram(), merged.gram())
+    assert np.array_equal(total.cross(), merged.cross())
+    head = solve(state, 0.0)
+    assert head["weights"].shape == (DIM + 1, 3) and head["samples"] == 29
+
+
+def test_server_state_round_trip_and_damage(tmp_path):
+    state = ServerState()
+    accept_reply(state, reply("a", 0, 10, increment(10, 1)))
+    state.round = 1
+    path = tmp_path / "server.state"
+    state.save(path)
+    loaded = ServerState.load(path)
+    assert loaded.round == 1 and loaded.acked == {"a": 10}
+    assert loaded.to_bytes() == state.to_bytes()
+    data = path.read_bytes()
+    for damaged in (data[:-1], data[:20], data[:40] + bytes([data[40] ^ 1]) + data[41:]):
+        path.write_bytes(damaged)
+        with pytest.raises(FleetError, match="server state"):
+            ServerState.load(path)
+    assert ServerState.load(tmp_path / "absent").round == 0
