@@ -412,6 +412,13 @@ impl GramStats {
                 }
             })
             .collect();
+        if gcv.iter().all(|score| score.is_infinite()) {
+            return Err(Error::Solver(format!(
+                "G + λI is not positive definite at any λ of the grid (up to {:e}): statistics \
+                 with noise added (differential privacy) need a grid reaching above the noise",
+                grid.iter().copied().fold(0.0, f64::max)
+            )));
+        }
         let best = grid[gcv
             .iter()
             .enumerate()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Message
 from flwr.serverapp import Grid, ServerApp
 
 import fastretrain
+from fastretrain.privacy import lambda_grid
 
 from .wire import FleetError, ServerState, fingerprint_text, write_atomically
 
@@ -99,13 +101,20 @@ def accept_reply(state: ServerState, content: RecordDict) -> dict:
         raise FleetError(
             f"device {device} sent statistics of dimension {increment.dim}, its backbone has {dim}"
         )
-    if round(increment.samples) != end - start:
+    privacy = str(reply.get("privacy", "") or "")
+    try:
+        sigma = float(json.loads(privacy)["sigma"]) if privacy else 0.0
+    except (ValueError, KeyError, TypeError):
+        raise FleetError(f"device {device} sent unreadable privacy settings") from None
+    # A private release's count is G[bias, bias] plus noise of deviation σ.
+    if abs(increment.samples - (end - start)) > (10 * sigma if sigma > 0 else 0.5):
         raise FleetError(
             f"device {device} sent statistics of {increment.samples} samples for samples "
             f"{start}..{end}"
         )
     if state.fingerprint is None:
         state.fingerprint = fingerprint
+    state.noise_variance += sigma * sigma
     # Exactly the device's own arithmetic: its local state starts empty and merges each
     # acknowledged increment in order.
     mine = state.statistics.get(device) or fastretrain.Statistics(dim)
@@ -120,7 +129,8 @@ def solve(state: ServerState, lam: float) -> dict:
     if lam > 0:
         best, grid, scores = lam, [], []
     else:
-        best, grid, scores = total.gcv()
+        noise = math.sqrt(state.noise_variance)
+        best, grid, scores = total.gcv(lambda_grid(noise, total.dim) if noise > 0 else None)
     weights = total.solve(best)
     return {
         "weights": weights,

@@ -65,6 +65,9 @@ class ServerState:
     def __init__(self):
         self.round = 0
         self.fingerprint: dict | None = None
+        # The noise in the fleet's statistics (differential privacy): the variance per entry,
+        # the devices' σ² added up. GCV then searches λ above the noise (privacy.lambda_grid).
+        self.noise_variance = 0.0
         self.acked: dict[str, int] = {}
         self.statistics: dict[str, fastretrain.Statistics] = {}
 
@@ -84,6 +87,7 @@ class ServerState:
         meta = json.dumps({
             "round": self.round,
             "fingerprint": self.fingerprint,
+            "noise_variance": self.noise_variance,
             "acked": self.acked,
             "devices": devices,
             "lengths": [len(b) for b in blobs],
@@ -108,6 +112,7 @@ class ServerState:
         state = cls()
         state.round = int(meta["round"])
         state.fingerprint = meta["fingerprint"]
+        state.noise_variance = float(meta.get("noise_variance", 0.0))
         state.acked = {str(k): int(v) for k, v in meta["acked"].items()}
         for device, n in zip(meta["devices"], meta["lengths"]):
             state.statistics[device] = fastretrain.Statistics.from_bytes(body[at:at + n])
