@@ -229,9 +229,8 @@ fn one_ulp_of_rounding_moves_the_loss_less_than_the_gpu_tolerance() {
         let source = DataSource::open(
             &fashion(split),
             &DataOptions {
-                idx_labels: None,
-                label_names: None,
                 limit: Some(limit),
+                ..Default::default()
             },
         )
         .unwrap();
