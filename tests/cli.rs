@@ -383,73 +383,30 @@ fn shards_of_a_source_merge_into_the_whole_and_resume() {
     }
     assert!(common::relative_error(&m.head.unwrap().weights, &w.head.unwrap().weights) < 1e-9);
     // The whole source into a state holding a shard of it, or shards of another count:
-    // records would count twice.
-    common::refused(
-        &dir,
-        &[
+    // records would count twice. Shard numbers outside 0..k and bad syntax are refused.
+    let refused_learn = |state: &str, extra: &[&str], needle: &str| {
+        let mut args = vec![
             "learn",
             "--state",
-            "part0.frs",
+            state,
             "--data",
             common::s(&images),
             "--model",
             &model,
             "--limit",
             "130",
-        ],
-        "overlaps",
-    );
-    common::refused(
-        &dir,
-        &[
-            "learn",
-            "--state",
-            "part0.frs",
-            "--data",
-            common::s(&images),
-            "--model",
-            &model,
-            "--limit",
-            "130",
-            "--shard",
-            "1/2",
-        ],
-        "overlaps",
-    );
+        ];
+        args.extend_from_slice(extra);
+        common::refused(&dir, &args, needle);
+    };
+    refused_learn("part0.frs", &[], "overlaps");
+    refused_learn("part0.frs", &["--shard", "1/2"], "overlaps");
+    refused_learn("x.frs", &["--shard", "3/3"], "does not exist");
+    refused_learn("x.frs", &["--shard", "1-3"], "i/k");
     common::refused(
         &dir,
         &["merge", "--out", "bad.frs", "whole.frs", "part1.frs"],
         "overlaps",
-    );
-    common::refused(
-        &dir,
-        &[
-            "learn",
-            "--state",
-            "x.frs",
-            "--data",
-            common::s(&images),
-            "--model",
-            &model,
-            "--shard",
-            "3/3",
-        ],
-        "does not exist",
-    );
-    common::refused(
-        &dir,
-        &[
-            "learn",
-            "--state",
-            "x.frs",
-            "--data",
-            common::s(&images),
-            "--model",
-            &model,
-            "--shard",
-            "1-3",
-        ],
-        "i/k",
     );
 }
 
