@@ -93,3 +93,31 @@ def test_server_state_round_trip_and_damage(tmp_path):
         with pytest.raises(FleetError, match="server state"):
             ServerState.load(path)
     assert ServerState.load(tmp_path / "absent").round == 0
+
+
+def test_device_samples_from_an_image_folder_and_idx(tmp_path):
+    """A device's data as the fleet reads it: an image folder (labels from the folder names, a
+    fixed order) or IDX files (label names from labels.txt, as `fastretrain` names them)."""
+    import shutil
+    from pathlib import Path
+
+    from fastretrain_fleet.device import Samples
+
+    root = Path(__file__).resolve().parents[2]
+    photos = sorted((root / "tests" / "data" / "images").glob("*.png"))[:5]
+    for i, photo in enumerate(photos):
+        label = "cat" if i % 2 else "dog"
+        (tmp_path / "folder" / label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, tmp_path / "folder" / label / photo.name)
+    (tmp_path / "folder" / "notes.txt").write_text("not an image")
+    folder = Samples(tmp_path / "folder")
+    assert folder.count == 5
+    assert folder.labels == ["cat", "cat", "dog", "dog", "dog"]
+    batch = folder.batch(1, 4)["paths"]
+    assert [Path(p).parent.name for p in batch] == folder.labels[1:4]
+    assert Samples(tmp_path / "folder").batch(0, 5) == folder.batch(0, 5)  # same order again
+
+    idx = Samples(root / "data" / "fashion-mnist" / "train-images-idx3-ubyte.gz")
+    names = (root / "data" / "fashion-mnist" / "labels.txt").read_text().splitlines()
+    assert idx.count == 2000 and set(idx.labels) <= set(names)
+    assert idx.batch(10, 14)["images"].shape == (4, 28, 28)
