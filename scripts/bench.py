@@ -32,6 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+from machine import cpu_description  # noqa: E402
 from reference import load_spec, preprocess, read_idx  # noqa: E402
 from methods_table import timed  # noqa: E402
 from store_reader import read_store, write_store  # noqa: E402
@@ -404,8 +405,7 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="bench-")
     started = time.time()
-    import platform
-    r = {"machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    r = {"machine": cpu_description(),
          "date": time.strftime("%Y-%m-%d"),
          "model": f"{os.path.basename(a.model)} {spec['input']['height']}×{spec['input']['width']}"}
     r["section_seconds"] = {}

@@ -18,6 +18,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import cpu_description  # noqa: E402
 from methods_table import timed  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +46,7 @@ def main():
     model = os.path.join(ROOT, "models/mobilenetv2.onnx")
     photo = os.path.join(ROOT, "tests/data/images/imagenet_00_243.png")
     work = tempfile.mkdtemp(prefix="footprint-")
-    result = {"cpu": cpu_model(), "cores": os.cpu_count(), "sizes": {}, "learn": {}, "predict": {}}
+    result = {"cpu": cpu_description(), "cores": os.cpu_count(), "sizes": {}, "learn": {}, "predict": {}}
     for item in args.sizes:
         label, path = item.split("=", 1)
         result["sizes"][label] = os.path.getsize(path)
@@ -90,16 +91,6 @@ def main():
     with open(os.path.join(args.out, "FOOTPRINT.json"), "w") as f:
         json.dump(result, f, indent=1)
     print(json.dumps(result))
-
-
-def cpu_model():
-    """The CPU's model name and whether it has AVX-512 (VMs differ)."""
-    try:
-        info = open("/proc/cpuinfo").read()
-    except OSError:
-        return "unknown"
-    name = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), "unknown")
-    return name + (" (AVX-512)" if "avx512f" in info else " (no AVX-512)")
 
 
 if __name__ == "__main__":
