@@ -90,6 +90,11 @@ impl GramStats {
         &self.class_counts
     }
 
+    /// `Σ‖t‖²` over the samples (targets ±1).
+    pub fn target_sq(&self) -> f64 {
+        self.target_sq
+    }
+
     fn p(&self) -> usize {
         self.dim + 1
     }

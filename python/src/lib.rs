@@ -136,7 +136,7 @@ impl Statistics {
     /// `Σ‖t‖²` over the samples (targets ±1): the constant part of the residual.
     #[getter]
     fn target_sq(&self) -> f64 {
-        self.inner.to_record().target_sq
+        self.inner.target_sq()
     }
 
     /// Statistics from their parts: `gram` (dim + 1)² (its lower triangle is used, the last

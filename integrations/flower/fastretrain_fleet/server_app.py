@@ -133,6 +133,7 @@ def solve(state: ServerState, lam: float) -> dict:
         best, grid, scores = total.gcv(lambda_grid(noise, total.dim) if noise > 0 else None)
     weights = total.solve(best)
     return {
+        "total": total,
         "weights": weights,
         "labels": total.labels,
         "lambda": best,
@@ -199,7 +200,7 @@ def main(grid: Grid, context: Context) -> None:
         state.round = rnd
         state.save(state_path)
         save_head(out_dir / "head.npz", head)
-        write_atomically(out_dir / "statistics.bin", state.total().to_bytes())
+        write_atomically(out_dir / "statistics.bin", head["total"].to_bytes())
         fleet = ConfigRecord({
             "labels": json.dumps(head["labels"]),
             "lambda": float(head["lambda"]),
