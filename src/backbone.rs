@@ -13,12 +13,18 @@ use tract_onnx::prelude::*;
 
 pub use crate::durable::Fingerprint;
 use crate::error::{Error, Result};
+use crate::feature_recipe::{AUTOMATIC_STAGES, Augment, FeatureRecipe, Transform};
 pub use crate::onnx::{DenseHeadInfo, find_dense_head, read_model_file};
 use crate::onnx::{
     check_input, check_spec_file, dims, forget_intermediate_shapes, graph_of, graph_of_mut,
     image_input, show_dims,
 };
 use crate::spec::{InputSpec, Layout, ModelSpec, Preset};
+
+/// The transform of the automatic recipe (docs/METHODS.md, "Better features").
+pub const DEFAULT_TRANSFORM: Transform = Transform::SignedSqrt;
+/// The augmentation of the automatic recipe.
+pub const DEFAULT_AUGMENT: Augment = Augment::None;
 
 static THREADS: OnceLock<usize> = OnceLock::new();
 
@@ -56,6 +62,34 @@ pub struct Runner {
     state: TypedSimpleState,
     input_shape: [usize; 4],
     model_path: PathBuf,
+    assembly: Arc<Assembly>,
+}
+
+/// How the plan's outputs become one feature vector: each output's shape (batch first) and
+/// values per image, pooled or not, then the recipe's transform.
+#[derive(Debug)]
+struct Assembly {
+    recipe: FeatureRecipe,
+    layout: Layout,
+    shapes: Vec<Vec<usize>>,
+    values: Vec<usize>,
+}
+
+impl Assembly {
+    fn new(recipe: FeatureRecipe, layout: Layout, shapes: Vec<Vec<usize>>) -> Self {
+        let values = shapes.iter().map(|s| recipe.values_of(s, layout)).collect();
+        Assembly {
+            recipe,
+            layout,
+            shapes,
+            values,
+        }
+    }
+
+    /// Values of one image's feature vector.
+    fn dim(&self) -> usize {
+        self.values.iter().sum()
+    }
 }
 
 impl std::fmt::Debug for Runner {
@@ -80,23 +114,46 @@ impl Runner {
             .state
             .run(tvec!(tensor.into()))
             .map_err(|e| fail(format!("inference failed: {e:#}")))?;
-        let view = outputs[0]
-            .to_plain_array_view::<f32>()
-            .map_err(|e| fail(format!("feature tensor is not f32: {e}")))?;
-        if view.len() != out.len() {
+        let a = &*self.assembly;
+        let batch = self.input_shape[0];
+        if out.len() != a.dim() * batch || outputs.len() != a.shapes.len() {
             return Err(Error::FeatureDim {
                 what: self.model_path.display().to_string(),
                 expected: out.len(),
-                got: view.len(),
+                got: a.dim() * batch,
             });
         }
-        out.iter_mut().zip(view.iter()).for_each(|(o, v)| *o = *v);
+        let mut offset = 0;
+        for ((output, shape), &values) in outputs.iter().zip(&a.shapes).zip(&a.values) {
+            let view = output
+                .to_plain_array_view::<f32>()
+                .map_err(|e| fail(format!("feature tensor is not f32: {e}")))?;
+            let data = view
+                .as_slice()
+                .ok_or_else(|| fail("feature tensor is not contiguous".into()))?;
+            let per_image = data.len() / batch;
+            for (image, rows) in data.chunks(per_image).zip(out.chunks_mut(a.dim())) {
+                crate::feature_recipe::pool_into(
+                    image,
+                    shape,
+                    !a.recipe.is_plain(),
+                    a.layout,
+                    &mut rows[offset..offset + values],
+                );
+            }
+            offset += values;
+        }
+        if a.recipe.transform != Transform::None {
+            out.chunks_mut(a.dim())
+                .for_each(|row| a.recipe.transform.apply(row));
+        }
         Ok(())
     }
 }
 
 pub struct Backbone {
     plan: Arc<TypedRunnableModel>,
+    assembly: Arc<Assembly>,
     spec: ModelSpec,
     model_path: PathBuf,
     fingerprint: Fingerprint,
@@ -110,8 +167,14 @@ pub struct Backbone {
 /// How to prepare the backbone; the default is what every command uses.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// Tensor to stop at (default: the spec's, else the input of the model's dense head).
+    /// The features to read: a tensor name or a recipe's descriptor
+    /// ([`FeatureRecipe::parse`]); default: the spec's recipe, else the automatic one
+    /// ([`crate::feature_recipe::automatic_tensors`] with [`DEFAULT_TRANSFORM`]).
     pub feature_tensor: Option<String>,
+    /// Replaces the recipe's transform.
+    pub transform: Option<Transform>,
+    /// Replaces the recipe's augmentation.
+    pub augment: Option<Augment>,
     /// Images per run: the input shape is fixed to it. 1 is faster per image in tract 0.23
     /// (docs/BENCHMARKS.md).
     pub batch: usize,
@@ -127,6 +190,8 @@ impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
             feature_tensor: None,
+            transform: None,
+            augment: None,
             batch: 1,
             for_state: None,
             model_output: false,
@@ -215,25 +280,41 @@ impl Backbone {
             .find(|p| p.key == crate::onnx::LABELS_KEY)
             .and_then(|p| serde_json::from_str::<Vec<String>>(&p.value).ok());
         let head = find_dense_head(&proto);
-        let feature_tensor = match (feature_tensor, &spec.feature_tensor, &head) {
-            _ if options.model_output => {
-                model_output.ok_or_else(|| bad("the graph has no output".into()))?
-            }
-            (Some(name), _, _) => name.to_string(),
-            (None, Some(name), _) => name.clone(),
-            (None, None, Some(h)) => h.input.clone(),
+        let mut recipe = match (feature_tensor, spec.recipe(), &head) {
+            _ if options.model_output => FeatureRecipe::plain(
+                &model_output.ok_or_else(|| bad("the graph has no output".into()))?,
+            ),
+            (Some(descriptor), _, _) => FeatureRecipe::parse(descriptor)?,
+            (None, Some(recipe), _) => recipe,
+            (None, None, Some(h)) => FeatureRecipe::new(
+                crate::feature_recipe::automatic_tensors(
+                    graph_of(&proto, model)?,
+                    &h.input,
+                    AUTOMATIC_STAGES,
+                ),
+                DEFAULT_TRANSFORM,
+                DEFAULT_AUGMENT,
+            )?,
             (None, None, None) => return Err(Error::NoDenseHead { path: model.into() }),
         };
+        if !options.model_output && (options.transform.is_some() || options.augment.is_some()) {
+            recipe = FeatureRecipe::new(
+                recipe.tensors,
+                options.transform.unwrap_or(recipe.transform),
+                options.augment.unwrap_or(recipe.augment),
+            )?;
+        }
+        let feature_tensor = recipe.descriptor();
         let input_shape = input_shape(&spec, batch);
         // The file bytes and the protobuf are freed as soon as tract has its own copy of the
         // graph, so they do not add to the peak memory of optimising it.
         drop(bytes);
-        let tensor = feature_tensor.clone();
+        let tensors = recipe.tensors.clone();
         let plan = (move || -> TractResult<_> {
             let mut m = tract_onnx::onnx().model_for_proto_model(&proto)?;
             drop(proto);
             m = m.with_input_fact(0, f32::fact(input_shape).into())?;
-            m.select_outputs_by_name([tensor.as_str()])?;
+            m.select_outputs_by_name(tensors.iter().map(String::as_str))?;
             m.into_optimized()?.into_runnable()
         })()
         .map_err(|e| {
@@ -241,17 +322,12 @@ impl Backbone {
                 "cannot prepare it for tensor '{feature_tensor}': {e:#}"
             ))
         })?;
-        let fact = plan
-            .model()
-            .output_fact(0)
-            .map_err(|e| bad(e.to_string()))?;
-        let feature_dim = fact
-            .shape
-            .as_concrete()
-            .map(|s| s.iter().product::<usize>() / batch)
-            .ok_or_else(|| bad(format!("tensor '{feature_tensor}' has no fixed shape")))?;
+        let assembly = assembly_of(&plan, recipe, spec.input.layout)
+            .map_err(|reason| bad(format!("tensor '{feature_tensor}' {reason}")))?;
+        let feature_dim = assembly.dim();
         if let Some(expected) = spec.feature_dim
             && !options.model_output
+            && options.feature_tensor.is_none()
             && expected != feature_dim
         {
             return Err(bad(format!(
@@ -260,6 +336,7 @@ impl Backbone {
         }
         Ok(Backbone {
             plan,
+            assembly: Arc::new(assembly),
             spec,
             model_path: model.into(),
             fingerprint: Fingerprint {
@@ -309,20 +386,19 @@ impl Backbone {
             .optimize()
             .and_then(|()| typed.into_runnable())
             .map_err(|e| bad(format!("cannot prepare the packed model: {e:#}")))?;
-        let values = plan
-            .model()
-            .output_fact(0)
-            .ok()
-            .and_then(|f| f.shape.as_concrete().map(|s| s.iter().product::<usize>()));
-        if values != Some(meta.fingerprint.feature_dim) {
+        let recipe = FeatureRecipe::parse(&meta.fingerprint.feature_tensor)?;
+        let assembly = assembly_of(&plan, recipe, meta.spec.input.layout).map_err(&bad)?;
+        if assembly.dim() != meta.fingerprint.feature_dim {
             return Err(bad(format!(
-                "the packed model gives {values:?} features, its metadata says {}; pack it \
+                "the packed model gives {} features, its metadata says {}; pack it \
                  again with `fastretrain pack`",
+                assembly.dim(),
                 meta.fingerprint.feature_dim
             )));
         }
         Ok(Backbone {
             plan,
+            assembly: Arc::new(assembly),
             input_shape: input_shape(&meta.spec, 1),
             spec: meta.spec,
             model_path: model.into(),
@@ -383,6 +459,7 @@ impl Backbone {
         })?;
         Ok(Runner {
             state,
+            assembly: Arc::clone(&self.assembly),
             input_shape: self.input_shape,
             model_path: self.model_path.clone(),
         })
@@ -392,6 +469,44 @@ impl Backbone {
     /// a runner).
     pub fn features_into(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
         self.runner()?.features_into(input, out)
+    }
+}
+
+/// The plan's outputs, one per tensor of `recipe`, each with a fixed shape.
+fn assembly_of(
+    plan: &TypedRunnableModel,
+    recipe: FeatureRecipe,
+    layout: Layout,
+) -> std::result::Result<Assembly, String> {
+    let model = plan.model();
+    let shapes = (0..model.outputs.len())
+        .map(|i| {
+            let fact = model.output_fact(i).map_err(|e| e.to_string())?;
+            fact.shape
+                .as_concrete()
+                .map(<[usize]>::to_vec)
+                .ok_or_else(|| "has no fixed shape".to_string())
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    if shapes.len() != recipe.tensors.len() {
+        return Err(format!(
+            "gives {} outputs for {} tensors",
+            shapes.len(),
+            recipe.tensors.len()
+        ));
+    }
+    Ok(Assembly::new(recipe, layout, shapes))
+}
+
+/// The recipe of a loaded backbone.
+impl Backbone {
+    pub fn recipe(&self) -> &FeatureRecipe {
+        &self.assembly.recipe
+    }
+
+    /// The shape (batch first) of each tensor the recipe reads, in its order.
+    pub fn output_shapes(&self) -> &[Vec<usize>] {
+        &self.assembly.shapes
     }
 }
 
@@ -487,6 +602,9 @@ pub fn make_spec(model: &Path, request: &SpecRequest) -> Result<ModelSpec> {
         },
         preprocess,
         feature_tensor: request.feature_tensor.clone(),
+        feature_tensors: None,
+        feature_transform: None,
+        augment: None,
         feature_dim: None,
     };
     drop(proto);
@@ -498,7 +616,15 @@ pub fn make_spec(model: &Path, request: &SpecRequest) -> Result<ModelSpec> {
             ..LoadOptions::default()
         },
     )?;
-    spec.feature_tensor = Some(backbone.fingerprint().feature_tensor.clone());
+    let recipe = backbone.recipe();
+    if recipe.is_plain() {
+        spec.feature_tensor = Some(recipe.tensors[0].clone());
+    } else {
+        spec.feature_tensor = None;
+        spec.feature_tensors = Some(recipe.tensors.clone());
+        spec.feature_transform = Some(recipe.transform);
+        spec.augment = (recipe.augment != Augment::None).then_some(recipe.augment);
+    }
     spec.feature_dim = Some(backbone.feature_dim());
     Ok(spec)
 }

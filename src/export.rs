@@ -17,6 +17,7 @@ use tract_onnx::pb::{
 use tract_onnx::prelude::{DatumExt, Framework, InferenceModelExt, TractResult, TypedModel};
 
 use crate::error::{Error, Result};
+use crate::feature_recipe::{FeatureRecipe, Transform, channel_axis};
 use crate::head::{Activation, DenseLayer, Head};
 pub use crate::onnx::{LABELS_KEY, ResizeReport};
 use crate::onnx::{
@@ -54,6 +55,15 @@ fn node(op: &str, name: &str, inputs: &[&str], output: &str) -> NodeProto {
         name: name.into(),
         input: inputs.iter().map(|s| s.to_string()).collect(),
         output: vec![output.into()],
+        ..Default::default()
+    }
+}
+
+fn ints_attribute(name: &str, values: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: values.to_vec(),
         ..Default::default()
     }
 }
@@ -143,11 +153,133 @@ fn prune(graph: &mut GraphProto, outputs: &[String]) -> usize {
     before - graph.node.len()
 }
 
+/// How one tensor of a feature recipe becomes part of the feature vector in the exported graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// Flattened after the batch axis.
+    Flatten,
+    /// Global average pool of an NCHW tensor.
+    Nchw,
+    /// Global average pool of an NHWC tensor (transposed to NCHW first).
+    Nhwc,
+}
+
+/// The feature part of an exported graph: the tensors read, how each is pooled, and the
+/// transform ([`crate::feature_recipe`]); `descriptor` is what the metadata records.
+#[derive(Debug, Clone)]
+pub struct ExportFeatures {
+    pub tensors: Vec<(String, Pooling)>,
+    pub transform: Transform,
+    pub descriptor: String,
+}
+
+impl ExportFeatures {
+    /// One tensor, flattened: the features of a plain recipe.
+    pub fn plain(tensor: &str) -> Self {
+        ExportFeatures {
+            tensors: vec![(tensor.to_string(), Pooling::Flatten)],
+            transform: Transform::None,
+            descriptor: tensor.to_string(),
+        }
+    }
+}
+
 /// Rewrites `model` (ONNX bytes) with `head` on `feature_tensor`; returns the new bytes.
 pub fn export_bytes(
     model: &[u8],
     model_path: &Path,
     feature_tensor: &str,
+    head: &Head,
+) -> Result<(Vec<u8>, ExportReport)> {
+    export_features_bytes(
+        model,
+        model_path,
+        &ExportFeatures::plain(feature_tensor),
+        head,
+    )
+}
+
+/// Appends the nodes that make the feature vector (pooling, concatenation, transform) and
+/// returns its tensor name.
+fn append_features(graph: &mut GraphProto, features: &ExportFeatures, dim: usize) -> String {
+    let mut parts = Vec::new();
+    for (i, (tensor, pooling)) in features.tensors.iter().enumerate() {
+        let p = format!("fastretrain/features/{i}");
+        let mut x = tensor.clone();
+        if *pooling == Pooling::Nhwc {
+            let t = format!("{p}/nchw");
+            let mut transpose = node("Transpose", &t, &[&x], &t);
+            transpose
+                .attribute
+                .push(ints_attribute("perm", &[0, 3, 1, 2]));
+            graph.node.push(transpose);
+            x = t;
+        }
+        if *pooling != Pooling::Flatten {
+            let g = format!("{p}/pool");
+            graph.node.push(node("GlobalAveragePool", &g, &[&x], &g));
+            x = g;
+        }
+        let f = format!("{p}/flat");
+        let mut flatten = node("Flatten", &f, &[&x], &f);
+        flatten.attribute.push(int_attribute("axis", 1));
+        graph.node.push(flatten);
+        parts.push(f);
+    }
+    let mut x = if parts.len() == 1 {
+        parts.remove(0)
+    } else {
+        let c = "fastretrain/features/concat".to_string();
+        let inputs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        let mut concat = node("Concat", &c, &inputs, &c);
+        concat.attribute.push(int_attribute("axis", 1));
+        graph.node.push(concat);
+        c
+    };
+    let op = |graph: &mut GraphProto, op: &str, inputs: &[&str]| -> String {
+        let name = format!("fastretrain/features/{}", op.to_lowercase());
+        let name = format!("{name}{}", graph.node.len());
+        graph.node.push(node(op, &name, inputs, &name));
+        name
+    };
+    if features.transform.signed_sqrt() {
+        // sign(x)·√|x|
+        let sign = op(graph, "Sign", &[&x]);
+        let abs = op(graph, "Abs", &[&x]);
+        let root = op(graph, "Sqrt", &[&abs]);
+        x = op(graph, "Mul", &[&sign, &root]);
+    }
+    if features.transform.l2() {
+        // x / max(‖x‖, tiny): a zero vector stays zero, as in the library. The sum of squares
+        // is a MatMul with ones, which every opset has in the same form (ReduceSum's axes
+        // moved from attribute to input in opset 13).
+        let (ones, tiny) = ("fastretrain/features/ones", "fastretrain/features/tiny");
+        graph.initializer.push(float_tensor(
+            ones,
+            &[dim as i64, 1],
+            std::iter::repeat_n(1.0, dim),
+        ));
+        graph
+            .initializer
+            .push(float_tensor(tiny, &[1], std::iter::once(f32::MIN_POSITIVE)));
+        let square = op(graph, "Mul", &[&x, &x]);
+        let sum = op(graph, "MatMul", &[&square, ones]);
+        let norm = op(graph, "Sqrt", &[&sum]);
+        let safe = op(graph, "Max", &[&norm, tiny]);
+        x = op(graph, "Div", &[&x, &safe]);
+    }
+    let out = "fastretrain/features".to_string();
+    graph
+        .node
+        .push(node("Identity", "fastretrain/features", &[&x], &out));
+    out
+}
+
+/// Rewrites `model` (ONNX bytes) with `head` on the feature vector `features` describes.
+pub fn export_features_bytes(
+    model: &[u8],
+    model_path: &Path,
+    features: &ExportFeatures,
     head: &Head,
 ) -> Result<(Vec<u8>, ExportReport)> {
     let bad = |reason: String| Error::Model {
@@ -165,8 +297,10 @@ pub fn export_bytes(
         g.node.iter().any(|n| n.output.iter().any(|o| o == name))
             || g.input.iter().any(|i| i.name == name)
     };
-    if !produced(graph, feature_tensor) {
-        return Err(bad(format!("no tensor named '{feature_tensor}'")));
+    for (tensor, _) in &features.tensors {
+        if !produced(graph, tensor) {
+            return Err(bad(format!("no tensor named '{tensor}'")));
+        }
     }
     let original = graph
         .output
@@ -181,11 +315,11 @@ pub fn export_bytes(
             "output '{output}' is also a graph input; cannot replace it"
         )));
     }
-    let flat = "fastretrain/features".to_string();
-    let mut flatten = node("Flatten", "fastretrain/flatten", &[feature_tensor], &flat);
-    flatten.attribute.push(int_attribute("axis", 1));
-    graph.node.push(flatten);
-    let mut x = flat;
+    let head_inputs = head
+        .hidden
+        .first()
+        .map_or(head.output_inputs(), |l| l.inputs);
+    let mut x = append_features(graph, features, head_inputs);
     for (i, layer) in head.hidden.iter().enumerate() {
         let out = format!("fastretrain/hidden{i}");
         append_dense(graph, &format!("fastretrain/hidden{i}"), &x, layer, &out);
@@ -239,7 +373,7 @@ pub fn export_bytes(
         [
             ("fastretrain.method", head.method.to_string()),
             ("fastretrain.lambda", head.lambda.to_string()),
-            ("fastretrain.feature_tensor", feature_tensor.into()),
+            ("fastretrain.feature_tensor", features.descriptor.clone()),
         ],
     );
     let bytes = proto.encode_to_vec();
@@ -359,18 +493,24 @@ fn matmul_bias(graph: &GraphProto, matmul_output: &str, outputs: usize) -> Optio
 pub fn export_original(model: &Path, out: &Path) -> Result<ExportReport> {
     let (bytes, _) = read_model_file(model)?;
     let (head, feature_tensor) = original_head(&bytes, model)?;
-    write_export(&bytes, model, &feature_tensor, &head, out)
+    write_export(
+        &bytes,
+        model,
+        &ExportFeatures::plain(&feature_tensor),
+        &head,
+        out,
+    )
 }
 
-/// [`export_bytes`], then the result written atomically to `out`.
+/// [`export_features_bytes`], then the result written atomically to `out`.
 fn write_export(
     bytes: &[u8],
     model: &Path,
-    feature_tensor: &str,
+    features: &ExportFeatures,
     head: &Head,
     out: &Path,
 ) -> Result<ExportReport> {
-    let (onnx, mut report) = export_bytes(bytes, model, feature_tensor, head)?;
+    let (onnx, mut report) = export_features_bytes(bytes, model, features, head)?;
     write_atomically(out, &onnx)?;
     report.out = out.into();
     Ok(report)
@@ -427,7 +567,41 @@ pub fn export(state: &State, model: &Path, out: &Path) -> Result<ExportReport> {
             model: format!("sha256 {}… (a different file)", &sha[..12]),
         });
     }
-    write_export(&bytes, model, &state.backbone.feature_tensor, head, out)
+    let recipe = FeatureRecipe::parse(&state.backbone.feature_tensor)?;
+    let features = if recipe.is_plain() {
+        ExportFeatures::plain(&recipe.tensors[0])
+    } else {
+        // Which tensors are pooled, and along which axes, is what the backbone found when it
+        // loaded them: load it to ask.
+        let backbone = crate::backbone::Backbone::load_with(
+            model,
+            None,
+            &crate::backbone::LoadOptions {
+                feature_tensor: Some(state.backbone.feature_tensor.clone()),
+                ..Default::default()
+            },
+        )?;
+        let tensors = recipe
+            .tensors
+            .iter()
+            .cloned()
+            .zip(backbone.output_shapes())
+            .map(|(t, shape)| {
+                let pooling = match channel_axis(&shape, backbone.spec().input.layout) {
+                    Some(1) => Pooling::Nchw,
+                    Some(_) => Pooling::Nhwc,
+                    None => Pooling::Flatten,
+                };
+                (t, pooling)
+            })
+            .collect();
+        ExportFeatures {
+            tensors,
+            transform: recipe.transform,
+            descriptor: state.backbone.feature_tensor.clone(),
+        }
+    };
+    write_export(&bytes, model, &features, head, out)
 }
 
 /// What `pack` wrote.

@@ -138,6 +138,8 @@ impl Drop for Worker {
 #[derive(Debug)]
 pub struct FeatureExtractor {
     backbone: Backbone,
+    /// Each image's features are the mean of its own and its mirror's (`--tta hflip`).
+    flip_average: bool,
     /// The caller's lane (single images, and the first share of a run).
     lane: Lane,
     workers: Vec<Worker>,
@@ -180,6 +182,7 @@ impl FeatureExtractor {
             .collect::<Result<Vec<_>>>()?;
         Ok(FeatureExtractor {
             lane: lane()?,
+            flip_average: false,
             backbone,
             workers,
             times: StageTimes::default(),
@@ -199,12 +202,25 @@ impl FeatureExtractor {
         1 + self.workers.len()
     }
 
+    /// Test-time augmentation: each image's features become the mean of its own and its
+    /// mirror's (for prediction and evaluation; learning adds mirrors as samples instead).
+    pub fn set_flip_average(&mut self, on: bool) {
+        self.flip_average = on;
+    }
+
     /// Features of decoded pixels, written into `out` (length [`Self::dim`]). Non-finite
     /// features (a broken model or input) are an error naming `what`.
     pub fn pixels_into(&mut self, pixels: &Pixels, what: &str, out: &mut [f32]) -> Result<()> {
-        let (preprocess, forward) =
-            self.lane
-                .pixels_into(pixels, what, out, self.backbone.model_path())?;
+        let model_path = self.backbone.model_path();
+        let (mut preprocess, mut forward) = self.lane.pixels_into(pixels, what, out, model_path)?;
+        if self.flip_average {
+            let mut mirror = vec![0.0; out.len()];
+            let (p, f) =
+                self.lane
+                    .pixels_into(&pixels.mirrored(), what, &mut mirror, model_path)?;
+            average_into(out, &mirror);
+            (preprocess, forward) = (preprocess + p, forward + f);
+        }
         self.times.preprocess += preprocess;
         self.times.forward += forward;
         Ok(())
@@ -213,6 +229,17 @@ impl FeatureExtractor {
     /// Features of `samples`, row `i` into `out[i·dim..(i+1)·dim]`, spread over the workers.
     /// The first failing sample's error is returned.
     pub fn samples_into(&mut self, samples: &[Sample], out: &mut [f32]) -> Result<()> {
+        self.samples_as_they_are_into(samples, out)?;
+        if self.flip_average {
+            let mirrors: Vec<Sample> = samples.iter().map(Sample::mirrored).collect();
+            let mut mirrored = vec![0.0; out.len()];
+            self.samples_as_they_are_into(&mirrors, &mut mirrored)?;
+            average_into(out, &mirrored);
+        }
+        Ok(())
+    }
+
+    fn samples_as_they_are_into(&mut self, samples: &[Sample], out: &mut [f32]) -> Result<()> {
         let dim = self.dim();
         if out.len() != samples.len() * dim {
             return Err(Error::FeatureDim {
@@ -292,6 +319,19 @@ impl FeatureExtractor {
     }
 }
 
+/// `out` becomes the mean of itself and `other`, value by value.
+fn average_into(out: &mut [f32], other: &[f32]) {
+    out.iter_mut()
+        .zip(other)
+        .for_each(|(o, m)| *o = 0.5 * (*o + m));
+}
+
+/// Appends each sample's mirror image (`learn --augment hflip`): same label, id `…#hflip`.
+pub fn append_mirrors(samples: &mut Vec<Sample>) {
+    let mirrors: Vec<Sample> = samples.iter().map(Sample::mirrored).collect();
+    samples.extend(mirrors);
+}
+
 /// What [`extract_to_store`] did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ExtractReport {
@@ -317,6 +357,13 @@ pub fn extract_to_store(
 ) -> Result<ExtractReport> {
     let started = Instant::now();
     let source_id = source.id();
+    if extractor.backbone().recipe().augment != crate::feature_recipe::Augment::None {
+        return Err(Error::InvalidArgument(
+            "a feature store holds one row per record: extract without --augment (it is for \
+             learn)"
+                .into(),
+        ));
+    }
     source.skip_records(resumed_after as usize)?;
     let dim = extractor.dim();
     let (mut pending, mut features) = (Vec::with_capacity(BATCH), Vec::new());

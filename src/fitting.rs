@@ -20,7 +20,7 @@ use faer::{Accum, Mat, MatRef, Par, Side};
 use crate::error::{Error, Result};
 use crate::head::{Activation, FitReport, Head, LambdaSource, MethodName};
 use crate::recompute::{RecomputeOptions, fit_recompute};
-use crate::solver::{GramStats, batch_matrices, default_lambda_grid};
+use crate::solver::{CrossValidation, GramStats, batch_matrices, default_lambda_grid};
 use crate::store::FeatureBatches;
 
 /// Rows per batch when the user does not choose (the Gram accumulation uses the same).
@@ -74,6 +74,9 @@ pub struct FitOptions {
     pub lambda: Option<f64>,
     /// Rows per batch.
     pub batch: usize,
+    /// Choose λ by K-fold cross-validation with this many folds instead of GCV (GCV's choice
+    /// is still reported).
+    pub folds: Option<usize>,
 }
 
 impl Default for FitOptions {
@@ -82,6 +85,7 @@ impl Default for FitOptions {
             method: Method::Gram,
             lambda: None,
             batch: DEFAULT_BATCH,
+            folds: None,
         }
     }
 }
@@ -96,6 +100,100 @@ pub fn gram_stats(source: &dyn FeatureBatches, batch: usize) -> Result<GramStats
         stats.accumulate(features, labels, "feature batch")
     })?;
     Ok(stats)
+}
+
+/// The fold (of `folds`) of the `row`-th record of a source: a splitmix64 hash of its position,
+/// so folds are fixed by the data's order, balanced in expectation, and the same on every run.
+pub fn fold_of(row: u64, folds: usize) -> usize {
+    (crate::rng::SplitMix64(row).next_u64() % folds as u64) as usize
+}
+
+/// Chooses λ by exact K-fold cross-validation: one pass over `source` builds the Gram
+/// statistics of each fold ([`fold_of`]); for each fold k and each λ of `grid`, the head solved
+/// on the other folds' statistics is scored on fold k's samples by
+/// [`GramStats::squared_error`], which needs no sample again. The same numbers as refitting
+/// and predicting K times, at the cost of K statistics in memory and K·|grid| solves.
+pub fn cross_validate(
+    source: &dyn FeatureBatches,
+    folds: usize,
+    grid: &[f64],
+    batch: usize,
+) -> Result<CrossValidation> {
+    if !(2..=20).contains(&folds) {
+        return Err(Error::InvalidArgument(format!(
+            "cross-validation needs 2 to 20 folds, got {folds}"
+        )));
+    }
+    if grid.is_empty() || grid.iter().any(|l| !(l.is_finite() && *l > 0.0)) {
+        return Err(Error::InvalidArgument(
+            "the λ grid must hold positive finite numbers".into(),
+        ));
+    }
+    let dim = source.dim();
+    let empty = || {
+        let mut stats = GramStats::new(dim);
+        for label in source.labels() {
+            stats.label_index(label);
+        }
+        stats
+    };
+    let mut fold_stats: Vec<GramStats> = (0..folds).map(|_| empty()).collect();
+    let mut row = 0u64;
+    let (mut rows, mut ids): (Vec<Vec<f32>>, Vec<Vec<usize>>) =
+        (vec![Vec::new(); folds], vec![Vec::new(); folds]);
+    source.for_each_batch(batch.max(1), &mut |features, labels| {
+        for (x, &label) in features.chunks_exact(dim).zip(labels) {
+            let k = fold_of(row, folds);
+            rows[k].extend_from_slice(x);
+            ids[k].push(label);
+            row += 1;
+        }
+        for k in 0..folds {
+            fold_stats[k].accumulate(&rows[k], &ids[k], "feature batch")?;
+            rows[k].clear();
+            ids[k].clear();
+        }
+        Ok(())
+    })?;
+    let mut error = vec![0.0; grid.len()];
+    for k in 0..folds {
+        if fold_stats[k].samples() == 0.0 {
+            continue;
+        }
+        let mut training = empty();
+        for (j, other) in fold_stats.iter().enumerate() {
+            if j != k {
+                training.merge(other)?;
+            }
+        }
+        for (e, &lambda) in error.iter_mut().zip(grid) {
+            *e += match training.solve(lambda) {
+                Ok(w) => fold_stats[k].squared_error(w.as_ref()),
+                Err(Error::Solver(_)) => f64::INFINITY,
+                Err(other) => return Err(other),
+            };
+        }
+    }
+    let scale = row as f64 * source.labels().len().max(1) as f64;
+    error.iter_mut().for_each(|e| *e /= scale);
+    if error.iter().all(|e| e.is_infinite()) {
+        return Err(Error::Solver(
+            "no λ of the grid gives a positive definite G + λI on every fold".into(),
+        ));
+    }
+    let best = grid[error
+        .iter()
+        .enumerate()
+        .min_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .expect("grid is not empty")];
+    Ok(CrossValidation {
+        folds,
+        fold_samples: fold_stats.iter().map(GramStats::samples).collect(),
+        grid: grid.to_vec(),
+        error,
+        best,
+    })
 }
 
 /// Fits a head on `source` with `options.method`.
@@ -130,6 +228,19 @@ pub fn fit(source: &dyn FeatureBatches, options: &FitOptions) -> Result<(Head, F
             (search.best, LambdaSource::Gcv, Some(search))
         }
         (None, None) => unreachable!("statistics are computed when λ is not given"),
+    };
+    let cross_validation = match (options.lambda, options.folds) {
+        (None, Some(folds)) => Some(cross_validate(
+            source,
+            folds,
+            &default_lambda_grid(),
+            batch,
+        )?),
+        _ => None,
+    };
+    let (lambda, lambda_source) = match &cross_validation {
+        Some(cv) => (cv.best, LambdaSource::CrossValidation),
+        None => (lambda, lambda_source),
     };
     let labels = source.labels().to_vec();
     let samples = source.rows() as f64;
@@ -166,6 +277,7 @@ pub fn fit(source: &dyn FeatureBatches, options: &FitOptions) -> Result<(Head, F
         lambda,
         lambda_source,
         gcv,
+        cross_validation,
         seconds: started.elapsed().as_secs_f64(),
     };
     Ok((head, report))

@@ -14,6 +14,9 @@ pub enum LambdaSource {
     Gcv,
     /// Given by the user.
     Fixed,
+    /// Exact K-fold cross-validation over the default grid, from fold statistics
+    /// ([`crate::fitting::cross_validate`]).
+    CrossValidation,
 }
 
 /// Which fitting method produced a head (see [`crate::fitting`]).
@@ -147,6 +150,9 @@ pub struct FitReport {
     pub lambda: f64,
     pub lambda_source: LambdaSource,
     pub gcv: Option<LambdaSearch>,
+    /// The K-fold search, when λ was chosen by it (GCV's search is then reported beside it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cross_validation: Option<crate::solver::CrossValidation>,
     pub seconds: f64,
 }
 

@@ -44,6 +44,7 @@ pub mod error;
 pub mod evaluation;
 #[cfg(feature = "backbone")]
 pub mod export;
+pub mod feature_recipe;
 #[cfg(feature = "backbone")]
 pub mod features;
 pub mod fitting;

@@ -10,7 +10,8 @@ use crate::backbone::{Backbone, LoadOptions};
 use crate::data::{DataSource, Sample};
 use crate::error::{Error, Result};
 use crate::evaluation::{Confusion, EvalReport};
-use crate::features::{BATCH, FeatureExtractor, StageTimes};
+use crate::feature_recipe::Augment;
+use crate::features::{BATCH, FeatureExtractor, StageTimes, append_mirrors};
 use crate::head::{FitReport, Head, Scored};
 use crate::state::State;
 use crate::store::FeatureSet;
@@ -256,8 +257,9 @@ impl Retrainer {
             .checkpoint_every
             .map(|n| n.div_ceil(BATCH).max(1) * BATCH);
         let dim = self.extractor.dim();
-        let mut pending: Vec<Sample> = Vec::with_capacity(BATCH);
-        let mut features = Vec::with_capacity(BATCH * dim);
+        let mirrors = self.extractor.backbone().recipe().augment == Augment::HorizontalFlip;
+        let mut pending: Vec<Sample> = Vec::with_capacity(2 * BATCH);
+        let mut features = Vec::with_capacity(2 * BATCH * dim);
         let (mut samples, mut skipped) = (0u64, Vec::new());
         // Counts not yet recorded in the state, and samples since the last checkpoint.
         let (mut consumed_pending, mut samples_pending, mut since_checkpoint) = (0u64, 0u64, 0);
@@ -285,6 +287,9 @@ impl Retrainer {
                 if pending.len() < BATCH {
                     continue;
                 }
+            }
+            if mirrors {
+                append_mirrors(&mut pending);
             }
             features.resize(pending.len() * dim, 0.0);
             self.extractor.samples_into(&pending, &mut features)?;
@@ -366,6 +371,7 @@ impl Retrainer {
         let started = Instant::now();
         let source_id = source.id();
         let dim = self.extractor.dim();
+        let mirrors = self.extractor.backbone().recipe().augment == Augment::HorizontalFlip;
         let mut rows = FeatureSet {
             dim,
             labels: Vec::new(),
@@ -384,6 +390,10 @@ impl Retrainer {
                 pending.push(sample);
                 if pending.len() < BATCH && records.peek().is_some() {
                     continue;
+                }
+                // Samples learned with their mirrors are forgotten with them.
+                if mirrors {
+                    append_mirrors(&mut pending);
                 }
                 rows.features.resize(pending.len() * dim, 0.0);
                 self.extractor.samples_into(&pending, &mut rows.features)?;
@@ -474,6 +484,12 @@ impl Retrainer {
             self.extractor.samples_into(chunk, rows)?;
         }
         Ok(out)
+    }
+
+    /// Test-time flip averaging for [`Self::evaluate`], [`Self::predict_file`] and
+    /// [`Self::features`]: each image's features are the mean of its own and its mirror's.
+    pub fn set_flip_average(&mut self, on: bool) {
+        self.extractor.set_flip_average(on);
     }
 
     /// The feature dimension d.

@@ -60,6 +60,19 @@ pub struct LambdaSearch {
     pub best: f64,
 }
 
+/// Result of a K-fold cross-validation search ([`crate::fitting::cross_validate`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct CrossValidation {
+    pub folds: usize,
+    /// Samples in each fold.
+    pub fold_samples: Vec<f64>,
+    pub grid: Vec<f64>,
+    /// Mean squared error of the held-out targets per λ (over all samples and classes);
+    /// +∞ where a fold's `G + λI` is not positive definite.
+    pub error: Vec<f64>,
+    pub best: f64,
+}
+
 impl GramStats {
     pub fn new(dim: usize) -> Self {
         let p = dim + 1;
@@ -308,6 +321,30 @@ impl GramStats {
             ));
         }
         Ok(())
+    }
+
+    /// Squared error of `w` ((d+1) × c) on the samples of these statistics:
+    /// `Σ‖t − [x,1]W‖² = Σ‖t‖² − 2 tr(WᵀB) + tr(WᵀGW)`, exactly, from the statistics alone.
+    pub fn squared_error(&self, w: MatRef<'_, f64>) -> f64 {
+        let g = self.gram();
+        let mut gw = Mat::<f64>::zeros(self.p(), w.ncols());
+        faer::linalg::matmul::matmul(
+            gw.as_mut(),
+            faer::Accum::Replace,
+            g.as_ref(),
+            w,
+            1.0,
+            Par::rayon(0),
+        );
+        let cross = self.cross();
+        let (mut wgw, mut wb) = (0.0, 0.0);
+        for j in 0..w.ncols() {
+            for i in 0..self.p() {
+                wgw += w[(i, j)] * gw[(i, j)];
+                wb += w[(i, j)] * cross[(i, j)];
+            }
+        }
+        (self.target_sq - 2.0 * wb + wgw).max(0.0)
     }
 
     /// `W = (G + λI)⁻¹ B` by Cholesky; (d+1) × c.

@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::feature_recipe::{Augment, FeatureRecipe, Transform};
 
 /// The fields of each part of a spec, for error messages.
-const SPEC_FIELDS: &str = "name, file, sha256, input, preprocess, feature_tensor, feature_dim";
+const SPEC_FIELDS: &str = "name, file, sha256, input, preprocess, feature_tensor, \
+                           feature_tensors, feature_transform, augment, feature_dim";
 const INPUT_FIELDS: &str = "name, layout, channels, height, width";
 const PREPROCESS_FIELDS: &str = "resize_short_side, resize_filter, crop, scale, mean, std";
 
@@ -27,9 +29,21 @@ pub struct ModelSpec {
     pub sha256: Option<String>,
     pub input: InputSpec,
     pub preprocess: PreprocessSpec,
-    /// Penultimate tensor override; found automatically when absent.
-    #[serde(default)]
+    /// One tensor read as it is (flattened, untransformed): the only form before feature
+    /// recipes existed. Found automatically when neither this nor `feature_tensors` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feature_tensor: Option<String>,
+    /// Several tensors, 4-D ones global-average-pooled, concatenated in this order
+    /// ([`crate::feature_recipe`]); `spec` writes the automatic choice here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_tensors: Option<Vec<String>>,
+    /// Transform of the feature vector (none, ssqrt, l2, ssqrt+l2); default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_transform: Option<Transform>,
+    /// What `learn` adds to each image (none, hflip); default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<Augment>,
+    /// Values of the features (of the recipe as a whole); checked when present.
     #[serde(default)]
     pub feature_dim: Option<usize>,
 }
@@ -256,6 +270,19 @@ impl ModelSpec {
         Ok(spec)
     }
 
+    /// The recipe the spec names, if it names tensors (else the backbone chooses).
+    pub fn recipe(&self) -> Option<FeatureRecipe> {
+        let transform = self.feature_transform.unwrap_or_default();
+        let augment = self.augment.unwrap_or_default();
+        let tensors = match (&self.feature_tensors, &self.feature_tensor) {
+            (Some(tensors), _) => tensors.clone(),
+            (None, Some(tensor)) => vec![tensor.clone()],
+            (None, None) => return None,
+        };
+        // Validated when the spec was read.
+        FeatureRecipe::new(tensors, transform, augment).ok()
+    }
+
     /// The spec as written by `spec`: pretty JSON with a final newline.
     pub fn to_json(&self) -> String {
         let mut text = serde_json::to_string_pretty(self).expect("a spec always serialises");
@@ -289,6 +316,21 @@ impl ModelSpec {
             || p.mean.iter().any(|m| !m.is_finite())
         {
             return Err("preprocess.mean must be finite and preprocess.std positive".into());
+        }
+        if self.feature_tensor.is_some() && self.feature_tensors.is_some() {
+            return Err(
+                "give feature_tensor (one tensor as it is) or feature_tensors (a \
+                        pooled, concatenated set), not both"
+                    .into(),
+            );
+        }
+        if let Some(tensors) = &self.feature_tensors {
+            FeatureRecipe::new(
+                tensors.clone(),
+                self.feature_transform.unwrap_or_default(),
+                self.augment.unwrap_or_default(),
+            )
+            .map_err(|e| format!("feature_tensors: {e}"))?;
         }
         if self.feature_dim == Some(0) {
             return Err("feature_dim must be positive (or left out)".into());

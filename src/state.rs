@@ -303,6 +303,7 @@ impl State {
             lambda,
             lambda_source: source,
             gcv,
+            cross_validation: None,
             seconds: started.elapsed().as_secs_f64(),
         })
     }

@@ -68,6 +68,7 @@ fn fit(r: &Reference, method: Method, batch: usize) -> Head {
         method,
         lambda: Some(r.settings["lambda"].as_f64().unwrap()),
         batch,
+        ..FitOptions::default()
     };
     fitting::fit(&r.set, &options).unwrap().0
 }
@@ -182,6 +183,7 @@ fn relu_heads_are_refused_for_recomputation_but_can_refit_the_output_layer() {
         method,
         lambda: Some(1.0),
         batch: 64,
+        ..FitOptions::default()
     };
     let err = fitting::fit(&small, &options(relu(2)))
         .unwrap_err()

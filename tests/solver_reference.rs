@@ -150,3 +150,26 @@ fn merge_with_disjoint_labels_equals_streaming_both() {
     let y = row_major(both.solve(10.0).unwrap().as_ref());
     assert!(common::relative_error(&x, &y) < 1e-9);
 }
+
+#[test]
+fn k_fold_cross_validation_equals_refitting_on_the_rows() {
+    // scripts/make_recipe_vectors.py: np.linalg.solve on the other folds' rows, scored on the
+    // held-out rows; here the same numbers from fold statistics alone.
+    let reference = common::json("recipe_reference.json")["kfold"].clone();
+    let (features, labels, dim, _) = common::fashion_features();
+    let set = fastretrain::store::FeatureSet {
+        dim,
+        labels: (0..10).map(|i| i.to_string()).collect(),
+        features,
+        label_ids: labels,
+    };
+    let folds = reference["folds"].as_u64().unwrap() as usize;
+    let grid = common::f64s(&reference["grid"]);
+    let cv = fastretrain::fitting::cross_validate(&set, folds, &grid, 64).unwrap();
+    assert_eq!(cv.fold_samples, common::f64s(&reference["fold_samples"]));
+    let rel = common::relative_error(&cv.error, &common::f64s(&reference["error"]));
+    assert!(rel < 1e-8, "K-fold errors vs NumPy: relative error {rel}");
+    assert_eq!(cv.best, reference["best"].as_f64().unwrap());
+    // Folds hold no sample twice and miss none.
+    assert_eq!(cv.fold_samples.iter().sum::<f64>(), 2000.0);
+}

@@ -69,9 +69,8 @@ pub(crate) fn bench(a: BenchArgs, threads: usize) -> Result<bool> {
         bail!("--batch, --runs and --parallel must be at least 1");
     }
     let options = LoadOptions {
-        feature_tensor: a.model.feature_tensor.clone(),
         batch: a.batch,
-        ..LoadOptions::default()
+        ..a.model.load_options()?
     };
     let loading = std::time::Instant::now();
     let backbone = Backbone::load_with(&model, None, &options)?;

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use fastretrain::backbone::{Backbone, LoadOptions};
 use fastretrain::data::{DataOptions, DataSource, Shard};
+use fastretrain::feature_recipe::{Augment, FeatureRecipe, Transform};
 use fastretrain::retrainer::Retrainer;
 use fastretrain::state::{State, StateLock};
 use fastretrain::store::{FeatureBatches, FeatureStore};
@@ -74,9 +75,80 @@ pub(crate) struct ModelArgs {
     /// ONNX model (default: the state's model, else models/mobilenetv2.onnx).
     #[arg(long)]
     pub(crate) model: Option<PathBuf>,
-    /// Tensor to read features from (default: the input of the model's last dense layer).
+    /// Tensor to read features from; repeat it for several (4-D ones pooled, concatenated).
+    /// Default: the state's recipe, else the spec's, else the automatic one (docs/SPEC.md).
     #[arg(long)]
-    pub(crate) feature_tensor: Option<String>,
+    pub(crate) feature_tensor: Vec<String>,
+    /// Transform of the feature vector: none, ssqrt, l2, ssqrt+l2 (default: the state's, else
+    /// the spec's; ssqrt for the automatic recipe).
+    #[arg(long)]
+    pub(crate) transform: Option<String>,
+    /// What learning adds to each image: none, hflip (its mirror) (default: the state's, else
+    /// the spec's, else none).
+    #[arg(long)]
+    pub(crate) augment: Option<String>,
+}
+
+impl ModelArgs {
+    /// The model file: as given, else the shipped one.
+    pub(crate) fn model_or_default(&self) -> PathBuf {
+        self.model.clone().unwrap_or_else(|| shipped(DEFAULT_MODEL))
+    }
+
+    /// How to load the backbone for a new state or store: the tensors, transform and
+    /// augmentation given (the rest from the spec, else automatic).
+    pub(crate) fn load_options(&self) -> Result<LoadOptions> {
+        Ok(LoadOptions {
+            feature_tensor: self.tensors(Transform::None, Augment::None)?,
+            transform: self
+                .transform
+                .as_deref()
+                .map(Transform::parse)
+                .transpose()?,
+            augment: self.augment.as_deref().map(Augment::parse).transpose()?,
+            ..LoadOptions::default()
+        })
+    }
+
+    /// The tensors given, as one descriptor (a single one as given: a name or a descriptor).
+    fn tensors(&self, transform: Transform, augment: Augment) -> Result<Option<String>> {
+        Ok(match self.feature_tensor.as_slice() {
+            [] => None,
+            [one] => Some(one.clone()),
+            many => Some(FeatureRecipe::new(many.to_vec(), transform, augment)?.descriptor()),
+        })
+    }
+
+    /// The descriptor to read an existing state's features with: the state's recipe, with
+    /// whatever was given in its place (a different recipe is then refused as another
+    /// backbone).
+    pub(crate) fn descriptor_for(&self, state: &State) -> Result<Option<String>> {
+        if self.feature_tensor.is_empty() && self.transform.is_none() && self.augment.is_none() {
+            return Ok(None);
+        }
+        let stated = FeatureRecipe::parse(&state.backbone.feature_tensor)?;
+        let tensors = match self.feature_tensor.as_slice() {
+            [] => stated.tensors.clone(),
+            [one] => FeatureRecipe::parse(one)?.tensors,
+            many => many.to_vec(),
+        };
+        let transform = match &self.transform {
+            Some(t) => Transform::parse(t)?,
+            None => stated.transform,
+        };
+        let augment = match &self.augment {
+            Some(a) => Augment::parse(a)?,
+            None => stated.augment,
+        };
+        let recipe =
+            if self.feature_tensor.len() == 1 && self.transform.is_none() && self.augment.is_none()
+            {
+                FeatureRecipe::parse(&self.feature_tensor[0])?
+            } else {
+                FeatureRecipe::new(tensors, transform, augment)?
+            };
+        Ok(Some(recipe.descriptor()))
+    }
 }
 
 /// A path shipped with the project: as given if it exists, else relative to the source tree.
@@ -113,24 +185,19 @@ pub(crate) fn backbone_for_state(
         state,
         state_path,
         model.model.as_deref(),
-        model.feature_tensor.as_deref(),
+        model.descriptor_for(state)?.as_deref(),
     )?)
 }
 
 pub(crate) fn open_retrainer(state_path: &Path, model: &ModelArgs) -> Result<Retrainer> {
-    Ok(Retrainer::open(
-        state_path,
-        model.model.as_deref(),
-        model.feature_tensor.as_deref(),
-    )?)
+    let state = State::load(state_path)?;
+    let backbone = backbone_for_state(&state, state_path, model)?;
+    Ok(Retrainer::new(backbone, state, state_path)?)
 }
 
 /// The model as it is, classifying with its own outputs (`predict`/`eval` without a state).
 pub(crate) fn model_as_is(model: &ModelArgs, label_names: Option<&Path>) -> Result<Retrainer> {
-    let path = model
-        .model
-        .clone()
-        .unwrap_or_else(|| shipped(DEFAULT_MODEL));
+    let path = model.model_or_default();
     let options = LoadOptions {
         model_output: true,
         ..LoadOptions::default()

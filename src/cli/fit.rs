@@ -52,6 +52,10 @@ pub(crate) struct FitArgs {
     /// recompute: seed of the initial hidden weights.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// With --store and no --lambda: choose λ by exact K-fold cross-validation with this many
+    /// folds (2–20) instead of GCV; both are reported.
+    #[arg(long, requires = "store", conflicts_with = "lambda")]
+    folds: Option<usize>,
     /// Fail at once if another process is writing the state (default: wait for it).
     #[arg(long)]
     no_wait: bool,
@@ -137,6 +141,7 @@ pub(crate) fn fit(a: FitArgs) -> Result<bool> {
                     method,
                     lambda: a.lambda,
                     batch: a.batch,
+                    folds: a.folds,
                 },
             )?;
             state.head = Some(head);
@@ -155,6 +160,16 @@ pub(crate) fn fit(a: FitArgs) -> Result<bool> {
             report.seconds,
             a.state.display()
         );
+        if let (Some(cv), Some(gcv)) = (&report.cross_validation, &report.gcv) {
+            println!(
+                "λ by {}-fold cross-validation: {:.4} (held-out error {:.5}); GCV would \
+                 choose {:.4}",
+                cv.folds,
+                cv.best,
+                cv.error.iter().copied().fold(f64::INFINITY, f64::min),
+                gcv.best
+            );
+        }
     }
     Ok(true)
 }

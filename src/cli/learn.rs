@@ -14,8 +14,8 @@ use fastretrain::state::State;
 use fastretrain::store::{FeatureBatches, FeatureStore, Precision, StoreWriter};
 
 use super::common::{
-    DEFAULT_MODEL, DataArgs, ModelArgs, StoreReport, lock_state, open_retrainer, print_json,
-    print_store, progress_bar, save_state, shipped, store_report,
+    DataArgs, ModelArgs, StoreReport, lock_state, open_retrainer, print_json, print_store,
+    progress_bar, save_state, store_report,
 };
 
 #[derive(Args)]
@@ -112,15 +112,10 @@ pub(crate) fn learn(a: LearnArgs) -> Result<bool> {
     let mut retrainer = if a.state.exists() {
         open_retrainer(&a.state, &a.model)?
     } else {
-        let model = a
-            .model
-            .model
-            .clone()
-            .unwrap_or_else(|| shipped(DEFAULT_MODEL));
-        Retrainer::fresh(Backbone::load(
-            &model,
+        Retrainer::fresh(Backbone::load_with(
+            &a.model.model_or_default(),
             None,
-            a.model.feature_tensor.as_deref(),
+            &a.model.load_options()?,
         )?)?
     };
     let source = a.data.open()?;
@@ -210,12 +205,8 @@ pub(crate) fn forget(a: ForgetArgs) -> Result<bool> {
 
 pub(crate) fn extract(a: ExtractArgs) -> Result<bool> {
     let _lock = lock_state(&a.store, a.no_wait)?;
-    let model = a
-        .model
-        .model
-        .clone()
-        .unwrap_or_else(|| shipped(DEFAULT_MODEL));
-    let backbone = Backbone::load(&model, None, a.model.feature_tensor.as_deref())?;
+    let backbone =
+        Backbone::load_with(&a.model.model_or_default(), None, &a.model.load_options()?)?;
     let precision = a.precision.as_deref().map(Precision::parse).transpose()?;
     let (mut writer, existing) = StoreWriter::open_or_create(
         &a.store,

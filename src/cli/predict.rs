@@ -7,6 +7,7 @@ use clap::Args;
 use serde::Serialize;
 
 use fastretrain::evaluation::{EvalReport, evaluate_features};
+use fastretrain::feature_recipe::Augment;
 use fastretrain::retrainer::Retrainer;
 use fastretrain::state::State;
 use fastretrain::store::FeatureStore;
@@ -30,6 +31,10 @@ pub(crate) struct PredictArgs {
     /// How many labels to show per image.
     #[arg(long, short = 'k', default_value_t = 3)]
     top_k: usize,
+    /// Test-time augmentation: `hflip` scores the mean of each image's features and its
+    /// mirror's (twice the time); `none` (default) the image alone.
+    #[arg(long, default_value = "none")]
+    tta: String,
     #[arg(long)]
     json: bool,
     /// PNG or JPEG files.
@@ -53,6 +58,10 @@ pub(crate) struct EvalArgs {
     /// Exit with code 1 if the accuracy is below this (0..1).
     #[arg(long)]
     min_accuracy: Option<f64>,
+    /// Test-time augmentation: `hflip` scores the mean of each image's features and its
+    /// mirror's (twice the time); `none` (default) the image alone.
+    #[arg(long, default_value = "none")]
+    tta: String,
     #[arg(long)]
     json: bool,
 }
@@ -63,6 +72,14 @@ pub(crate) struct InfoArgs {
     state: PathBuf,
     #[arg(long)]
     json: bool,
+}
+
+/// `--tta`: whether to average each image's features with its mirror's.
+fn flip_average(tta: &str) -> Result<bool> {
+    match Augment::parse(tta)? {
+        Augment::None => Ok(false),
+        Augment::HorizontalFlip => Ok(true),
+    }
 }
 
 pub(crate) fn predict(a: PredictArgs) -> Result<bool> {
@@ -76,6 +93,7 @@ pub(crate) fn predict(a: PredictArgs) -> Result<bool> {
         }
         None => model_as_is(&a.model, a.label_names.as_deref())?,
     };
+    retrainer.set_flip_average(flip_average(&a.tta)?);
     let mut predictions = Vec::new();
     for image in &a.images {
         predictions.push(retrainer.predict_file(image, a.top_k.max(1))?);
@@ -102,6 +120,9 @@ pub(crate) fn eval(a: EvalArgs) -> Result<bool> {
         bail!("--min-accuracy must be between 0 and 1, got {m}");
     }
     let report = match (&a.store, a.data.open_optional()?) {
+        (Some(_), None) if flip_average(&a.tta)? => {
+            bail!("--tta needs images (--data): a store holds the features of the images alone")
+        }
         (Some(path), None) => {
             let store = FeatureStore::open(path)?;
             let state_path = a
@@ -121,6 +142,7 @@ pub(crate) fn eval(a: EvalArgs) -> Result<bool> {
                 Some(state_path) => open_retrainer(state_path, &a.model)?,
                 None => model_as_is(&a.model, a.data.label_names.as_deref())?,
             };
+            retrainer.set_flip_average(flip_average(&a.tta)?);
             let bar = progress_bar(source.len(), "eval");
             let report = retrainer.evaluate(source, |i| bar.set_position(i as u64))?;
             bar.finish_and_clear();

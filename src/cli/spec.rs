@@ -26,7 +26,9 @@ pub struct SpecArgs {
     /// NCHW or NHWC, when the graph does not tell.
     #[arg(long)]
     layout: Option<String>,
-    /// The feature tensor (default: the input of the model's last dense layer).
+    /// The feature tensor, read as it is (default: the automatic recipe, docs/SPEC.md: the
+    /// input of the model's last dense layer and the outputs of the last stages before it,
+    /// pooled, signed square root).
     #[arg(long)]
     feature_tensor: Option<String>,
     /// Replace an existing spec.
@@ -59,8 +61,10 @@ pub fn run(a: SpecArgs) -> Result<bool> {
         // name, layout, size, feature tensor and its size.
         let backbone = Backbone::load(&a.model, None, a.feature_tensor.as_deref())?;
         let mut spec = backbone.spec().clone();
-        spec.feature_tensor = Some(backbone.fingerprint().feature_tensor.clone());
         spec.feature_dim = Some(backbone.feature_dim());
+        if spec.recipe().is_none() {
+            spec.feature_tensor = Some(backbone.fingerprint().feature_tensor.clone());
+        }
         let mut notes = Vec::new();
         if backbone.spec().sha256.is_none() {
             notes.push(
@@ -100,7 +104,7 @@ pub fn run(a: SpecArgs) -> Result<bool> {
         input: spec.input.name.clone().unwrap_or_default(),
         layout: spec.input.layout.name(),
         size: spec.input.height,
-        feature_tensor: spec.feature_tensor.clone().unwrap_or_default(),
+        feature_tensor: spec.recipe().map(|r| r.descriptor()).unwrap_or_default(),
         feature_dim: spec.feature_dim.unwrap_or_default(),
         resize_filter: spec.preprocess.resize_filter.name(),
         notes,

@@ -153,7 +153,9 @@ pub fn python() -> PathBuf {
 }
 
 /// A copy of zoo model `name` in `dir` (so that `spec` writes beside it), with its spec written
-/// by `fastretrain spec` as a user would; returns the model's file name.
+/// by `fastretrain spec` as a user would, naming the penultimate tensor alone (the references
+/// of scripts/make_zoo_reference.py are its features; the automatic recipe is checked in
+/// tests/recipe_reference.rs); returns the model's file name.
 pub fn zoo_model_with_spec(dir: &Path, name: &str) -> String {
     let file = format!("{name}.onnx");
     std::fs::copy(data("zoo").join(&file), dir.join(&file)).unwrap();
@@ -164,6 +166,8 @@ pub fn zoo_model_with_spec(dir: &Path, name: &str) -> String {
         file.clone(),
         "--preset".into(),
         info["preset"].as_str().unwrap().into(),
+        "--feature-tensor".into(),
+        info["feature_tensor"].as_str().unwrap().into(),
         "--json".into(),
     ];
     if let Some(size) = info["size"].as_u64() {

@@ -1,0 +1,541 @@
+//! What a sample's feature vector is made of: which tensors of the backbone are read (the
+//! penultimate one, and by default the outputs of the last few stages before it), how they are
+//! pooled and transformed, and whether learning adds each image's mirror.
+//!
+//! A recipe is written into the backbone's [`Fingerprint`](crate::durable::Fingerprint) as its
+//! `feature_tensor` descriptor, so two states (or stores) whose features were made differently
+//! never mix. A plain tensor name is the recipe every state had before recipes existed: that
+//! tensor, flattened, untransformed; anything else is a small JSON object
+//! (`{"tensors":[…],"transform":"ssqrt","augment":"hflip"}`, see docs/SPEC.md), in which each
+//! 4-D tensor is global-average-pooled.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::spec::Layout;
+
+/// Stages whose outputs the automatic recipe adds to the penultimate tensor (docs/METHODS.md:
+/// MobileNetV2's last four give +1.3 points on Fashion-MNIST).
+pub const AUTOMATIC_STAGES: usize = 4;
+
+/// A transform of the whole feature vector, applied after pooling and concatenation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Transform {
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// Signed square root, sign(x)·√|x| (power normalisation).
+    #[serde(rename = "ssqrt")]
+    SignedSqrt,
+    /// Divided by its Euclidean norm (a zero vector stays zero).
+    #[serde(rename = "l2")]
+    L2,
+    /// Signed square root, then L2.
+    #[serde(rename = "ssqrt+l2")]
+    SignedSqrtL2,
+}
+
+impl Transform {
+    pub const NAMES: &'static str = "none, ssqrt, l2, ssqrt+l2";
+
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "none" => Transform::None,
+            "ssqrt" => Transform::SignedSqrt,
+            "l2" => Transform::L2,
+            "ssqrt+l2" => Transform::SignedSqrtL2,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown feature transform '{other}' (known: {})",
+                    Self::NAMES
+                )));
+            }
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Transform::None => "none",
+            Transform::SignedSqrt => "ssqrt",
+            Transform::L2 => "l2",
+            Transform::SignedSqrtL2 => "ssqrt+l2",
+        }
+    }
+
+    pub fn signed_sqrt(self) -> bool {
+        matches!(self, Transform::SignedSqrt | Transform::SignedSqrtL2)
+    }
+
+    pub fn l2(self) -> bool {
+        matches!(self, Transform::L2 | Transform::SignedSqrtL2)
+    }
+
+    /// Applies the transform to one feature vector in place.
+    pub fn apply(self, features: &mut [f32]) {
+        if self.signed_sqrt() {
+            for v in features.iter_mut() {
+                *v = v.signum() * v.abs().sqrt();
+            }
+        }
+        if self.l2() {
+            // The norm in f64: 2,000 squares of f32 would lose digits the reference keeps.
+            let norm = features
+                .iter()
+                .map(|&v| f64::from(v) * f64::from(v))
+                .sum::<f64>()
+                .sqrt();
+            if norm > 0.0 {
+                for v in features.iter_mut() {
+                    *v = (f64::from(*v) / norm) as f32;
+                }
+            }
+        }
+    }
+}
+
+/// Extra samples learning makes from each image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Augment {
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// The image mirrored left to right, learned with the same label.
+    #[serde(rename = "hflip")]
+    HorizontalFlip,
+}
+
+impl Augment {
+    pub const NAMES: &'static str = "none, hflip";
+
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "none" => Augment::None,
+            "hflip" => Augment::HorizontalFlip,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown augmentation '{other}' (known: {})",
+                    Self::NAMES
+                )));
+            }
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Augment::None => "none",
+            Augment::HorizontalFlip => "hflip",
+        }
+    }
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// Which tensors, pooled and transformed how, make the features (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureRecipe {
+    pub tensors: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub transform: Transform,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub augment: Augment,
+    /// False only for the plain form: one tensor read as it is (flattened), never pooled.
+    #[serde(skip, default = "pooled")]
+    pub pooled: bool,
+}
+
+fn pooled() -> bool {
+    true
+}
+
+impl FeatureRecipe {
+    /// One tensor as it is: the recipe of every state made before recipes existed.
+    pub fn plain(tensor: &str) -> Self {
+        FeatureRecipe {
+            tensors: vec![tensor.to_string()],
+            transform: Transform::None,
+            augment: Augment::None,
+            pooled: false,
+        }
+    }
+
+    /// Several tensors (4-D ones pooled), transformed; a single tensor with no transform and no
+    /// augmentation is the plain recipe.
+    pub fn new(tensors: Vec<String>, transform: Transform, augment: Augment) -> Result<Self> {
+        let recipe = FeatureRecipe {
+            pooled: !(tensors.len() == 1
+                && transform == Transform::None
+                && augment == Augment::None),
+            tensors,
+            transform,
+            augment,
+        };
+        recipe.validate()?;
+        Ok(recipe)
+    }
+
+    /// Reads a fingerprint's `feature_tensor` descriptor.
+    pub fn parse(descriptor: &str) -> Result<Self> {
+        if !descriptor.starts_with('{') {
+            return Ok(Self::plain(descriptor));
+        }
+        let recipe: FeatureRecipe = serde_json::from_str(descriptor).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "feature recipe {descriptor}: {e} (it takes tensors, transform ({}), augment \
+                 ({}))",
+                Transform::NAMES,
+                Augment::NAMES
+            ))
+        })?;
+        recipe.validate()?;
+        Ok(recipe)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.tensors.is_empty() || self.tensors.iter().any(String::is_empty) {
+            return Err(Error::InvalidArgument(
+                "a feature recipe needs at least one tensor, each named".into(),
+            ));
+        }
+        for (i, t) in self.tensors.iter().enumerate() {
+            if self.tensors[..i].contains(t) {
+                return Err(Error::InvalidArgument(format!(
+                    "tensor '{t}' is named twice in the feature recipe"
+                )));
+            }
+        }
+        if !self.pooled && (self.tensors.len() != 1 || self.transform != Transform::None) {
+            return Err(Error::InvalidArgument(
+                "only a single untransformed tensor can be read unpooled".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The descriptor kept in the fingerprint: the plain tensor name, or canonical JSON.
+    pub fn descriptor(&self) -> String {
+        if !self.pooled {
+            return self.tensors[0].clone();
+        }
+        serde_json::to_string(self).expect("a recipe always serialises")
+    }
+
+    /// One tensor read as it is (the recipe of states made before recipes existed).
+    pub fn is_plain(&self) -> bool {
+        !self.pooled
+    }
+
+    /// Values one image's `shape` (batch first) gives: a 4-D tensor's channels when pooled,
+    /// else all its values.
+    pub fn values_of(&self, shape: &[usize], layout: Layout) -> usize {
+        let batch = shape.first().copied().unwrap_or(1).max(1);
+        match channel_axis(shape, layout) {
+            Some(axis) if self.pooled => shape[axis],
+            _ => shape.iter().product::<usize>() / batch,
+        }
+    }
+}
+
+/// The channel axis of a 4-D tensor whose spatial part is square (inputs are square crops):
+/// axis 1 when axes 2, 3 are the square pair and axis 1 differs, axis 3 in the opposite case,
+/// else the input's layout decides. None for other ranks.
+pub fn channel_axis(shape: &[usize], layout: Layout) -> Option<usize> {
+    if shape.len() != 4 {
+        return None;
+    }
+    let nchw = shape[2] == shape[3];
+    let nhwc = shape[1] == shape[2];
+    Some(match (nchw, nhwc) {
+        (true, false) => 1,
+        (false, true) => 3,
+        _ => match layout {
+            Layout::Nchw => 1,
+            Layout::Nhwc => 3,
+        },
+    })
+}
+
+/// Writes one image's values of a tensor of `shape` (batch first; `values` is that image's
+/// part) into `out`: the mean over the spatial axes for a pooled 4-D tensor, else the values.
+pub fn pool_into(values: &[f32], shape: &[usize], pooled: bool, layout: Layout, out: &mut [f32]) {
+    match channel_axis(shape, layout) {
+        Some(1) if pooled => {
+            let plane = shape[2] * shape[3];
+            for (o, channel) in out.iter_mut().zip(values.chunks(plane)) {
+                *o = (channel.iter().map(|&v| f64::from(v)).sum::<f64>() / plane as f64) as f32;
+            }
+        }
+        Some(_) if pooled => {
+            let channels = shape[3];
+            let pixels = shape[1] * shape[2];
+            let mut sums = vec![0.0f64; channels];
+            for pixel in values.chunks(channels) {
+                sums.iter_mut()
+                    .zip(pixel)
+                    .for_each(|(s, &v)| *s += f64::from(v));
+            }
+            for (o, s) in out.iter_mut().zip(sums) {
+                *o = (s / pixels as f64) as f32;
+            }
+        }
+        _ => out.copy_from_slice(values),
+    }
+}
+
+#[cfg(feature = "backbone")]
+pub use automatic::automatic_tensors;
+
+#[cfg(feature = "backbone")]
+mod automatic {
+    use std::collections::{HashMap, HashSet};
+
+    use tract_onnx::pb::GraphProto;
+
+    /// Element-wise activations: a tensor they consume is still inside a block.
+    const ACTIVATIONS: &[&str] = &[
+        "Relu",
+        "Clip",
+        "LeakyRelu",
+        "Sigmoid",
+        "HardSigmoid",
+        "HardSwish",
+        "Tanh",
+        "Elu",
+        "Selu",
+        "PRelu",
+        "Softplus",
+        "Gelu",
+        "Mish",
+    ];
+    /// Operations that only reshape or pool the tensor they read.
+    const PASS_THROUGH: &[&str] = &[
+        "Flatten",
+        "Reshape",
+        "GlobalAveragePool",
+        "ReduceMean",
+        "Squeeze",
+        "Identity",
+    ];
+
+    /// The automatic recipe's tensors: `penultimate` first, then the outputs of the last
+    /// `stages` stages before it, latest first.
+    ///
+    /// A *block output* is a tensor every path from the input to the output goes through (no
+    /// skip connection jumps over it) that ends a block: a residual sum (`Add`), an activation of
+    /// one, or a convolution (or batch norm) that no activation follows (a linear bottleneck).
+    /// A *stage* is a run of consecutive block outputs of one width (channels, read from the
+    /// convolution weights); its output is the last of the run. The stage that ends in the
+    /// tensor the penultimate one is pooled from is the penultimate itself and is left out.
+    /// A model with no such blocks (VGG, a plain chain) gets the penultimate tensor alone.
+    pub fn automatic_tensors(graph: &GraphProto, penultimate: &str, stages: usize) -> Vec<String> {
+        let mut tensors = vec![penultimate.to_string()];
+        let outputs = stage_outputs(graph, penultimate);
+        tensors.extend(outputs.into_iter().rev().take(stages));
+        tensors
+    }
+
+    fn stage_outputs(graph: &GraphProto, penultimate: &str) -> Vec<String> {
+        let nodes = &graph.node;
+        let n = nodes.len();
+        let mut constant: HashSet<&str> =
+            graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let mut producer: HashMap<&str, usize> = HashMap::new();
+        let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, node) in nodes.iter().enumerate() {
+            for input in node.input.iter().filter(|s| !s.is_empty()) {
+                consumers.entry(input.as_str()).or_default().push(i);
+            }
+            if node
+                .input
+                .iter()
+                .all(|s| s.is_empty() || constant.contains(s.as_str()))
+            {
+                constant.extend(node.output.iter().map(String::as_str));
+            }
+            for output in &node.output {
+                producer.insert(output.as_str(), i);
+            }
+        }
+        let last_use = |t: &str| -> usize {
+            if graph.output.iter().any(|o| o.name == t) {
+                return n;
+            }
+            consumers
+                .get(t)
+                .and_then(|c| c.iter().max().copied())
+                .unwrap_or(0)
+        };
+        let op = |t: &str| producer.get(t).map(|&i| nodes[i].op_type.as_str());
+        // The tensor the penultimate one is reshaped or pooled from.
+        let mut source = penultimate;
+        while let Some(&i) = producer.get(source) {
+            if !PASS_THROUGH.contains(&nodes[i].op_type.as_str()) {
+                break;
+            }
+            match nodes[i].input.first() {
+                Some(input) => source = input,
+                None => break,
+            }
+        }
+        let Some(&end) = producer.get(source) else {
+            return Vec::new();
+        };
+        // Block outputs, in graph order, before the source.
+        let mut live = graph
+            .input
+            .iter()
+            .filter(|i| !constant.contains(i.name.as_str()))
+            .map(|i| last_use(&i.name))
+            .max()
+            .unwrap_or(0);
+        let mut blocks: Vec<(&str, Option<usize>)> = Vec::new();
+        for (i, node) in nodes.iter().enumerate().take(end + 1) {
+            let outputs: Vec<&str> = node.output.iter().map(String::as_str).collect();
+            let is_cut = live <= i && outputs.len() == 1 && !constant.contains(outputs[0]);
+            for t in &outputs {
+                if !constant.contains(t) {
+                    live = live.max(last_use(t));
+                }
+            }
+            if !is_cut {
+                continue;
+            }
+            let t = outputs[0];
+            let kind = node.op_type.as_str();
+            let followers: Vec<&str> = consumers
+                .get(t)
+                .map(|c| c.iter().map(|&j| nodes[j].op_type.as_str()).collect())
+                .unwrap_or_default();
+            let block_end = match kind {
+                "Add" | "Sum" => true,
+                k if ACTIVATIONS.contains(&k) => node
+                    .input
+                    .first()
+                    .is_some_and(|x| matches!(op(x), Some("Add" | "Sum"))),
+                "Conv" | "BatchNormalization" => {
+                    !followers.is_empty()
+                        && followers
+                            .iter()
+                            .all(|f| !ACTIVATIONS.contains(f) && *f != "BatchNormalization")
+                }
+                _ => false,
+            };
+            if block_end {
+                blocks.push((t, channels(graph, &producer, t, 8)));
+            }
+        }
+        // The last of each run of one width; the run holding the source is the penultimate.
+        let mut outputs: Vec<String> = Vec::new();
+        for (i, (t, width)) in blocks.iter().enumerate() {
+            let run_ends = blocks.get(i + 1).is_none_or(|next| next.1 != *width);
+            if run_ends && width.is_some() {
+                outputs.push(t.to_string());
+            }
+        }
+        if blocks.last().is_some_and(|b| b.0 == source) {
+            outputs.pop();
+        }
+        outputs
+    }
+
+    /// Channels of a tensor, from the weights of the convolution (or batch norm) that made it,
+    /// looking back through sums and activations.
+    fn channels(
+        graph: &GraphProto,
+        producer: &HashMap<&str, usize>,
+        tensor: &str,
+        depth: usize,
+    ) -> Option<usize> {
+        let node = &graph.node[*producer.get(tensor)?];
+        let init_dim = |name: &str| {
+            graph
+                .initializer
+                .iter()
+                .find(|t| t.name == name)
+                .and_then(|t| t.dims.first().copied())
+                .and_then(|d| usize::try_from(d).ok())
+        };
+        match node.op_type.as_str() {
+            "Conv" => init_dim(node.input.get(1)?),
+            "BatchNormalization" => init_dim(node.input.get(1)?),
+            _ if depth == 0 => None,
+            _ => node
+                .input
+                .iter()
+                .filter(|i| producer.contains_key(i.as_str()))
+                .find_map(|i| channels(graph, producer, i, depth - 1)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptors_round_trip_and_plain_names_stay_plain() {
+        let plain = FeatureRecipe::parse("features").unwrap();
+        assert!(plain.is_plain());
+        assert_eq!(plain.descriptor(), "features");
+        let recipe = FeatureRecipe::new(
+            vec!["features".into(), "add_243".into()],
+            Transform::SignedSqrt,
+            Augment::HorizontalFlip,
+        )
+        .unwrap();
+        let text = recipe.descriptor();
+        assert_eq!(
+            text,
+            r#"{"tensors":["features","add_243"],"transform":"ssqrt","augment":"hflip"}"#
+        );
+        assert_eq!(FeatureRecipe::parse(&text).unwrap(), recipe);
+        // One tensor with nothing else is the plain recipe, whichever way it is written.
+        let one = FeatureRecipe::new(vec!["x".into()], Transform::None, Augment::None).unwrap();
+        assert_eq!(one.descriptor(), "x");
+        for bad in [
+            r#"{"tensors":[]}"#,
+            r#"{"tensors":["a","a"]}"#,
+            r#"{"tensors":["a"],"transform":"cube"}"#,
+            r#"{"tensors":["a"],"extra":1}"#,
+        ] {
+            assert!(FeatureRecipe::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn transforms_match_their_formulas() {
+        let mut v = [4.0f32, -9.0, 0.0, 0.25];
+        Transform::SignedSqrt.apply(&mut v);
+        assert_eq!(v, [2.0, -3.0, 0.0, 0.5]);
+        let mut v = [3.0f32, -4.0];
+        Transform::L2.apply(&mut v);
+        assert_eq!(v, [0.6, -0.8]);
+        let mut zero = [0.0f32; 3];
+        Transform::SignedSqrtL2.apply(&mut zero);
+        assert_eq!(zero, [0.0; 3]);
+    }
+
+    #[test]
+    fn pooling_averages_the_spatial_axes_of_either_layout() {
+        // One image, 2 channels, 2×2: NCHW then the same values NHWC.
+        let nchw = [1.0, 2.0, 3.0, 4.0, 10.0, 20.0, 30.0, 40.0];
+        let mut out = [0.0; 2];
+        pool_into(&nchw, &[1, 2, 2, 2], true, Layout::Nchw, &mut out);
+        assert_eq!(out, [2.5, 25.0]);
+        let nhwc = [1.0, 10.0, 2.0, 20.0, 3.0, 30.0, 4.0, 40.0];
+        pool_into(&nhwc, &[1, 2, 2, 2], true, Layout::Nhwc, &mut out);
+        assert_eq!(out, [2.5, 25.0]);
+        // The shape decides where it can: 3 channels of 2×2 are NCHW whatever the input says.
+        let recipe =
+            FeatureRecipe::new(vec!["a".into(), "b".into()], Transform::None, Augment::None)
+                .unwrap();
+        assert_eq!(recipe.values_of(&[1, 3, 2, 2], Layout::Nhwc), 3);
+        assert_eq!(recipe.values_of(&[1, 2, 2, 5], Layout::Nchw), 5);
+        assert_eq!(
+            FeatureRecipe::plain("a").values_of(&[1, 3, 2, 2], Layout::Nchw),
+            12
+        );
+    }
+}
