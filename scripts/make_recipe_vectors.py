@@ -7,7 +7,8 @@ tests/data/images, with the tensors of the automatic recipe (the penultimate `fe
 outputs of the last four stages, docs/SPEC.md):
   - `raw`: each tensor global-average-pooled (mean over H, W in float64), concatenated;
   - for the first 3 photos, `ssqrt` (sign(x)·sqrt|x|), `ssqrt_l2` (then divided by its norm) and
-    `ssqrt_tta` (the mean of ssqrt of the photo's and of its left-right mirror's features).
+    `ssqrt_tta` (the mean of ssqrt of the photo's features and of its mirror's: the model's input
+    tensor reversed along its width, as `--tta hflip` and `--augment hflip` mirror).
 For the zoo's Keras model (tf2onnx, NHWC input) a 4-D inner tensor and its pooled penultimate,
 signed square root, on 2 photos: pooling of a tensor laid out as the graph has it.
 For λ by K-fold cross-validation (`fit --folds`), on the 2,000 committed Fashion-MNIST features
@@ -77,16 +78,21 @@ def mobilenet():
     spec = ref.load_spec(os.path.join(ROOT, "models/mobilenetv2.json"))
     sess = session(model, MOBILENET_TENSORS)
 
-    def features(img):
-        return pooled(sess.run(MOBILENET_TENSORS, {"input": ref.preprocess(img, spec)[None]}), False)
+    def features(img, mirror=False):
+        x = ref.preprocess(img, spec)[None]
+        if mirror:  # the model's input reversed along its width
+            x = np.ascontiguousarray(x[..., ::-1])
+        return pooled(sess.run(MOBILENET_TENSORS, {"input": x}), False)
 
     records = []
+    # The first 3 photos have an even crop margin (mirroring the image or the input is the same);
+    # the TTA reference takes photos of odd margins too.
     for i, name in enumerate(PHOTOS):
         img = Image.open(os.path.join(ROOT, f"tests/data/images/{name}.png")).convert("RGB")
         raw = features(img)
         record = {"file": f"images/{name}.png", "raw": rounded(raw)}
-        if i < 3:
-            mirror = features(img.transpose(Image.FLIP_LEFT_RIGHT))
+        if i < 3 or name == "imagenet_08_915":
+            mirror = features(img, mirror=True)
             record["ssqrt"] = rounded(ssqrt(raw))
             record["ssqrt_l2"] = rounded(l2(ssqrt(raw)))
             record["ssqrt_tta"] = rounded((ssqrt(raw) + ssqrt(mirror)) / 2)

@@ -21,15 +21,6 @@ pub struct Sample {
 }
 
 impl Sample {
-    /// The sample's mirror image (left to right), same label, id `…#hflip`.
-    pub fn mirrored(&self) -> Sample {
-        Sample {
-            id: format!("{}#hflip", self.id),
-            label: self.label.clone(),
-            pixels: self.pixels.mirrored(),
-        }
-    }
-
     /// The label, or an error naming the sample (learning and evaluating need one).
     pub fn require_label(&self) -> Result<&str> {
         self.label

@@ -171,6 +171,10 @@ pub struct ExportFeatures {
     pub tensors: Vec<(String, Pooling)>,
     pub transform: Transform,
     pub descriptor: String,
+    /// Test-time flip averaging: each image runs with its mirror in one batch of 2N, and the
+    /// features of the two halves are averaged before the head (`predict --tta hflip`).
+    /// The width axis of the graph input.
+    pub flip_average: Option<usize>,
 }
 
 impl ExportFeatures {
@@ -180,6 +184,7 @@ impl ExportFeatures {
             tensors: vec![(tensor.to_string(), Pooling::Flatten)],
             transform: Transform::None,
             descriptor: tensor.to_string(),
+            flip_average: None,
         }
     }
 }
@@ -268,11 +273,88 @@ fn append_features(graph: &mut GraphProto, features: &ExportFeatures, dim: usize
         let safe = op(graph, "Max", &[&norm, tiny]);
         x = op(graph, "Div", &[&x, &safe]);
     }
+    if features.flip_average.is_some() {
+        // [2N, d] → [2, N·d] → ½(first + second) → [N, d]: Reshape and MatMul take the same
+        // form in every opset (ReduceMean's axes and Split's sizes do not).
+        let (halves, half, rows) = (
+            "fastretrain/tta/halves_shape",
+            "fastretrain/tta/half",
+            "fastretrain/tta/rows_shape",
+        );
+        graph.initializer.push(int64_tensor(halves, &[2, -1]));
+        graph
+            .initializer
+            .push(float_tensor(half, &[1, 2], [0.5f32, 0.5].into_iter()));
+        graph
+            .initializer
+            .push(int64_tensor(rows, &[-1, dim as i64]));
+        let two = op(graph, "Reshape", &[&x, halves]);
+        let mean = op(graph, "MatMul", &[half, &two]);
+        x = op(graph, "Reshape", &[&mean, rows]);
+    }
     let out = "fastretrain/features".to_string();
     graph
         .node
         .push(node("Identity", "fastretrain/features", &[&x], &out));
     out
+}
+
+fn int64_tensor(name: &str, values: &[i64]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: vec![values.len() as i64],
+        data_type: DataType::Int64 as i32,
+        int64_data: values.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Feeds the graph each image and its mirror: the input becomes `Concat(x, x[..., ::-1])` along
+/// the batch axis for every node that read it (Slice with a step of −1 along `width_axis`).
+fn mirror_input(graph: &mut GraphProto, width_axis: usize) -> std::result::Result<(), String> {
+    let input = graph
+        .input
+        .iter()
+        .find(|i| !graph.initializer.iter().any(|t| t.name == i.name))
+        .map(|i| i.name.clone())
+        .ok_or("the graph has no image input")?;
+    let (batch, mirrored) = ("fastretrain/tta/batch", "fastretrain/tta/mirrored");
+    for n in graph.node.iter_mut() {
+        for i in n.input.iter_mut().filter(|i| **i == input) {
+            *i = batch.into();
+        }
+    }
+    let (starts, ends, axes, steps) = (
+        "fastretrain/tta/starts",
+        "fastretrain/tta/ends",
+        "fastretrain/tta/axes",
+        "fastretrain/tta/steps",
+    );
+    graph.initializer.push(int64_tensor(starts, &[-1]));
+    graph.initializer.push(int64_tensor(ends, &[i64::MIN]));
+    graph
+        .initializer
+        .push(int64_tensor(axes, &[width_axis as i64]));
+    graph.initializer.push(int64_tensor(steps, &[-1]));
+    let slice = node(
+        "Slice",
+        mirrored,
+        &[&input, starts, ends, axes, steps],
+        mirrored,
+    );
+    let mut concat = node("Concat", batch, &[&input, mirrored], batch);
+    concat.attribute.push(int_attribute("axis", 0));
+    // Before every other node: ONNX nodes are listed in topological order.
+    graph.node.splice(0..0, [slice, concat]);
+    Ok(())
+}
+
+/// The model's default-domain opset version (1 when it names none).
+fn proto_opset(opsets: &[tract_onnx::pb::OperatorSetIdProto]) -> i64 {
+    opsets
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map_or(1, |o| o.version)
 }
 
 /// Rewrites `model` (ONNX bytes) with `head` on the feature vector `features` describes.
@@ -292,6 +374,7 @@ pub fn export_features_bytes(
         ));
     }
     let mut proto = parse_model(model, model_path)?;
+    let proto_opsets = proto.opset_import.clone();
     let graph = graph_of_mut(&mut proto, model_path)?;
     let produced = |g: &GraphProto, name: &str| {
         g.node.iter().any(|n| n.output.iter().any(|o| o == name))
@@ -301,6 +384,16 @@ pub fn export_features_bytes(
         if !produced(graph, tensor) {
             return Err(bad(format!("no tensor named '{tensor}'")));
         }
+    }
+    if let Some(width_axis) = features.flip_average {
+        let opset = proto_opset(&proto_opsets);
+        if opset < 10 {
+            return Err(bad(format!(
+                "flip averaging needs Slice with steps (opset 10 or later); the model is opset \
+                 {opset}"
+            )));
+        }
+        mirror_input(graph, width_axis).map_err(|e| bad(e.to_string()))?;
     }
     let original = graph
         .output
@@ -374,6 +467,15 @@ pub fn export_features_bytes(
             ("fastretrain.method", head.method.to_string()),
             ("fastretrain.lambda", head.lambda.to_string()),
             ("fastretrain.feature_tensor", features.descriptor.clone()),
+            (
+                "fastretrain.tta",
+                if features.flip_average.is_some() {
+                    "hflip"
+                } else {
+                    "none"
+                }
+                .into(),
+            ),
         ],
     );
     let bytes = proto.encode_to_vec();
@@ -548,6 +650,17 @@ pub fn resize_input(model: &Path, size: usize, out: &Path) -> Result<ResizeRepor
 /// Exports `state`'s head on its backbone `model` to `out` (written atomically: a failure
 /// leaves nothing behind). The model file must be the one the state was learned with.
 pub fn export(state: &State, model: &Path, out: &Path) -> Result<ExportReport> {
+    export_with(state, model, out, false)
+}
+
+/// [`export`], with test-time flip averaging in the graph when `flip_average`
+/// (`export --tta hflip`: the exported model then gives `predict --tta hflip`'s scores).
+pub fn export_with(
+    state: &State,
+    model: &Path,
+    out: &Path,
+    flip_average: bool,
+) -> Result<ExportReport> {
     let head = state.head.as_ref().ok_or_else(|| {
         Error::Solver("the state has no head yet: run `learn` (or `fit`) first".into())
     })?;
@@ -568,7 +681,7 @@ pub fn export(state: &State, model: &Path, out: &Path) -> Result<ExportReport> {
         });
     }
     let recipe = FeatureRecipe::parse(&state.backbone.feature_tensor)?;
-    let features = if recipe.is_plain() {
+    let features = if recipe.is_plain() && !flip_average {
         ExportFeatures::plain(&recipe.tensors[0])
     } else {
         // Which tensors are pooled, and along which axes, is what the backbone found when it
@@ -587,7 +700,8 @@ pub fn export(state: &State, model: &Path, out: &Path) -> Result<ExportReport> {
             .cloned()
             .zip(backbone.output_shapes())
             .map(|(t, shape)| {
-                let pooling = match channel_axis(&shape, backbone.spec().input.layout) {
+                let pooling = match channel_axis(shape, backbone.spec().input.layout) {
+                    _ if recipe.is_plain() => Pooling::Flatten,
                     Some(1) => Pooling::Nchw,
                     Some(_) => Pooling::Nhwc,
                     None => Pooling::Flatten,
@@ -595,10 +709,15 @@ pub fn export(state: &State, model: &Path, out: &Path) -> Result<ExportReport> {
                 (t, pooling)
             })
             .collect();
+        let width_axis = match backbone.spec().input.layout {
+            crate::spec::Layout::Nchw => 3,
+            crate::spec::Layout::Nhwc => 2,
+        };
         ExportFeatures {
             tensors,
             transform: recipe.transform,
             descriptor: state.backbone.feature_tensor.clone(),
+            flip_average: flip_average.then_some(width_axis),
         }
     };
     write_export(&bytes, model, &features, head, out)
@@ -626,6 +745,7 @@ pub fn pack(model: &Path, feature_tensor: Option<&str>, out: &Path) -> Result<Pa
     let spec = backbone.spec().clone();
     let labels = backbone.labels().map(<[String]>::to_vec);
     let shape = backbone.input_shape();
+    let tensors = backbone.recipe().tensors.clone();
     drop(backbone);
     let (bytes, _) = crate::onnx::read_model_file(model)?;
     let proto = crate::onnx::parse_model(&bytes, model)?;
@@ -633,7 +753,7 @@ pub fn pack(model: &Path, feature_tensor: Option<&str>, out: &Path) -> Result<Pa
     let typed = (|| -> TractResult<TypedModel> {
         let mut m = tract_onnx::onnx().model_for_proto_model(&proto)?;
         m = m.with_input_fact(0, f32::fact(shape).into())?;
-        m.select_outputs_by_name([fingerprint.feature_tensor.as_str()])?;
+        m.select_outputs_by_name(tensors.iter().map(String::as_str))?;
         m.into_typed()?.into_decluttered()
     })()
     .map_err(|e| bad(format!("tract cannot convert it: {e:#}")))?;

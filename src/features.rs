@@ -9,6 +9,7 @@ use crate::backbone::{Backbone, Runner, single_threaded};
 use crate::data::{DataSource, Sample};
 use crate::error::{Error, Result};
 use crate::preprocess::{Pixels, Preprocessor, decode_image_file};
+use crate::spec::Layout;
 use crate::store::StoreWriter;
 
 /// Samples read before they go through the backbone together (one run of the workers) and
@@ -21,6 +22,11 @@ struct Lane {
     preprocessor: Preprocessor,
     input: Vec<f32>,
     runner: Runner,
+    /// The input tensor's shape for one image and its layout, to mirror it.
+    input_shape: [usize; 4],
+    layout: Layout,
+    /// Mirror each input tensor left to right before the forward pass.
+    mirror: bool,
 }
 
 impl Lane {
@@ -52,6 +58,9 @@ impl Lane {
     ) -> Result<(f64, f64)> {
         let started = Instant::now();
         self.preprocessor.tensor_into(pixels, &mut self.input);
+        if self.mirror {
+            mirror_input(&mut self.input, self.input_shape, self.layout);
+        }
         let preprocessed = Instant::now();
         self.runner.features_into(&self.input, out)?;
         let times = (
@@ -73,6 +82,7 @@ impl Lane {
 struct Job {
     samples: *const Sample,
     count: usize,
+    mirror: bool,
     out: *mut f32,
     out_len: usize,
 }
@@ -106,6 +116,7 @@ impl Worker {
                                 std::slice::from_raw_parts_mut(job.out, job.out_len),
                             )
                         };
+                        lane.mirror = job.mirror;
                         if outbox.send(lane.run(samples, out, &model_path)).is_err() {
                             break;
                         }
@@ -171,10 +182,14 @@ impl FeatureExtractor {
     pub fn with_workers(backbone: Backbone, workers: usize) -> Result<Self> {
         let lane = || -> Result<Lane> {
             let preprocessor = Preprocessor::new(backbone.spec());
+            let [_, a, b, c] = backbone.input_shape();
             Ok(Lane {
                 input: vec![0.0; preprocessor.input_len()],
                 preprocessor,
                 runner: backbone.runner()?,
+                input_shape: [1, a, b, c],
+                layout: backbone.spec().input.layout,
+                mirror: false,
             })
         };
         let workers = (1..workers.max(1))
@@ -215,9 +230,10 @@ impl FeatureExtractor {
         let (mut preprocess, mut forward) = self.lane.pixels_into(pixels, what, out, model_path)?;
         if self.flip_average {
             let mut mirror = vec![0.0; out.len()];
-            let (p, f) =
-                self.lane
-                    .pixels_into(&pixels.mirrored(), what, &mut mirror, model_path)?;
+            self.lane.mirror = true;
+            let mirrored = self.lane.pixels_into(pixels, what, &mut mirror, model_path);
+            self.lane.mirror = false;
+            let (p, f) = mirrored?;
             average_into(out, &mirror);
             (preprocess, forward) = (preprocess + p, forward + f);
         }
@@ -229,17 +245,39 @@ impl FeatureExtractor {
     /// Features of `samples`, row `i` into `out[i·dim..(i+1)·dim]`, spread over the workers.
     /// The first failing sample's error is returned.
     pub fn samples_into(&mut self, samples: &[Sample], out: &mut [f32]) -> Result<()> {
-        self.samples_as_they_are_into(samples, out)?;
+        self.lane_samples_into(samples, out, false)?;
         if self.flip_average {
-            let mirrors: Vec<Sample> = samples.iter().map(Sample::mirrored).collect();
             let mut mirrored = vec![0.0; out.len()];
-            self.samples_as_they_are_into(&mirrors, &mut mirrored)?;
+            self.lane_samples_into(samples, &mut mirrored, true)?;
             average_into(out, &mirrored);
         }
         Ok(())
     }
 
-    fn samples_as_they_are_into(&mut self, samples: &[Sample], out: &mut [f32]) -> Result<()> {
+    /// [`Self::samples_into`] for the samples mirrored left to right: each input tensor
+    /// reversed along its width before the forward pass (`learn --augment hflip`).
+    pub fn mirrored_samples_into(&mut self, samples: &[Sample], out: &mut [f32]) -> Result<()> {
+        self.lane_samples_into(samples, out, true)
+    }
+
+    fn lane_samples_into(
+        &mut self,
+        samples: &[Sample],
+        out: &mut [f32],
+        mirror: bool,
+    ) -> Result<()> {
+        self.lane.mirror = mirror;
+        let result = self.spread_samples_into(samples, out, mirror);
+        self.lane.mirror = false;
+        result
+    }
+
+    fn spread_samples_into(
+        &mut self,
+        samples: &[Sample],
+        out: &mut [f32],
+        mirror: bool,
+    ) -> Result<()> {
         let dim = self.dim();
         if out.len() != samples.len() * dim {
             return Err(Error::FeatureDim {
@@ -269,6 +307,7 @@ impl FeatureExtractor {
             let job = Job {
                 samples: samples.as_ptr(),
                 count: samples.len(),
+                mirror,
                 out: out.as_mut_ptr(),
                 out_len: out.len(),
             };
@@ -326,10 +365,39 @@ fn average_into(out: &mut [f32], other: &[f32]) {
         .for_each(|(o, m)| *o = 0.5 * (*o + m));
 }
 
-/// Appends each sample's mirror image (`learn --augment hflip`): same label, id `…#hflip`.
-pub fn append_mirrors(samples: &mut Vec<Sample>) {
-    let mirrors: Vec<Sample> = samples.iter().map(Sample::mirrored).collect();
-    samples.extend(mirrors);
+/// Reverses one image's input tensor along its width (the mirror image, left to right).
+fn mirror_input(input: &mut [f32], shape: [usize; 4], layout: Layout) {
+    match layout {
+        Layout::Nchw => input
+            .chunks_mut(shape[3].max(1))
+            .for_each(|row| row.reverse()),
+        Layout::Nhwc => {
+            let (width, channels) = (shape[2], shape[3]);
+            for row in input.chunks_mut((width * channels).max(1)) {
+                for j in 0..width / 2 {
+                    for c in 0..channels {
+                        row.swap(j * channels + c, (width - 1 - j) * channels + c);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirroring_reverses_the_width_of_either_layout() {
+        // 2 channels × 1 row × 3 pixels, NCHW, then the same image NHWC.
+        let mut nchw = [1.0, 2.0, 3.0, 10.0, 20.0, 30.0];
+        mirror_input(&mut nchw, [1, 2, 1, 3], Layout::Nchw);
+        assert_eq!(nchw, [3.0, 2.0, 1.0, 30.0, 20.0, 10.0]);
+        let mut nhwc = [1.0, 10.0, 2.0, 20.0, 3.0, 30.0];
+        mirror_input(&mut nhwc, [1, 1, 3, 2], Layout::Nhwc);
+        assert_eq!(nhwc, [3.0, 30.0, 2.0, 20.0, 1.0, 10.0]);
+    }
 }
 
 /// What [`extract_to_store`] did.

@@ -32,18 +32,6 @@ impl Pixels {
             data,
         }
     }
-
-    /// The image mirrored left to right (`learn --augment hflip`, `--tta hflip`).
-    pub fn mirrored(&self) -> Pixels {
-        let row = self.width * self.channels;
-        let mut data = Vec::with_capacity(self.data.len());
-        for line in self.data.chunks(row.max(1)) {
-            for pixel in line.chunks(self.channels.max(1)).rev() {
-                data.extend_from_slice(pixel);
-            }
-        }
-        Pixels { data, ..*self }
-    }
 }
 
 /// Decodes PNG or JPEG (by content, not extension) into RGB or grey pixels.

@@ -11,7 +11,7 @@ use crate::data::{DataSource, Sample};
 use crate::error::{Error, Result};
 use crate::evaluation::{Confusion, EvalReport};
 use crate::feature_recipe::Augment;
-use crate::features::{BATCH, FeatureExtractor, StageTimes, append_mirrors};
+use crate::features::{BATCH, FeatureExtractor, StageTimes};
 use crate::head::{FitReport, Head, Scored};
 use crate::state::State;
 use crate::store::FeatureSet;
@@ -258,7 +258,7 @@ impl Retrainer {
             .map(|n| n.div_ceil(BATCH).max(1) * BATCH);
         let dim = self.extractor.dim();
         let mirrors = self.extractor.backbone().recipe().augment == Augment::HorizontalFlip;
-        let mut pending: Vec<Sample> = Vec::with_capacity(2 * BATCH);
+        let mut pending: Vec<Sample> = Vec::with_capacity(BATCH);
         let mut features = Vec::with_capacity(2 * BATCH * dim);
         let (mut samples, mut skipped) = (0u64, Vec::new());
         // Counts not yet recorded in the state, and samples since the last checkpoint.
@@ -288,20 +288,25 @@ impl Retrainer {
                     continue;
                 }
             }
+            let copies = if mirrors { 2 } else { 1 };
+            features.resize(copies * pending.len() * dim, 0.0);
+            let (own, mirrored) = features.split_at_mut(pending.len() * dim);
+            self.extractor.samples_into(&pending, own)?;
             if mirrors {
-                append_mirrors(&mut pending);
+                self.extractor.mirrored_samples_into(&pending, mirrored)?;
             }
-            features.resize(pending.len() * dim, 0.0);
-            self.extractor.samples_into(&pending, &mut features)?;
-            let labels = pending
+            let mut labels = pending
                 .iter()
                 .map(|s| Ok(self.state.stats.label_index(s.require_label()?)))
                 .collect::<Result<Vec<_>>>()?;
+            if mirrors {
+                labels.extend_from_within(..);
+            }
             let folding = Instant::now();
             self.fold_batch(&features, &labels, &source_id, options.decay)?;
             accumulate += folding.elapsed().as_secs_f64();
-            samples += pending.len() as u64;
-            samples_pending += pending.len() as u64;
+            samples += labels.len() as u64;
+            samples_pending += labels.len() as u64;
             since_checkpoint += pending.len();
             pending.clear();
             if last {
@@ -392,11 +397,13 @@ impl Retrainer {
                     continue;
                 }
                 // Samples learned with their mirrors are forgotten with them.
+                let copies = if mirrors { 2 } else { 1 };
+                rows.features.resize(copies * pending.len() * dim, 0.0);
+                let (own, mirrored) = rows.features.split_at_mut(pending.len() * dim);
+                self.extractor.samples_into(&pending, own)?;
                 if mirrors {
-                    append_mirrors(&mut pending);
+                    self.extractor.mirrored_samples_into(&pending, mirrored)?;
                 }
-                rows.features.resize(pending.len() * dim, 0.0);
-                self.extractor.samples_into(&pending, &mut rows.features)?;
                 rows.label_ids.clear();
                 for sample in pending.drain(..) {
                     let label = sample.require_label()?;
@@ -408,6 +415,9 @@ impl Retrainer {
                         }
                     };
                     rows.label_ids.push(id);
+                }
+                if mirrors {
+                    rows.label_ids.extend_from_within(..);
                 }
                 self.state.forget_statistics(&rows)?;
                 forgotten += rows.label_ids.len() as u64;

@@ -128,17 +128,38 @@ fn onnxruntime_runs_exported_models_like_predict() {
         s(&train),
         "--limit",
         "60",
+        // The L2 transform too (the others learn the shipped spec's recipe: 5 tensors, ssqrt).
+        "--transform",
+        "ssqrt+l2",
     ];
     json_of(&run(&dir, &learn_small));
 
     let mut exported = Vec::new();
-    for state in [&linear, &hidden, &small_state] {
-        let out = state.with_extension("onnx");
+    for (state, tta) in [
+        (&linear, "none"),
+        (&hidden, "none"),
+        (&small_state, "none"),
+        (&linear, "hflip"),
+    ] {
+        let out = dir.join(format!(
+            "{}-{tta}.onnx",
+            state.file_stem().unwrap().to_string_lossy()
+        ));
         json_of(&run(
             &dir,
-            &["export", "--json", "--state", s(state), "--out", s(&out)],
+            &[
+                "export",
+                "--json",
+                "--state",
+                s(state),
+                "--out",
+                s(&out),
+                "--tta",
+                tta,
+            ],
         ));
         let mut args = vec!["predict", "--json", "-k", "10", "--state", s(state)];
+        args.extend(["--tta", tta]);
         args.extend(photos.iter().map(|p| s(p)));
         exported.push((out, json_of(&run(&dir, &args))));
     }
@@ -164,6 +185,8 @@ fn onnxruntime_runs_exported_models_like_predict() {
         &[&exported[2].0],
         &photos,
     ));
+    // Flip averaging in the graph: each photo and its mirror in one batch.
+    adapted.extend(onnxruntime_scores(&spec, &[&exported[3].0], &photos));
     let originals = onnxruntime_scores(&spec, &[&original, &model], &photos);
 
     // Scores are compared on the PNG photos only: JPEG decoders (PIL's libjpeg, our

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use fastretrain::feature_recipe::Augment;
+
 use fastretrain::state::State;
 
 use super::common::{DEFAULT_MODEL, print_json, shipped};
@@ -24,6 +26,10 @@ pub(crate) struct ExportArgs {
     /// The backbone model (default: the state's); must be the file the state was learned with.
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Test-time augmentation in the exported graph: `hflip` runs each image with its mirror
+    /// and averages their features (`predict --tta hflip`'s scores); `none` (default).
+    #[arg(long, default_value = "none", conflicts_with = "original_head")]
+    tta: String,
     #[arg(long)]
     json: bool,
 }
@@ -66,7 +72,11 @@ pub(crate) fn export(a: ExportArgs) -> Result<bool> {
                 Some(model) => model.clone(),
                 None => state.model_file(state_path)?,
             };
-            fastretrain::export::export(&state, &model, &a.out)?
+            let flip_average = match Augment::parse(&a.tta)? {
+                Augment::None => false,
+                Augment::HorizontalFlip => true,
+            };
+            fastretrain::export::export_with(&state, &model, &a.out, flip_average)?
         }
         None => {
             let model = a.model.as_ref().context("--original-head needs --model")?;
