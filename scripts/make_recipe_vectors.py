@@ -15,6 +15,9 @@ For λ by K-fold cross-validation (`fit --folds`), on the 2,000 committed Fashio
 (tests/data/fashion_features_f32.bin): each row's fold is splitmix64(row) mod 5; for each fold and
 each λ of the default grid, ridge solved on the other folds' rows (np.linalg.solve on the rows,
 no statistics) scores the held-out rows; the mean squared error per λ, and its best λ.
+For the demo (`fastretrain demo`: the shipped spec's recipe, 5 tensors pooled, untransformed, on
+the 2,000/1,000 shipped Fashion-MNIST images): NumPy ridge with λ by GCV on the onnxruntime
+features, its λ and test accuracy.
 
   tests/data/recipe_reference.json
 
@@ -154,9 +157,34 @@ def kfold(folds=5):
             "best": ref.LAMBDA_GRID[int(np.argmin(error))]}
 
 
+def demo():
+    model = os.path.join(ROOT, "models/mobilenetv2.onnx")
+    spec = ref.load_spec(os.path.join(ROOT, "models/mobilenetv2.json"))
+    assert spec["feature_tensors"] == MOBILENET_TENSORS and spec.get("feature_transform", "none") == "none"
+    sess = session(model, MOBILENET_TENSORS)
+    sets = {}
+    for split, n in (("train", 2000), ("t10k", 1000)):
+        images = ref.read_idx(os.path.join(ROOT, f"data/fashion-mnist/{split}-images-idx3-ubyte.gz"))[:n]
+        labels = ref.read_idx(os.path.join(ROOT, f"data/fashion-mnist/{split}-labels-idx1-ubyte.gz"))[:n]
+        rows = []
+        for i in range(0, n, 50):
+            batch = np.stack([ref.preprocess(Image.fromarray(im, mode="L"), spec) for im in images[i:i + 50]])
+            outputs = sess.run(MOBILENET_TENSORS, {"input": batch})
+            for j in range(len(batch)):
+                rows.append(pooled([o[j:j + 1] for o in outputs], False))
+        sets[split] = (np.array(rows), labels.astype(np.int64))
+    (ftr, ltr), (fte, lte) = sets["train"], sets["t10k"]
+    x, t = ref.with_bias(ftr), ref.targets(ltr, 10)
+    scores = ref.gcv_scores(x, t)
+    lam = ref.LAMBDA_GRID[int(np.argmin(scores))]
+    acc = float(((ref.with_bias(fte) @ ref.ridge(x, t, lam)).argmax(1) == lte).mean())
+    return {"train": 2000, "test": 1000, "dim": int(ftr.shape[1]), "gcv_lambda": lam, "test_accuracy_gcv": acc}
+
+
 def main():
     out = {"runtime": f"onnxruntime {ort.__version__}", "mobilenetv2": mobilenet(), "keras_nhwc": keras(),
-           "kfold": kfold()}
+           "kfold": kfold(), "demo": demo()}
+    print("demo", out["demo"])
     with open(os.path.join(ROOT, "tests/data/recipe_reference.json"), "w") as f:
         json.dump(out, f)
     print("wrote tests/data/recipe_reference.json; keras inner shape", out["keras_nhwc"]["inner_shape"])

@@ -166,9 +166,10 @@ pub fn cross_validate(
                 training.merge(other)?;
             }
         }
+        let held_out = fold_stats[k].gram();
         for (e, &lambda) in error.iter_mut().zip(grid) {
             *e += match training.solve(lambda) {
-                Ok(w) => fold_stats[k].squared_error(w.as_ref()),
+                Ok(w) => fold_stats[k].squared_error(held_out.as_ref(), w.as_ref()),
                 Err(Error::Solver(_)) => f64::INFINITY,
                 Err(other) => return Err(other),
             };

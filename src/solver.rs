@@ -325,17 +325,10 @@ impl GramStats {
 
     /// Squared error of `w` ((d+1) × c) on the samples of these statistics:
     /// `Σ‖t − [x,1]W‖² = Σ‖t‖² − 2 tr(WᵀB) + tr(WᵀGW)`, exactly, from the statistics alone.
-    pub fn squared_error(&self, w: MatRef<'_, f64>) -> f64 {
-        let g = self.gram();
+    /// `g` is [`Self::gram`], made once by a caller that scores many W.
+    pub fn squared_error(&self, g: MatRef<'_, f64>, w: MatRef<'_, f64>) -> f64 {
         let mut gw = Mat::<f64>::zeros(self.p(), w.ncols());
-        faer::linalg::matmul::matmul(
-            gw.as_mut(),
-            faer::Accum::Replace,
-            g.as_ref(),
-            w,
-            1.0,
-            Par::rayon(0),
-        );
+        faer::linalg::matmul::matmul(gw.as_mut(), faer::Accum::Replace, g, w, 1.0, Par::rayon(0));
         let cross = self.cross();
         let (mut wgw, mut wb) = (0.0, 0.0);
         for j in 0..w.ncols() {

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::feature_recipe::{Augment, FeatureRecipe, Transform};
 
 /// The fields of each part of a spec, for error messages.
 const SPEC_FIELDS: &str = "name, file, sha256, input, preprocess, feature_tensor, \
@@ -142,6 +141,95 @@ fn three_values<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<[
     })
 }
 
+/// A transform of the whole feature vector, applied after pooling and concatenation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Transform {
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// Signed square root, sign(x)·√|x| (power normalisation).
+    #[serde(rename = "ssqrt")]
+    SignedSqrt,
+    /// Divided by its Euclidean norm (a zero vector stays zero).
+    #[serde(rename = "l2")]
+    L2,
+    /// Signed square root, then L2.
+    #[serde(rename = "ssqrt+l2")]
+    SignedSqrtL2,
+}
+
+impl Transform {
+    pub const NAMES: &'static str = "none, ssqrt, l2, ssqrt+l2";
+
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "none" => Transform::None,
+            "ssqrt" => Transform::SignedSqrt,
+            "l2" => Transform::L2,
+            "ssqrt+l2" => Transform::SignedSqrtL2,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown feature transform '{other}' (known: {})",
+                    Self::NAMES
+                )));
+            }
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Transform::None => "none",
+            Transform::SignedSqrt => "ssqrt",
+            Transform::L2 => "l2",
+            Transform::SignedSqrtL2 => "ssqrt+l2",
+        }
+    }
+
+    pub fn signed_sqrt(self) -> bool {
+        matches!(self, Transform::SignedSqrt | Transform::SignedSqrtL2)
+    }
+
+    pub fn l2(self) -> bool {
+        matches!(self, Transform::L2 | Transform::SignedSqrtL2)
+    }
+}
+
+/// Extra samples learning makes from each image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Augment {
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// The image mirrored left to right (the model's input reversed along its width), learned
+    /// with the same label.
+    #[serde(rename = "hflip")]
+    HorizontalFlip,
+}
+
+impl Augment {
+    pub const NAMES: &'static str = "none, hflip";
+
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "none" => Augment::None,
+            "hflip" => Augment::HorizontalFlip,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown augmentation '{other}' (known: {})",
+                    Self::NAMES
+                )));
+            }
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Augment::None => "none",
+            Augment::HorizontalFlip => "hflip",
+        }
+    }
+}
+
 /// Preprocessing conventions of common model families, for `fastretrain spec --preset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Preset {
@@ -270,19 +358,6 @@ impl ModelSpec {
         Ok(spec)
     }
 
-    /// The recipe the spec names, if it names tensors (else the backbone chooses).
-    pub fn recipe(&self) -> Option<FeatureRecipe> {
-        let transform = self.feature_transform.unwrap_or_default();
-        let augment = self.augment.unwrap_or_default();
-        let tensors = match (&self.feature_tensors, &self.feature_tensor) {
-            (Some(tensors), _) => tensors.clone(),
-            (None, Some(tensor)) => vec![tensor.clone()],
-            (None, None) => return None,
-        };
-        // Validated when the spec was read.
-        FeatureRecipe::new(tensors, transform, augment).ok()
-    }
-
     /// The spec as written by `spec`: pretty JSON with a final newline.
     pub fn to_json(&self) -> String {
         let mut text = serde_json::to_string_pretty(self).expect("a spec always serialises");
@@ -325,12 +400,16 @@ impl ModelSpec {
             );
         }
         if let Some(tensors) = &self.feature_tensors {
-            FeatureRecipe::new(
-                tensors.clone(),
-                self.feature_transform.unwrap_or_default(),
-                self.augment.unwrap_or_default(),
-            )
-            .map_err(|e| format!("feature_tensors: {e}"))?;
+            if tensors.is_empty() || tensors.iter().any(String::is_empty) {
+                return Err("feature_tensors must name at least one tensor, each by name".into());
+            }
+            if let Some(t) = tensors
+                .iter()
+                .enumerate()
+                .find_map(|(i, t)| tensors[..i].contains(t).then_some(t))
+            {
+                return Err(format!("feature_tensors names '{t}' twice"));
+            }
         }
         if self.feature_dim == Some(0) {
             return Err("feature_dim must be positive (or left out)".into());

@@ -19,7 +19,12 @@ fn bench_command_times_the_forward_pass() {
             "bench", "--json", "--model", model, "--batch", "3", "--runs", "2", "--warmup", "1",
         ];
         let timing = json_of(&run(&dir, &args));
-        assert_eq!(timing["feature_tensor"], "features");
+        // No tensor named in its spec: the automatic recipe (no blocks: the penultimate alone).
+        let recipe = fastretrain::feature_recipe::FeatureRecipe::parse(
+            timing["feature_tensor"].as_str().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(recipe.tensors, ["features"]);
         assert_eq!(timing["batch"], 3);
         assert_eq!(timing["runs"], 2);
         let (lo, mid, hi) = (

@@ -128,7 +128,7 @@ fn onnxruntime_runs_exported_models_like_predict() {
         s(&train),
         "--limit",
         "60",
-        // The L2 transform too (the others learn the shipped spec's recipe: 5 tensors, ssqrt).
+        // Both transforms (the others learn the shipped spec's recipe: 5 tensors pooled).
         "--transform",
         "ssqrt+l2",
     ];

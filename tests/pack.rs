@@ -17,24 +17,62 @@ fn pack(dir: &Path, model: &str, out: &str) -> serde_json::Value {
     ))
 }
 
+/// The shipped model packed for the recipe of its spec (5 tensors, pooled).
 fn shipped_pack(dir: &Path) -> PathBuf {
     let model = common::root().join("models/mobilenetv2.onnx");
     let report = pack(dir, s(&model), "mobilenetv2.frpack");
-    assert_eq!(report["feature_tensor"], "features");
-    assert_eq!(report["feature_dim"], 1280);
+    assert!(
+        report["feature_tensor"]
+            .as_str()
+            .unwrap()
+            .contains("add_151")
+    );
+    assert_eq!(report["feature_dim"], 1920);
     dir.join("mobilenetv2.frpack")
 }
 
 #[test]
 fn a_pack_gives_onnxruntimes_features_on_real_photos() {
     let dir = common::temp_dir("pack-features");
-    let packed = shipped_pack(&dir);
-    let backbone = Backbone::load(&packed, None, None).unwrap();
-    let onnx = Backbone::load(&common::root().join("models/mobilenetv2.onnx"), None, None).unwrap();
+    // The penultimate tensor alone: onnxruntime's features (scripts/make_test_vectors.py).
+    let model = common::root().join("models/mobilenetv2.onnx");
+    let report = json_of(&run(
+        &dir,
+        &[
+            "pack",
+            "--model",
+            s(&model),
+            "--out",
+            "plain.frpack",
+            "--feature-tensor",
+            "features",
+            "--json",
+        ],
+    ));
+    assert_eq!(report["feature_dim"], 1280);
+    let backbone = Backbone::load(&dir.join("plain.frpack"), None, None).unwrap();
+    let onnx = Backbone::load(&model, None, Some("features")).unwrap();
     // Same identity as the ONNX file: states are interchangeable.
     assert_eq!(backbone.fingerprint(), onnx.fingerprint());
     let mut extractor = FeatureExtractor::new(backbone).unwrap();
     common::assert_photo_features_match_onnxruntime(&mut extractor, "packed tract");
+
+    // The spec's recipe: every tensor kept in the pack, pooled and transformed alike.
+    let packed = Backbone::load(&shipped_pack(&dir), None, None).unwrap();
+    let onnx = Backbone::load(&model, None, None).unwrap();
+    assert_eq!(packed.fingerprint(), onnx.fingerprint());
+    let photo = common::data("images/imagenet_02_438.png");
+    let (mut a, mut b) = (
+        FeatureExtractor::new(packed).unwrap(),
+        FeatureExtractor::new(onnx).unwrap(),
+    );
+    let (a, b) = (a.image_file(&photo).unwrap(), b.image_file(&photo).unwrap());
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-5, "pack vs ONNX recipe features: {worst}");
 }
 
 #[test]

@@ -360,7 +360,7 @@ fn features_through_the_u8_filter_match_pil_and_onnxruntime() {
     let backbone = Backbone::load(
         &common::root().join("models/mobilenetv2.onnx"),
         Some(spec),
-        None,
+        Some("features"),
     )
     .unwrap();
     let mut extractor = FeatureExtractor::new(backbone).unwrap();

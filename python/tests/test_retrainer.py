@@ -70,7 +70,7 @@ def test_numpy_images_equal_the_idx_files_and_the_statistics_equal_numpy():
     assert from_arrays.statistics_digest == from_idx.statistics_digest
     # G and B from the features, computed in NumPy.
     x = from_arrays.features(images=images).astype(np.float64)
-    assert x.shape == (130, 1280)
+    assert x.shape == (130, 1920)  # the shipped spec's recipe: 5 tensors pooled
     x1 = np.hstack([x, np.ones((130, 1))])
     stats = from_arrays.statistics()
     order = stats["labels"]

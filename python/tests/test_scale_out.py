@@ -26,7 +26,7 @@ def test_statistics_travel_between_states_and_a_head_can_be_imported():
     wa, lam_a = a.head()
     wb, lam_b = b.head()
     assert lam_a == lam_b and np.array_equal(wa, wb) and a.labels == b.labels
-    assert a.fingerprint == b.fingerprint and a.fingerprint["feature_dim"] == 1280
+    assert a.fingerprint == b.fingerprint and a.fingerprint["feature_dim"] == 1920
 
     # A head solved elsewhere (here: NumPy on the statistics) drives predictions.
     g, cross = stats.gram(), stats.cross()

@@ -80,7 +80,7 @@ pub(crate) struct ModelArgs {
     #[arg(long)]
     pub(crate) feature_tensor: Vec<String>,
     /// Transform of the feature vector: none, ssqrt, l2, ssqrt+l2 (default: the state's, else
-    /// the spec's; ssqrt for the automatic recipe).
+    /// the spec's, else none).
     #[arg(long)]
     pub(crate) transform: Option<String>,
     /// What learning adds to each image: none, hflip (its mirror) (default: the state's, else

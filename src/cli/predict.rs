@@ -7,7 +7,7 @@ use clap::Args;
 use serde::Serialize;
 
 use fastretrain::evaluation::{EvalReport, evaluate_features};
-use fastretrain::feature_recipe::Augment;
+use fastretrain::feature_recipe::{Augment, FeatureRecipe};
 use fastretrain::retrainer::Retrainer;
 use fastretrain::state::State;
 use fastretrain::store::FeatureStore;
@@ -130,7 +130,10 @@ pub(crate) fn eval(a: EvalArgs) -> Result<bool> {
                 .as_ref()
                 .context("evaluating stored features needs the --state whose head to use")?;
             let state = State::load(state_path)?;
-            store.check_backbone(&state.backbone)?;
+            // A state learned with mirrors scores the features of the images alone.
+            let mut features = state.backbone.clone();
+            features.feature_tensor = FeatureRecipe::without_augment(&features.feature_tensor)?;
+            store.check_backbone(&features)?;
             let head = state
                 .head
                 .as_ref()

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Args;
+use fastretrain::feature_recipe::FeatureRecipe;
 use serde::Serialize;
 
 use fastretrain::backbone::{Backbone, SpecRequest, make_spec};
@@ -28,7 +29,7 @@ pub struct SpecArgs {
     layout: Option<String>,
     /// The feature tensor, read as it is (default: the automatic recipe, docs/SPEC.md: the
     /// input of the model's last dense layer and the outputs of the last stages before it,
-    /// pooled, signed square root).
+    /// pooled).
     #[arg(long)]
     feature_tensor: Option<String>,
     /// Replace an existing spec.
@@ -62,7 +63,7 @@ pub fn run(a: SpecArgs) -> Result<bool> {
         let backbone = Backbone::load(&a.model, None, a.feature_tensor.as_deref())?;
         let mut spec = backbone.spec().clone();
         spec.feature_dim = Some(backbone.feature_dim());
-        if spec.recipe().is_none() {
+        if spec.feature_tensor.is_none() && spec.feature_tensors.is_none() {
             spec.feature_tensor = Some(backbone.fingerprint().feature_tensor.clone());
         }
         let mut notes = Vec::new();
@@ -104,7 +105,9 @@ pub fn run(a: SpecArgs) -> Result<bool> {
         input: spec.input.name.clone().unwrap_or_default(),
         layout: spec.input.layout.name(),
         size: spec.input.height,
-        feature_tensor: spec.recipe().map(|r| r.descriptor()).unwrap_or_default(),
+        feature_tensor: FeatureRecipe::from_spec(&spec)?
+            .map(|r| r.descriptor())
+            .unwrap_or_default(),
         feature_dim: spec.feature_dim.unwrap_or_default(),
         resize_filter: spec.preprocess.resize_filter.name(),
         notes,
