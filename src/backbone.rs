@@ -358,13 +358,7 @@ impl Backbone {
     fn load_packed(model: &Path, bytes: Vec<u8>, options: &LoadOptions) -> Result<Self> {
         let (meta, typed) = crate::pack::read_pack(&bytes, model)?;
         drop(bytes);
-        crate::pack::check_request(
-            &meta,
-            options.model_output,
-            options.batch,
-            options.feature_tensor.as_deref(),
-            model,
-        )?;
+        // Another model is said before another tensor of it: it says more.
         if let Some((state, backbone)) = &options.for_state
             && !backbone
                 .model_sha256
@@ -376,6 +370,13 @@ impl Backbone {
                 model: format!("{} (a pack of {})", model.display(), meta.fingerprint),
             });
         }
+        crate::pack::check_request(
+            &meta,
+            options.model_output,
+            options.batch,
+            options.feature_tensor.as_deref(),
+            model,
+        )?;
         let bad = |reason: String| Error::Model {
             path: model.into(),
             reason,

@@ -280,6 +280,6 @@ fn damaged_and_mismatched_packs_are_refused_clearly() {
             "--limit",
             "8",
         ],
-        "packed for tensor 'features'",
+        "packed for tensor '{\"tensors\":[\"features\"",
     );
 }

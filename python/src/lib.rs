@@ -622,6 +622,7 @@ impl Retrainer {
                     method,
                     lambda: lam,
                     batch: batch.unwrap_or(fitting::DEFAULT_BATCH),
+                    ..FitOptions::default()
                 };
                 let (head, report) = fitting::fit(&store, &options)?;
                 r.state_mut().head = Some(head);
