@@ -20,7 +20,9 @@ use faer::{Accum, Mat, MatRef, Par, Side};
 use crate::error::{Error, Result};
 use crate::head::{Activation, FitReport, Head, LambdaSource, MethodName};
 use crate::recompute::{RecomputeOptions, fit_recompute};
-use crate::solver::{CrossValidation, GramStats, batch_matrices, default_lambda_grid};
+use crate::solver::{
+    CrossValidation, GramStats, batch_matrices, default_lambda_grid, lowest_scoring,
+};
 use crate::store::FeatureBatches;
 
 /// Rows per batch when the user does not choose (the Gram accumulation uses the same).
@@ -182,12 +184,7 @@ pub fn cross_validate(
             "no λ of the grid gives a positive definite G + λI on every fold".into(),
         ));
     }
-    let best = grid[error
-        .iter()
-        .enumerate()
-        .min_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(i, _)| i)
-        .expect("grid is not empty")];
+    let best = lowest_scoring(grid, &error);
     Ok(CrossValidation {
         folds,
         fold_samples: fold_stats.iter().map(GramStats::samples).collect(),

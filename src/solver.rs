@@ -19,6 +19,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The λ of `grid` whose score is lowest (the first of equals); `grid` is not empty.
+pub(crate) fn lowest_scoring(grid: &[f64], scores: &[f64]) -> f64 {
+    grid[scores
+        .iter()
+        .enumerate()
+        .min_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .expect("grid is not empty")]
+}
+
 /// The default λ grid for GCV: 10⁻³ … 10⁴ in half-decade steps.
 pub fn default_lambda_grid() -> Vec<f64> {
     (-6..=8).map(|e| 10f64.powf(e as f64 / 2.0)).collect()
@@ -454,12 +464,7 @@ impl GramStats {
                 grid.iter().copied().fold(0.0, f64::max)
             )));
         }
-        let best = grid[gcv
-            .iter()
-            .enumerate()
-            .min_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(i, _)| i)
-            .expect("grid is not empty")];
+        let best = lowest_scoring(grid, &gcv);
         Ok(LambdaSearch {
             grid: grid.to_vec(),
             gcv,

@@ -8,8 +8,9 @@ use fastretrain::features::FeatureExtractor;
 #[test]
 fn features_match_onnxruntime_on_real_photos() {
     let model = common::root().join("models/mobilenetv2.onnx");
-    // The penultimate tensor alone, as the reference has it (the shipped spec's recipe adds
-    // more tensors: tests/recipe_reference.rs).
+    // The penultimate tensor alone, as the reference has it and as every state made before
+    // feature recipes names it: read as it is, whatever the spec names now (the shipped spec's
+    // recipe adds more tensors: tests/recipe_reference.rs).
     let backbone = Backbone::load(&model, None, Some("features")).unwrap();
     assert_eq!(backbone.fingerprint().feature_tensor, "features");
     assert_eq!(backbone.feature_dim(), 1280);

@@ -1,7 +1,8 @@
 //! Feature recipes equal an independent NumPy/onnxruntime computation
 //! (scripts/make_recipe_vectors.py → tests/data/recipe_reference.json): several tensors pooled
 //! and concatenated, signed square root, L2, test-time flip averaging; the automatic choice of
-//! tensors; states made before recipes still read their one tensor as it is.
+//! tensors. (States made before recipes read their one tensor as it is:
+//! tests/backbone_reference.rs.)
 
 mod common;
 
@@ -123,16 +124,4 @@ fn the_automatic_recipe_takes_the_last_stages_before_the_penultimate_tensor() {
         ["view", "relu_2"]
     );
     assert_eq!(stages(&zoo.join("torch_legacy_vgg.onnx"), "30"), ["30"]);
-}
-
-#[test]
-fn a_plain_tensor_name_is_read_as_it_is() {
-    // States made before recipes name one tensor: it is flattened, never pooled or transformed,
-    // whatever the spec now names (the reference features of scripts/make_test_vectors.py).
-    let model = common::root().join("models/mobilenetv2.onnx");
-    let backbone = Backbone::load(&model, None, Some("features")).unwrap();
-    assert_eq!(backbone.fingerprint().feature_tensor, "features");
-    assert_eq!(backbone.feature_dim(), 1280);
-    let mut extractor = FeatureExtractor::new(backbone).unwrap();
-    common::assert_photo_features_match_onnxruntime(&mut extractor, "tract");
 }
