@@ -254,10 +254,23 @@ impl FeatureExtractor {
         Ok(())
     }
 
-    /// [`Self::samples_into`] for the samples mirrored left to right: each input tensor
-    /// reversed along its width before the forward pass (`learn --augment hflip`).
-    pub fn mirrored_samples_into(&mut self, samples: &[Sample], out: &mut [f32]) -> Result<()> {
-        self.lane_samples_into(samples, out, true)
+    /// [`Self::samples_into`] into `out` (resized), followed, when `mirrors`, by the rows of
+    /// the same samples mirrored left to right (each input tensor reversed along its width):
+    /// what `learn --augment hflip` folds in, and `forget` takes out again.
+    pub fn samples_and_mirrors_into(
+        &mut self,
+        samples: &[Sample],
+        out: &mut Vec<f32>,
+        mirrors: bool,
+    ) -> Result<()> {
+        let rows = samples.len() * self.dim();
+        out.resize(if mirrors { 2 * rows } else { rows }, 0.0);
+        let (own, mirrored) = out.split_at_mut(rows);
+        self.samples_into(samples, own)?;
+        if mirrors {
+            self.lane_samples_into(samples, mirrored, true)?;
+        }
+        Ok(())
     }
 
     fn lane_samples_into(

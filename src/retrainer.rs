@@ -288,13 +288,8 @@ impl Retrainer {
                     continue;
                 }
             }
-            let copies = if mirrors { 2 } else { 1 };
-            features.resize(copies * pending.len() * dim, 0.0);
-            let (own, mirrored) = features.split_at_mut(pending.len() * dim);
-            self.extractor.samples_into(&pending, own)?;
-            if mirrors {
-                self.extractor.mirrored_samples_into(&pending, mirrored)?;
-            }
+            self.extractor
+                .samples_and_mirrors_into(&pending, &mut features, mirrors)?;
             let mut labels = pending
                 .iter()
                 .map(|s| Ok(self.state.stats.label_index(s.require_label()?)))
@@ -397,13 +392,8 @@ impl Retrainer {
                     continue;
                 }
                 // Samples learned with their mirrors are forgotten with them.
-                let copies = if mirrors { 2 } else { 1 };
-                rows.features.resize(copies * pending.len() * dim, 0.0);
-                let (own, mirrored) = rows.features.split_at_mut(pending.len() * dim);
-                self.extractor.samples_into(&pending, own)?;
-                if mirrors {
-                    self.extractor.mirrored_samples_into(&pending, mirrored)?;
-                }
+                self.extractor
+                    .samples_and_mirrors_into(&pending, &mut rows.features, mirrors)?;
                 rows.label_ids.clear();
                 for sample in pending.drain(..) {
                     let label = sample.require_label()?;

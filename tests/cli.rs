@@ -626,3 +626,33 @@ fn bad_input_is_a_clear_error_and_changes_nothing() {
     );
     assert_eq!(std::fs::read(&state).unwrap(), before);
 }
+
+#[test]
+fn learning_with_mirrors_folds_each_image_twice_and_forgets_both() {
+    let dir = common::temp_dir("mirrors");
+    let images = common::root().join("data/fashion-mnist/train-images-idx3-ubyte.gz");
+    let images = images.to_str().unwrap();
+    let learn = [
+        "learn",
+        "--json",
+        "--state",
+        "m.frs",
+        "--data",
+        images,
+        "--limit",
+        "6",
+        "--augment",
+        "hflip",
+    ];
+    let learned = json_of(&run(&dir, &learn));
+    assert_eq!(learned["samples"], 12, "6 images and their mirrors");
+    // The same source again resumes (nothing new); forgetting it takes out the mirrors too.
+    let again = json_of(&run(&dir, &learn));
+    assert_eq!(again["samples"], 0);
+    let forget = [
+        "forget", "--json", "--state", "m.frs", "--data", images, "--limit", "3",
+    ];
+    let forgot = json_of(&run(&dir, &forget));
+    assert_eq!(forgot["forgotten"], 6);
+    assert_eq!(forgot["total_samples"], 6.0);
+}
