@@ -1,5 +1,7 @@
 //! The frozen backbone: an ONNX image classifier run by tract up to its penultimate tensor.
-//! This is the only module that touches tract.
+//! This is the only module that runs tract; with the `onnxruntime` feature, the same model can
+//! be run by onnxruntime instead ([`Engine`], [`crate::onnxruntime_engine`]), with the same
+//! fingerprint and features.
 //!
 //! Loading finds the dense head (the last Gemm/MatMul whose weight is an initializer) and
 //! takes its input as the feature tensor, unless the caller names one. The input shape is
@@ -28,7 +30,63 @@ pub const DEFAULT_TRANSFORM: Transform = Transform::None;
 /// The augmentation of the automatic recipe.
 pub const DEFAULT_AUGMENT: Augment = Augment::None;
 
+/// The tract release Cargo.toml pins.
+const TRACT_VERSION: &str = "0.23.9";
+
 static THREADS: OnceLock<usize> = OnceLock::new();
+static ENGINE: OnceLock<(Engine, Option<PathBuf>)> = OnceLock::new();
+
+/// What runs the forward pass. Both give the same features (within 1e-4), so states,
+/// stores and packs do not record it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// tract, built in (the edge build).
+    #[default]
+    Tract,
+    /// onnxruntime's `libonnxruntime.so`, loaded at run time (cargo feature `onnxruntime`).
+    #[serde(rename = "onnxruntime")]
+    OnnxRuntime,
+}
+
+impl Engine {
+    pub fn parse(text: &str) -> Result<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "tract" => Ok(Engine::Tract),
+            "onnxruntime" | "ort" => Ok(Engine::OnnxRuntime),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown engine '{text}': tract or onnxruntime"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Engine::Tract => "tract",
+            Engine::OnnxRuntime => "onnxruntime",
+        })
+    }
+}
+
+/// Sets the engine of every backbone loaded without [`LoadOptions::engine`], process-wide
+/// (the first call wins), and the onnxruntime library to load (else `$ORT_DYLIB_PATH`).
+pub fn set_engine(engine: Engine, onnxruntime_library: Option<PathBuf>) {
+    ENGINE.get_or_init(|| (engine, onnxruntime_library));
+}
+
+/// The engines this build can run.
+pub const ENGINES_BUILT: &[Engine] = &[
+    Engine::Tract,
+    #[cfg(feature = "onnxruntime")]
+    Engine::OnnxRuntime,
+];
+
+/// What [`set_engine`] chose (tract if it was not called).
+pub fn engine() -> Engine {
+    ENGINE.get().map_or(Engine::Tract, |(e, _)| *e)
+}
 
 /// Sets how many cores the backbone uses, process-wide (the first call wins): a single image
 /// runs on that many threads of tract's matrix products; streams of images
@@ -61,10 +119,24 @@ pub fn single_threaded<R>(f: impl FnOnce() -> R) -> R {
 /// One forward-pass context of a [`Backbone`] (tract's run state, kept between images).
 /// Runners of one backbone share its plan and can work in parallel threads.
 pub struct Runner {
-    state: TypedSimpleState,
+    state: RunState,
     input_shape: [usize; 4],
     model_path: PathBuf,
     assembly: Arc<Assembly>,
+}
+
+/// A run context of the backbone's engine.
+enum RunState {
+    Tract(TypedSimpleState),
+    #[cfg(feature = "onnxruntime")]
+    OnnxRuntime(crate::onnxruntime_engine::OrtRunner),
+}
+
+/// The prepared model of the backbone's engine.
+enum Plan {
+    Tract(Arc<TypedRunnableModel>),
+    #[cfg(feature = "onnxruntime")]
+    OnnxRuntime(Arc<crate::onnxruntime_engine::OrtModel>),
 }
 
 /// How the plan's outputs become one feature vector: each output's shape (batch first) and
@@ -110,51 +182,87 @@ impl Runner {
             path: self.model_path.clone(),
             reason,
         };
-        let tensor = Tensor::from_shape(&self.input_shape, input)
-            .map_err(|e| fail(format!("bad input tensor: {e}")))?;
-        let outputs = self
-            .state
-            .run(tvec!(tensor.into()))
-            .map_err(|e| fail(format!("inference failed: {e:#}")))?;
-        let a = &*self.assembly;
-        let batch = self.input_shape[0];
-        if out.len() != a.dim() * batch || outputs.len() != a.shapes.len() {
+        match &mut self.state {
+            RunState::Tract(state) => {
+                let tensor = Tensor::from_shape(&self.input_shape, input)
+                    .map_err(|e| fail(format!("bad input tensor: {e}")))?;
+                let outputs = state
+                    .run(tvec!(tensor.into()))
+                    .map_err(|e| fail(format!("inference failed: {e:#}")))?;
+                let views = outputs
+                    .iter()
+                    .map(|output| {
+                        let view = output
+                            .to_plain_array_view::<f32>()
+                            .map_err(|e| fail(format!("feature tensor is not f32: {e}")))?;
+                        view.to_slice()
+                            .ok_or_else(|| fail("feature tensor is not contiguous".into()))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                self.assembly
+                    .assemble(&views, self.input_shape[0], out, &self.model_path)
+            }
+            #[cfg(feature = "onnxruntime")]
+            RunState::OnnxRuntime(runner) => {
+                let (assembly, batch, path) =
+                    (&self.assembly, self.input_shape[0], &self.model_path);
+                runner.run(self.input_shape, input, |outputs| {
+                    let views: Vec<&[f32]> = outputs.iter().map(|(_, v)| *v).collect();
+                    assembly.assemble(&views, batch, out, path)
+                })
+            }
+        }
+    }
+}
+
+impl Assembly {
+    /// Pools and concatenates one run's outputs (`batch` images each) into `out`, one row per
+    /// image, then applies the recipe's transform.
+    fn assemble(
+        &self,
+        outputs: &[&[f32]],
+        batch: usize,
+        out: &mut [f32],
+        model: &Path,
+    ) -> Result<()> {
+        let got: usize = outputs.iter().map(|o| o.len()).sum();
+        let expected: usize = self
+            .shapes
+            .iter()
+            .map(|s| s.iter().product::<usize>())
+            .sum();
+        if out.len() != self.dim() * batch || outputs.len() != self.shapes.len() || got != expected
+        {
             return Err(Error::FeatureDim {
-                what: self.model_path.display().to_string(),
+                what: model.display().to_string(),
                 expected: out.len(),
-                got: a.dim() * batch,
+                got: self.dim() * batch,
             });
         }
         let mut offset = 0;
-        for ((output, shape), &values) in outputs.iter().zip(&a.shapes).zip(&a.values) {
-            let view = output
-                .to_plain_array_view::<f32>()
-                .map_err(|e| fail(format!("feature tensor is not f32: {e}")))?;
-            let data = view
-                .as_slice()
-                .ok_or_else(|| fail("feature tensor is not contiguous".into()))?;
+        for ((data, shape), &values) in outputs.iter().zip(&self.shapes).zip(&self.values) {
             let per_image = data.len() / batch;
-            for (image, rows) in data.chunks(per_image).zip(out.chunks_mut(a.dim())) {
+            for (image, rows) in data.chunks(per_image).zip(out.chunks_mut(self.dim())) {
                 crate::feature_recipe::pool_into(
                     image,
                     shape,
-                    !a.recipe.is_plain(),
-                    a.layout,
+                    !self.recipe.is_plain(),
+                    self.layout,
                     &mut rows[offset..offset + values],
                 );
             }
             offset += values;
         }
-        if a.recipe.transform != Transform::None {
-            out.chunks_mut(a.dim())
-                .for_each(|row| apply_transform(a.recipe.transform, row));
+        if self.recipe.transform != Transform::None {
+            out.chunks_mut(self.dim())
+                .for_each(|row| apply_transform(self.recipe.transform, row));
         }
         Ok(())
     }
 }
 
 pub struct Backbone {
-    plan: Arc<TypedRunnableModel>,
+    plan: Plan,
     assembly: Arc<Assembly>,
     spec: ModelSpec,
     model_path: PathBuf,
@@ -186,6 +294,8 @@ pub struct LoadOptions {
     /// Run the whole model to its (first) output instead of stopping at the features: the
     /// model's own classification.
     pub model_output: bool,
+    /// The engine; default: [`engine`] (what [`set_engine`] chose).
+    pub engine: Option<Engine>,
 }
 
 impl Default for LoadOptions {
@@ -197,6 +307,7 @@ impl Default for LoadOptions {
             batch: 1,
             for_state: None,
             model_output: false,
+            engine: None,
         }
     }
 }
@@ -311,21 +422,29 @@ impl Backbone {
         // The file bytes and the protobuf are freed as soon as tract has its own copy of the
         // graph, so they do not add to the peak memory of optimising it.
         drop(bytes);
-        let tensors = recipe.tensors.clone();
-        let plan = (move || -> TractResult<_> {
-            let mut m = tract_onnx::onnx().model_for_proto_model(&proto)?;
-            drop(proto);
-            m = m.with_input_fact(0, f32::fact(input_shape).into())?;
-            m.select_outputs_by_name(tensors.iter().map(String::as_str))?;
-            m.into_optimized()?.into_runnable()
-        })()
-        .map_err(|e| {
-            bad(format!(
-                "cannot prepare it for tensor '{feature_tensor}': {e:#}"
-            ))
-        })?;
-        let assembly = assembly_of(&plan, recipe, spec.input.layout)
-            .map_err(|reason| bad(format!("tensor '{feature_tensor}' {reason}")))?;
+        let (plan, assembly) = match options.engine.unwrap_or_else(engine) {
+            Engine::Tract => {
+                let tensors = recipe.tensors.clone();
+                let plan = (move || -> TractResult<_> {
+                    let mut m = tract_onnx::onnx().model_for_proto_model(&proto)?;
+                    drop(proto);
+                    m = m.with_input_fact(0, f32::fact(input_shape).into())?;
+                    m.select_outputs_by_name(tensors.iter().map(String::as_str))?;
+                    m.into_optimized()?.into_runnable()
+                })()
+                .map_err(|e| {
+                    bad(format!(
+                        "cannot prepare it for tensor '{feature_tensor}': {e:#}"
+                    ))
+                })?;
+                let assembly = assembly_of(&plan, recipe, spec.input.layout)
+                    .map_err(|reason| bad(format!("tensor '{feature_tensor}' {reason}")))?;
+                (Plan::Tract(plan), assembly)
+            }
+            Engine::OnnxRuntime => {
+                onnxruntime_plan(proto, recipe, &spec, input_shape, model, &feature_tensor)?
+            }
+        };
         let feature_dim = assembly.dim();
         if let Some(expected) = spec.feature_dim
             && !options.model_output
@@ -385,6 +504,13 @@ impl Backbone {
         // pass is left to run. Decluttering it again cost ~30 ms of start-up and gave a plan
         // with bit-identical features at the same speed (MobileNetV2, docs/FOOTPRINT.md).
         let mut typed = typed;
+        if options.engine.unwrap_or_else(engine) != Engine::Tract {
+            return Err(bad(
+                "a pack is a tract model: run it with --engine tract, or give the ONNX file it \
+                 was packed from to --engine onnxruntime"
+                    .into(),
+            ));
+        }
         let plan = typed
             .optimize()
             .and_then(|()| typed.into_runnable())
@@ -400,7 +526,7 @@ impl Backbone {
             )));
         }
         Ok(Backbone {
-            plan,
+            plan: Plan::Tract(plan),
             assembly: Arc::new(assembly),
             input_shape: input_shape(&meta.spec, 1),
             spec: meta.spec,
@@ -454,12 +580,44 @@ impl Backbone {
         self.labels.as_deref()
     }
 
-    /// A new forward-pass context (see [`Runner`]).
+    /// What runs the forward pass.
+    pub fn engine(&self) -> Engine {
+        match self.plan {
+            Plan::Tract(_) => Engine::Tract,
+            #[cfg(feature = "onnxruntime")]
+            Plan::OnnxRuntime(_) => Engine::OnnxRuntime,
+        }
+    }
+
+    /// The engine with its version (and, for onnxruntime, the library file).
+    pub fn engine_description(&self) -> String {
+        match &self.plan {
+            Plan::Tract(_) => format!("tract {TRACT_VERSION}"),
+            #[cfg(feature = "onnxruntime")]
+            Plan::OnnxRuntime(model) => model.description(),
+        }
+    }
+
+    /// A new forward-pass context (see [`Runner`]); a single image on it runs on
+    /// [`threads`] threads with tract, on the calling thread with onnxruntime (whose
+    /// streams run one image per worker).
     pub fn runner(&self) -> Result<Runner> {
-        let state = self.plan.spawn().map_err(|e| Error::Model {
-            path: self.model_path.clone(),
-            reason: format!("cannot start a run: {e:#}"),
-        })?;
+        self.runner_on(1)
+    }
+
+    /// [`Self::runner`] whose onnxruntime session has `threads` intra-op threads (tract's
+    /// threads are [`set_threads`]'s): for one image on several cores.
+    pub fn runner_on(&self, threads: usize) -> Result<Runner> {
+        let state = match &self.plan {
+            Plan::Tract(plan) => RunState::Tract(plan.spawn().map_err(|e| Error::Model {
+                path: self.model_path.clone(),
+                reason: format!("cannot start a run: {e:#}"),
+            })?),
+            #[cfg(feature = "onnxruntime")]
+            Plan::OnnxRuntime(model) => RunState::OnnxRuntime(model.runner(threads)?),
+        };
+        #[cfg(not(feature = "onnxruntime"))]
+        let _ = threads;
         Ok(Runner {
             state,
             assembly: Arc::clone(&self.assembly),
@@ -473,6 +631,63 @@ impl Backbone {
     pub fn features_into(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
         self.runner()?.features_into(input, out)
     }
+}
+
+/// The model prepared for onnxruntime: its graph's outputs replaced by the recipe's tensors
+/// (onnxruntime then prunes what they do not need, the head included); the output shapes are
+/// those of one run on zeros.
+#[cfg(feature = "onnxruntime")]
+fn onnxruntime_plan(
+    mut proto: tract_onnx::pb::ModelProto,
+    recipe: FeatureRecipe,
+    spec: &ModelSpec,
+    input_shape: [usize; 4],
+    model: &Path,
+    feature_tensor: &str,
+) -> Result<(Plan, Assembly)> {
+    let graph = graph_of_mut(&mut proto, model)?;
+    let input = image_input(graph, model)?.name.clone();
+    crate::onnx::set_float_outputs(graph, &recipe.tensors);
+    let bytes = prost::Message::encode_to_vec(&proto);
+    drop(proto);
+    let library = ENGINE.get().and_then(|(_, library)| library.as_deref());
+    let ort = crate::onnxruntime_engine::OrtModel::new(bytes, input, model, library)?;
+    let zeros = vec![0.0; input_shape.iter().product()];
+    let shapes = ort.runner(1)?.run(input_shape, &zeros, |outputs| {
+        Ok(outputs
+            .iter()
+            .map(|(shape, _)| shape.clone())
+            .collect::<Vec<_>>())
+    })?;
+    if shapes.len() != recipe.tensors.len() {
+        return Err(Error::Model {
+            path: model.into(),
+            reason: format!(
+                "onnxruntime gives {} outputs for the {} tensors of '{feature_tensor}'",
+                shapes.len(),
+                recipe.tensors.len()
+            ),
+        });
+    }
+    let assembly = Assembly::new(recipe, spec.input.layout, shapes);
+    Ok((Plan::OnnxRuntime(Arc::new(ort)), assembly))
+}
+
+/// Without the `onnxruntime` feature: the error that says how to get it.
+#[cfg(not(feature = "onnxruntime"))]
+fn onnxruntime_plan(
+    _proto: tract_onnx::pb::ModelProto,
+    _recipe: FeatureRecipe,
+    _spec: &ModelSpec,
+    _input_shape: [usize; 4],
+    _model: &Path,
+    _feature_tensor: &str,
+) -> Result<(Plan, Assembly)> {
+    Err(Error::InvalidArgument(
+        "this fastretrain was built without the onnxruntime engine: build it with \
+         `cargo build --release --features onnxruntime`, or use --engine tract"
+            .into(),
+    ))
 }
 
 /// The plan's outputs, one per tensor of `recipe`, each with a fixed shape.

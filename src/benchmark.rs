@@ -38,10 +38,16 @@ pub fn time_forward(
     let input: Vec<f32> = (0..per_image * batch)
         .map(|i| ((i * 7919) % 255) as f32 / 127.5 - 1.0)
         .collect();
+    // One image on all of `threads()` cores when there is one lane; one core each otherwise.
+    let threads = if parallel == 1 {
+        crate::backbone::threads()
+    } else {
+        1
+    };
     let mut lanes = (0..parallel)
         .map(|_| {
             Ok((
-                backbone.runner()?,
+                backbone.runner_on(threads)?,
                 vec![0.0; backbone.feature_dim() * batch],
             ))
         })

@@ -51,6 +51,8 @@ pub mod fitting;
 pub mod head;
 #[cfg(feature = "backbone")]
 pub mod onnx;
+#[cfg(feature = "onnxruntime")]
+pub mod onnxruntime_engine;
 #[cfg(feature = "backbone")]
 pub mod pack;
 pub mod preprocess;

@@ -166,6 +166,26 @@ pub(crate) fn check_spec_file(spec: &ModelSpec, model: &Path, spec_path: &Path) 
     })
 }
 
+/// Makes `tensors` the graph's outputs, in order, as float tensors of unstated shape (what a
+/// runtime other than tract is asked to compute).
+#[cfg(feature = "onnxruntime")]
+pub(crate) fn set_float_outputs(graph: &mut GraphProto, tensors: &[String]) {
+    graph.output = tensors
+        .iter()
+        .map(|name| ValueInfoProto {
+            name: name.clone(),
+            r#type: Some(tract_onnx::pb::TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: DataType::Float as i32,
+                    shape: None,
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+}
+
 /// The dimensions of a graph input or output: a number, or None when symbolic or unknown.
 pub(crate) fn dims(value: &ValueInfoProto) -> Option<Vec<Option<i64>>> {
     use tensor_shape_proto::dimension::Value;

@@ -55,6 +55,8 @@ pub struct LearnReport {
     pub images_per_second: f64,
     /// Where `seconds_features` went.
     pub stages: StageTimes,
+    /// What ran the backbone, e.g. `tract 0.23.9`.
+    pub engine: String,
     pub fit: FitReport,
 }
 
@@ -74,6 +76,7 @@ pub struct Streamed {
     pub skipped: Vec<String>,
     pub seconds_features: f64,
     pub stages: StageTimes,
+    pub engine: String,
 }
 
 impl Streamed {
@@ -89,6 +92,7 @@ impl Streamed {
             labels: state.stats.labels().to_vec(),
             seconds_features: self.seconds_features,
             stages: self.stages,
+            engine: self.engine,
             fit,
         }
     }
@@ -331,6 +335,7 @@ impl Retrainer {
             skipped,
             seconds_features: started.elapsed().as_secs_f64(),
             stages,
+            engine: self.extractor.backbone().engine_description(),
         })
     }
 

@@ -277,8 +277,8 @@ pub(crate) fn print_learn(r: &LearnReport) {
     );
     let t = &r.stages;
     println!(
-        "time: decode {:.2} s, preprocess {:.2} s, forward {:.2} s, accumulate {:.3} s",
-        t.decode, t.preprocess, t.forward, t.accumulate
+        "time: decode {:.2} s, preprocess {:.2} s, forward {:.2} s ({}), accumulate {:.3} s",
+        t.decode, t.preprocess, t.forward, r.engine, t.accumulate
     );
     for s in &r.skipped {
         println!("skipped: {s}");

@@ -37,6 +37,15 @@ pub struct Cli {
     /// tract's matrix-product threads for a single image.
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// What runs the backbone: tract (built in) or onnxruntime (a build with
+    /// `--features onnxruntime`, and a libonnxruntime.so: --onnxruntime-lib or
+    /// $ORT_DYLIB_PATH). Both give the same features: states are interchangeable.
+    #[arg(long, global = true, default_value = "tract", value_parser = parse_engine)]
+    engine: backbone::Engine,
+    /// The onnxruntime library for --engine onnxruntime (default: $ORT_DYLIB_PATH, else the
+    /// system's libonnxruntime.so).
+    #[arg(long, global = true, value_name = "PATH")]
+    onnxruntime_lib: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -81,12 +90,17 @@ pub(crate) enum Command {
     Pack(PackArgs),
 }
 
+fn parse_engine(text: &str) -> std::result::Result<backbone::Engine, String> {
+    backbone::Engine::parse(text).map_err(|e| e.to_string())
+}
+
 /// Runs the command; `Ok(false)` means a check failed (exit code 1).
 pub fn run(cli: Cli) -> Result<bool> {
     let threads = cli
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     backbone::set_threads(threads);
+    backbone::set_engine(cli.engine, cli.onnxruntime_lib);
     match cli.command {
         Command::Learn(a) => learn(a),
         Command::Fit(a) => fit(a),

@@ -181,6 +181,10 @@ pub(crate) struct InfoReport<'a> {
     sources: &'a [fastretrain::state::SourceRecord],
     decayed: bool,
     head: Option<HeadInfo>,
+    /// The engine commands that run this state's backbone use here (`--engine`), and the
+    /// engines this build has.
+    engine: fastretrain::backbone::Engine,
+    engines_built: &'static [fastretrain::backbone::Engine],
 }
 
 #[derive(Serialize)]
@@ -219,6 +223,8 @@ pub(crate) fn info(a: InfoArgs) -> Result<bool> {
             lambda: h.lambda,
             lambda_source: h.lambda_source,
         }),
+        engine: fastretrain::backbone::engine(),
+        engines_built: fastretrain::backbone::ENGINES_BUILT,
     };
     if a.json {
         return print_json(&report).map(|_| true);
@@ -252,6 +258,12 @@ pub(crate) fn info(a: InfoArgs) -> Result<bool> {
         ),
         None => println!("  head      none (run fit)"),
     }
+    let built: Vec<String> = report.engines_built.iter().map(|e| e.to_string()).collect();
+    println!(
+        "  engine    {} (--engine; this build has {})",
+        report.engine,
+        built.join(", ")
+    );
     if report.decayed {
         println!("  decay     old samples were discounted (--decay); forget is not available");
     }
