@@ -44,3 +44,29 @@ fn jpeg_photos_decode_to_rgb() {
         assert_eq!((p.width, p.height, p.channels), (w, h, 3));
     }
 }
+
+/// The vendored tract-linalg patch (vendor/README.md): on x86-64 with AVX every depthwise
+/// layer of 16 channels or more runs channel-last on our kernel (the features above still
+/// equal onnxruntime's). Without the patch tract keeps them channel-first, and the stride-2
+/// ones run a scalar loop.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn depthwise_layers_run_channel_last_on_the_x86_kernel() {
+    if !std::is_x86_feature_detected!("avx") {
+        return;
+    }
+    let model = common::root().join("models/mobilenetv2.onnx");
+    let backbone = Backbone::load(&model, None, None).unwrap();
+    let kernels: Vec<String> = backbone
+        .plan_steps()
+        .into_iter()
+        .filter_map(|step| step.kernel)
+        .collect();
+    assert_eq!(kernels.len(), 17, "{kernels:#?}");
+    // The first (32 channels at 112×112, behind the stem convolution) stays channel-first.
+    let channel_last = kernels
+        .iter()
+        .filter(|k| *k == "channel-last: x86_64_avx_depthwise_c_f32")
+        .count();
+    assert_eq!(channel_last, 16, "{kernels:#?}");
+}

@@ -35,6 +35,10 @@ pub(crate) struct BenchArgs {
     /// learn/extract/eval stream data); reports throughput per image.
     #[arg(long, default_value_t = 1)]
     parallel: usize,
+    /// List the optimised plan's operations instead (tract: each depthwise convolution with
+    /// the layout and kernel it runs with on this machine), without timing.
+    #[arg(long)]
+    plan: bool,
     #[arg(long)]
     json: bool,
 }
@@ -75,6 +79,9 @@ pub(crate) fn bench(a: BenchArgs, threads: usize) -> Result<bool> {
     let loading = std::time::Instant::now();
     let backbone = Backbone::load_with(&model, None, &options)?;
     let load_seconds = loading.elapsed().as_secs_f64();
+    if a.plan {
+        return print_plan(&backbone, a.json).map(|()| true);
+    }
     let timing = fastretrain::benchmark::time_forward(&backbone, a.warmup, a.runs, a.parallel)?;
     if a.json {
         let mut value = serde_json::to_value(&timing)?;
@@ -99,6 +106,33 @@ pub(crate) fn bench(a: BenchArgs, threads: usize) -> Result<bool> {
         );
     }
     Ok(true)
+}
+
+fn print_plan(backbone: &Backbone, json: bool) -> Result<()> {
+    let steps = backbone.plan_steps();
+    if json {
+        return print_json(&serde_json::json!({
+            "engine": backbone.engine_description(),
+            "arch": std::env::consts::ARCH,
+            "steps": steps,
+        }));
+    }
+    println!(
+        "{} on {} ({} operations)",
+        backbone.engine_description(),
+        std::env::consts::ARCH,
+        steps.len()
+    );
+    for step in &steps {
+        match &step.kernel {
+            Some(kernel) => println!(
+                "{:<28} {:<16} {:?} → {kernel}",
+                step.node, step.op, step.input
+            ),
+            None => println!("{:<28} {:<16} {:?}", step.node, step.op, step.input),
+        }
+    }
+    Ok(())
 }
 
 #[derive(Serialize)]

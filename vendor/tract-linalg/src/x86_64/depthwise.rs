@@ -108,6 +108,132 @@ bail_stub!(x86_64; pub unsafe fn depthwise_w_f32(
 submit_routine!(x86_64; DepthwiseWF32, DepthwiseW, "x86_64_avx_depthwise_w_f32", depthwise_w_f32,
     isa(X86_64Avx));
 
+/// Channel-last depthwise convolution: `len` output positions, each a run of `channels`
+/// contiguous values, the bias plus every `kernel[tap_indices[t] * k_stride + c] *
+/// input[i * in_stride + offsets[t] + c]` (the aarch64 and wasm kernels' contract,
+/// [`crate::routines::DepthwiseCF32`]).
+///
+/// Vectorised along the channels, so every stride (the stride-2 layers included) runs in
+/// vectors. Like [`depthwise_w_f32`] it multiplies then adds, tap by tap in order, with no
+/// FMA: every output is bit-identical to tract-core's generic channel-last loop and to the
+/// channel-first path.
+///
+/// # Safety
+/// As [`crate::routines::DepthwiseCF32`]. The CPU must support AVX.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn depthwise_c_f32(
+    input: *const f32,
+    output: *mut f32,
+    kernel: *const f32,
+    tap_indices: &[usize],
+    offsets: &[isize],
+    bias: *const f32,
+    channels: usize,
+    k_stride: usize,
+    len: usize,
+    in_stride: isize,
+    out_stride: isize,
+) {
+    unsafe {
+        channels_inner(
+            input,
+            output,
+            kernel,
+            tap_indices,
+            offsets,
+            bias,
+            channels,
+            k_stride,
+            len,
+            in_stride,
+            out_stride,
+        )
+    }
+}
+
+/// [`depthwise_c_f32`]'s body: 32 channels at a time in four 8-lane accumulators (independent
+/// add chains), then 8 at a time, then the scalar tail.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn channels_inner(
+    input: *const f32,
+    output: *mut f32,
+    kernel: *const f32,
+    tap_indices: &[usize],
+    offsets: &[isize],
+    bias: *const f32,
+    channels: usize,
+    k_stride: usize,
+    len: usize,
+    in_stride: isize,
+    out_stride: isize,
+) {
+    use std::arch::x86_64::*;
+    unsafe {
+        for i in 0..len {
+            let iptr = input.offset(i as isize * in_stride);
+            let optr = output.offset(i as isize * out_stride);
+            let mut c = 0usize;
+            while c + 32 <= channels {
+                let mut a0 = _mm256_loadu_ps(bias.add(c));
+                let mut a1 = _mm256_loadu_ps(bias.add(c + 8));
+                let mut a2 = _mm256_loadu_ps(bias.add(c + 16));
+                let mut a3 = _mm256_loadu_ps(bias.add(c + 24));
+                for (&kix, &off) in tap_indices.iter().zip(offsets) {
+                    let k = kernel.add(kix * k_stride + c);
+                    let x = iptr.offset(off).add(c);
+                    a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_loadu_ps(k), _mm256_loadu_ps(x)));
+                    a1 = _mm256_add_ps(
+                        a1,
+                        _mm256_mul_ps(_mm256_loadu_ps(k.add(8)), _mm256_loadu_ps(x.add(8))),
+                    );
+                    a2 = _mm256_add_ps(
+                        a2,
+                        _mm256_mul_ps(_mm256_loadu_ps(k.add(16)), _mm256_loadu_ps(x.add(16))),
+                    );
+                    a3 = _mm256_add_ps(
+                        a3,
+                        _mm256_mul_ps(_mm256_loadu_ps(k.add(24)), _mm256_loadu_ps(x.add(24))),
+                    );
+                }
+                _mm256_storeu_ps(optr.add(c), a0);
+                _mm256_storeu_ps(optr.add(c + 8), a1);
+                _mm256_storeu_ps(optr.add(c + 16), a2);
+                _mm256_storeu_ps(optr.add(c + 24), a3);
+                c += 32;
+            }
+            while c + 8 <= channels {
+                let mut acc = _mm256_loadu_ps(bias.add(c));
+                for (&kix, &off) in tap_indices.iter().zip(offsets) {
+                    let k = _mm256_loadu_ps(kernel.add(kix * k_stride + c));
+                    let x = _mm256_loadu_ps(iptr.offset(off).add(c));
+                    acc = _mm256_add_ps(acc, _mm256_mul_ps(k, x));
+                }
+                _mm256_storeu_ps(optr.add(c), acc);
+                c += 8;
+            }
+            while c < channels {
+                let mut sum = *bias.add(c);
+                for (&kix, &off) in tap_indices.iter().zip(offsets) {
+                    sum += *kernel.add(kix * k_stride + c) * *iptr.offset(off).add(c);
+                }
+                *optr.add(c) = sum;
+                c += 1;
+            }
+        }
+    }
+}
+
+bail_stub!(x86_64; pub unsafe fn depthwise_c_f32(
+    *const f32, *mut f32, *const f32, &[usize], &[isize], *const f32, usize, usize, usize, isize,
+    isize
+));
+
+submit_routine!(x86_64; DepthwiseCF32, DepthwiseC, "x86_64_avx_depthwise_c_f32", depthwise_c_f32,
+    isa(X86_64Avx));
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
@@ -165,6 +291,77 @@ mod tests {
                 compare(taps, len, 1);
                 compare(taps, len, 2);
             }
+        }
+    }
+
+    /// Channel-last: the generic loop of tract-core's `DepthWise` (bias, then k·x tap by tap).
+    fn compare_c(taps: usize, channels: usize, len: usize, in_stride: isize) {
+        if !std::is_x86_feature_detected!("avx") {
+            return;
+        }
+        let k_stride = channels + 3;
+        let kernel: Vec<f32> = (0..taps * k_stride).map(|t| (t as f32 * 0.7).sin()).collect();
+        let bias: Vec<f32> = (0..channels).map(|c| c as f32 * 0.01 - 0.2).collect();
+        let tap_indices: Vec<usize> = (0..taps).rev().collect();
+        let offsets: Vec<isize> =
+            (0..taps as isize).map(|t| (t - taps as isize / 2) * channels as isize).collect();
+        let center = taps * channels;
+        let input: Vec<f32> = (0..2 * center + (len + 1) * in_stride as usize + channels)
+            .map(|i| (i as f32 * 0.37).cos())
+            .collect();
+        let out_stride = channels as isize + 1;
+        let mut expected = vec![0f32; len * out_stride as usize];
+        for i in 0..len {
+            for c in 0..channels {
+                let mut sum = bias[c];
+                for (&kix, &off) in tap_indices.iter().zip(&offsets) {
+                    let x = input[(center as isize + i as isize * in_stride + off) as usize + c];
+                    sum += kernel[kix * k_stride + c] * x;
+                }
+                expected[i * out_stride as usize + c] = sum;
+            }
+        }
+        let mut output = vec![0f32; len * out_stride as usize];
+        unsafe {
+            depthwise_c_f32(
+                input.as_ptr().add(center),
+                output.as_mut_ptr(),
+                kernel.as_ptr(),
+                &tap_indices,
+                &offsets,
+                bias.as_ptr(),
+                channels,
+                k_stride,
+                len,
+                in_stride,
+                out_stride,
+            )
+        };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&output),
+            bits(&expected),
+            "taps {taps} channels {channels} len {len} stride {in_stride}"
+        );
+    }
+
+    #[test]
+    fn channel_last_matches_scalar_bit_for_bit() {
+        for taps in [1, 4, 9, 25] {
+            for channels in [1, 7, 8, 9, 16, 31, 32, 33, 64, 96, 144, 960] {
+                for len in [0, 1, 3, 14] {
+                    let c = channels as isize;
+                    compare_c(taps, channels, len, c);
+                    compare_c(taps, channels, len, 2 * c);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn channel_last_kernel_is_the_x86_routine() {
+        if std::is_x86_feature_detected!("avx") {
+            assert!(crate::routines::depthwise_c_f32().is_some());
         }
     }
 }
