@@ -3,11 +3,16 @@
 docs/benchmarks.svg. Run it through scripts/bench.sh (builds, makes the venv).
 
 Sections (each alternates us and the peer, round by round; medians over rounds):
-  1. backbone forward ms/image (to the feature tensor): `fastretrain bench` (tract) vs
-     onnxruntime, same model file, threads 1 and 2, batch 1 and 8, and two images at once
-     (single-threaded each: how `learn` streams data);
+  1. backbone forward ms/image (to the features: every tensor of the model's recipe, pooled):
+     `fastretrain bench` with tract, with our onnxruntime engine (`--engine onnxruntime`), and
+     with an earlier build (`--before-bin`, optional) vs onnxruntime from Python, same model
+     file, threads 1 and 2, one image per run (batches were slower per image in tract, and the
+     option is gone), and two images at once (single-threaded each: how
+     `learn` streams data); for MobileNetV2 and a second family (ResNet-18, made by
+     scripts/make_resnet18.py: speed depends on shapes, not weights);
   2. end-to-end `learn` images/s (decode + preprocess + forward + accumulate) vs an onnxruntime +
-     PIL + NumPy pipeline doing the same work, with the time split per stage;
+     PIL + NumPy pipeline doing the same work (the same tensors, pooled the same way), with the
+     time split per stage, for both models;
   3. head fitting on the same features (onnxruntime's, of the shipped Fashion-MNIST subset,
      written as a feature store): our fitting methods vs scikit-learn LogisticRegression,
      RidgeClassifier and SGDClassifier: fit time and test accuracy;
@@ -48,18 +53,31 @@ def run_json(cmd):
 _SESSIONS = {}
 
 
+def recipe_tensors(descriptor):
+    """The tensors of a feature descriptor: a plain tensor name, or a recipe's JSON."""
+    return json.loads(descriptor)["tensors"] if descriptor.startswith("{") else [descriptor]
+
+
+def pooled_features(outputs):
+    """One image's feature vector as our recipes make it: 4-D outputs averaged over their two
+    spatial axes (NCHW here), all flattened and concatenated."""
+    return np.concatenate([o.mean(axis=(2, 3)).reshape(-1) if o.ndim == 4 else o.reshape(-1)
+                           for o in outputs])
+
+
 def ort_session(model, threads, tensor, reuse=False):
-    """onnxruntime session whose output is `tensor` (the features, as our backbone stops
-    there), with `threads` intra-op threads. `reuse`: the forward section's sessions are made
-    once per configuration (making one is not timed; it saves the run ~10 s)."""
+    """onnxruntime session whose outputs are the recipe's tensors (`tensor`, a descriptor:
+    our backbone stops there), with `threads` intra-op threads. `reuse`: the forward section's
+    sessions are made once per configuration (making one is not timed; it saves the run ~10 s)."""
     import onnx
     import onnxruntime as ort
     if reuse and _SESSIONS.get((model, threads, tensor)):
         return _SESSIONS[(model, threads, tensor)].pop()
     proto = onnx.load(model)
-    if tensor not in [o.name for o in proto.graph.output]:
-        proto.graph.output.insert(0, onnx.helper.make_tensor_value_info(
-            tensor, onnx.TensorProto.FLOAT, None))
+    del proto.graph.output[:]
+    for name in recipe_tensors(tensor):
+        proto.graph.output.append(onnx.helper.make_tensor_value_info(
+            name, onnx.TensorProto.FLOAT, None))
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -67,10 +85,33 @@ def ort_session(model, threads, tensor, reuse=False):
                                 providers=["CPUExecutionProvider"])
 
 
-def feature_tensor(a):
-    """The tensor our backbone reads features from (what `bench --json` reports)."""
-    return run_json([a.bin, "bench", "--json", "--model", a.model, "--runs", "1",
+def feature_tensor(a, model):
+    """The features our backbone reads (what `bench --json` reports: a tensor name or a
+    recipe's descriptor)."""
+    return run_json([a.bin, "bench", "--json", "--model", model, "--runs", "1",
                      "--warmup", "0"])["feature_tensor"]
+
+
+def has_ort_engine(a):
+    """Whether --bin was built with the onnxruntime engine (`--features onnxruntime`)."""
+    out = subprocess.run([a.bin, "--engine", "onnxruntime", "--onnxruntime-lib", a.ort_lib,
+                          "bench", "--json", "--model", a.model, "--runs", "1", "--warmup", "0"],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"no onnxruntime engine column: {out.stderr.strip()}", file=sys.stderr)
+    return out.returncode == 0
+
+
+def our_binaries(a):
+    """(column, command prefix) of each build timed: tract, our onnxruntime engine (when the
+    build has it), and the earlier build when given."""
+    runs = [("tract", [a.bin])]
+    if a.ort_engine:
+        runs.append(("ort_engine",
+                     [a.bin, "--engine", "onnxruntime", "--onnxruntime-lib", a.ort_lib]))
+    if a.before_bin:
+        runs.insert(0, ("before", [a.before_bin]))
+    return runs
 
 
 # ---------------------------------------------------------------- 1. forward
@@ -88,9 +129,9 @@ def ort_forward(model, spec, threads, batch, warmup, runs, tensor, parallel=1):
 
     def one_pass():
         if pool is None:
-            sessions[0].run([tensor], {name: x})
+            sessions[0].run(None, {name: x})
         else:
-            list(pool.map(lambda s: s.run([tensor], {name: x}), sessions))
+            list(pool.map(lambda s: s.run(None, {name: x}), sessions))
 
     for _ in range(warmup):
         one_pass()
@@ -107,26 +148,30 @@ def ort_forward(model, spec, threads, batch, warmup, runs, tensor, parallel=1):
 
 
 # (threads, batch, images at once): the last is how `learn`/`extract`/`eval` stream data.
-FORWARD_CONFIGS = [(1, 1, 1), (1, 8, 1), (2, 1, 1), (2, 8, 1), (2, 1, 2)]
+FORWARD_CONFIGS = [(1, 1, 1), (2, 1, 1), (2, 1, 2)]
+# The second model: the configurations that tell (one image, and how learn streams).
+FORWARD_CONFIGS_SECOND = [(1, 1, 1), (2, 1, 2)]
 
 
-def forward_section(a, spec):
-    rows = {c: {"ours": [], "ort": []} for c in FORWARD_CONFIGS}
+def forward_section(a, model, spec, tensor, configs):
+    rows = {c: {} for c in configs}
     for r in range(a.rounds):
-        for threads, batch, parallel in FORWARD_CONFIGS:
+        for threads, batch, parallel in configs:
             runs = max(2, a.runs // (batch * parallel))
-            cmd = [a.bin, "--threads", str(threads), "bench", "--json", "--model", a.model,
-                   "--batch", str(batch), "--parallel", str(parallel), "--runs", str(runs),
-                   "--warmup", "2"]
             row = rows[(threads, batch, parallel)]
-            row["ours"].append(run_json(cmd)["ms_per_image"])
-            row["ort"].append(
-                ort_forward(a.model, spec, threads, batch, 2, runs, a.tensor, parallel))
-            print(f"forward round {r} t{threads} b{batch} p{parallel}: "
-                  f"{ {k: v[-1] for k, v in row.items() if v} }", file=sys.stderr, flush=True)
+            for column, prefix in our_binaries(a):
+                cmd = prefix + ["--threads", str(threads), "bench", "--json", "--model", model,
+                                "--parallel", str(parallel), "--runs", str(runs), "--warmup",
+                                "2"]
+                row.setdefault(column, []).append(run_json(cmd)["ms_per_image"])
+            row.setdefault("ort", []).append(
+                ort_forward(model, spec, threads, batch, 2, runs, tensor, parallel))
+            print(f"forward {os.path.basename(model)} round {r} t{threads} b{batch} "
+                  f"p{parallel}: { {k: v[-1] for k, v in row.items() if v} }", file=sys.stderr,
+                  flush=True)
     return [{"threads": t, "batch": b, "parallel": p,
              **{k: statistics.median(v) for k, v in rows[(t, b, p)].items() if v}}
-            for (t, b, p) in FORWARD_CONFIGS]
+            for (t, b, p) in configs]
 
 
 # ---------------------------------------------------------------- 2. end to end
@@ -150,7 +195,7 @@ def peer_learn(model, spec, images_path, n, threads, tensor):
         t = time.perf_counter()
         x = preprocess(Image.fromarray(img), spec)[None]
         t2 = time.perf_counter()
-        f = session.run([tensor], {name: x})[0].reshape(-1)
+        f = pooled_features(session.run(None, {name: x}))
         t3 = time.perf_counter()
         stages["preprocess"] += t2 - t
         stages["forward"] += t3 - t2
@@ -170,25 +215,28 @@ def peer_learn(model, spec, images_path, n, threads, tensor):
     return {"images_per_second": len(images) / seconds, "seconds": seconds, "stages": stages}
 
 
-def learn_section(a, spec, work):
-    images = os.path.join(ROOT, "data/fashion-mnist/train-images-idx3-ubyte.gz")
-    ours, peer = [], []
+def learn_section(a, model, spec, tensor, work, images):
+    """`learn` of each build and the peer, alternating; `images`: an IDX file of grey images
+    (every model here takes 3 channels: both pipelines repeat the grey value)."""
+    runs = {}
     for r in range(a.rounds):
-        state = os.path.join(work, f"learn{r}.frs")
-        out = run_json([a.bin, "--threads", "2", "learn", "--json", "--state", state,
-                        "--model", a.model, "--data", images, "--limit", str(a.learn_n),
-                        "--lambda", "1"])
-        ours.append({"images_per_second": out["images_per_second"],
-                     "seconds": out["seconds_features"], "stages": out["stages"]})
-        peer.append(peer_learn(a.model, spec, images, a.learn_n, 2, a.tensor))
-        print(f"learn round {r}: ours {ours[-1]['images_per_second']:.1f} img/s, "
-              f"peer {peer[-1]['images_per_second']:.1f} img/s", file=sys.stderr, flush=True)
+        for column, prefix in our_binaries(a):
+            state = os.path.join(work, f"learn-{column}-{os.path.basename(model)}{r}.frs")
+            out = run_json(prefix + ["--threads", "2", "learn", "--json", "--state", state,
+                                     "--model", model, "--data", images, "--limit",
+                                     str(a.learn_n), "--lambda", "1"])
+            runs.setdefault(column, []).append({
+                "images_per_second": out["images_per_second"],
+                "seconds": out["seconds_features"], "stages": out["stages"]})
+        runs.setdefault("peer", []).append(peer_learn(model, spec, images, a.learn_n, 2, tensor))
+        print(f"learn {os.path.basename(model)} round {r}: "
+              f"{ {k: round(v[-1]['images_per_second'], 1) for k, v in runs.items()} }",
+              file=sys.stderr, flush=True)
 
     def med(runs):
-        best = sorted(runs, key=lambda x: x["images_per_second"])[len(runs) // 2]
-        return best
+        return sorted(runs, key=lambda x: x["images_per_second"])[len(runs) // 2]
 
-    return {"images": a.learn_n, "ours": med(ours), "peer": med(peer)}
+    return {"images": a.learn_n, **{k: med(v) for k, v in runs.items()}}
 
 
 # ---------------------------------------------------------------- 3. heads
@@ -200,15 +248,16 @@ def ort_features(model, spec, images_path, n, threads, tensor):
     name = session.get_inputs()[0].name
     images = read_idx(images_path)[:n]
     labels = read_idx(images_path.replace("images-idx3", "labels-idx1"))[:n]
-    x = np.stack([session.run([tensor], {name: preprocess(Image.fromarray(i), spec)[None]})[0]
-                  .reshape(-1) for i in images])
+    x = np.stack([pooled_features(session.run(None, {name: preprocess(Image.fromarray(i), spec)
+                                                        [None]})) for i in images])
     return x.astype(np.float32), [int(v) for v in labels]
 
 
 def feature_stores(a, spec, work):
     """The shipped subset's onnxruntime features as train/test stores (labels by name), under
     the backbone fingerprint our `learn` recorded for this model."""
-    backbone = run_json([a.bin, "info", "--json", "--state", os.path.join(work, "learn0.frs")])
+    state = os.path.join(work, f"learn-tract-{os.path.basename(a.model)}0.frs")
+    backbone = run_json([a.bin, "info", "--json", "--state", state])
     sha, tensor = backbone["backbone"]["model_sha256"], backbone["backbone"]["feature_tensor"]
     names = open(os.path.join(ROOT, "data/fashion-mnist/labels.txt")).read().split("\n")
     stores = {}
@@ -307,33 +356,62 @@ def ratio(peer, ours):
     return peer / ours if ours else float("nan")
 
 
+COLUMNS = (("before", "before"), ("tract", "tract"), ("ort_engine", "ort engine"))
+
+
+def forward_table(rows, title):
+    have = [(k, name) for k, name in COLUMNS if k in rows[0]]
+    L = ["", f"## {title}", "",
+         "| threads | batch | images at once | " + " | ".join(n for _, n in have) +
+         " | onnxruntime | ratio tract | ratio ort engine |",
+         "|---|---|---|" + "---|" * (len(have) + 3)]
+    for f in rows:
+        L.append(f"| {f['threads']} | {f['batch']} | {f['parallel']} | " +
+                 " | ".join(f"{f[k]:.3g}" for k, _ in have) +
+                 f" | {f['ort']:.3g} | {ratio(f['ort'], f['tract']):.2f}× | "
+                 f"{ratio(f['ort'], f.get('ort_engine', 0)):.2f}× |")
+    return L
+
+
+def learn_table(le, title):
+    L = ["", f"## {title}", "",
+         "| | images/s | decode s | preprocess s | forward s | accumulate s | ratio to peer |",
+         "|---|---|---|---|---|---|---|"]
+    peer = le["peer"]["images_per_second"]
+    for key, who in (("before", "fastretrain learn, before"), ("tract", "fastretrain learn (tract)"),
+                     ("ort_engine", "fastretrain learn --engine onnxruntime"),
+                     ("peer", "onnxruntime + PIL + NumPy")):
+        if key not in le:
+            continue
+        s = le[key]["stages"]
+        L.append(f"| {who} | {le[key]['images_per_second']:.1f} | {s['decode']:.2f} | "
+                 f"{s['preprocess']:.2f} | {s['forward']:.2f} | {s['accumulate']:.3f} | "
+                 f"{le[key]['images_per_second'] / peer:.2f}× |")
+    return L
+
+
 def write_report(a, r):
     L = ["# Benchmarks: fastretrain vs its peers, one run", "",
-         f"Produced by `{a.command}` on {r['machine']} ({r['date']}); raw numbers in "
+         f"Produced by `{a.command}` on {r['machine']} ({r['date']}), onnxruntime "
+         f"{r['onnxruntime']}; raw numbers in "
          "`docs/BENCHMARKS.json`, plot in `docs/benchmarks.svg`. Each section alternates us and "
          f"the peer, {a.rounds} rounds; figures are medians. Ratio = peer time / our time "
          "(> 1: we are faster). This is a shared 2-core VM: timings vary run to run; compare "
          "rows of the same run, not runs.", "",
-         f"## 1. Backbone forward ({r['model']}, ms per image)", "",
-         "| threads | batch | images at once | fastretrain (tract) | onnxruntime | ratio |",
-         "|---|---|---|---|---|---|"]
-    for f in r["forward"]:
-        L.append(f"| {f['threads']} | {f['batch']} | {f['parallel']} | {f['ours']:.3g} | "
-                 f"{f['ort']:.3g} | {ratio(f['ort'], f['ours']):.2f}× |")
+         "Columns: **before** = the build before issue 17 (tract 0.23.9 as published); "
+         "**tract** = this build's default engine (tract with our depthwise patch, "
+         "vendor/README.md); **ort engine** = this build with `--engine onnxruntime` (the same "
+         "libonnxruntime.so Python loads); **onnxruntime** = Python's onnxruntime, the peer. "
+         "Ratio = peer time / our time (tract and ort engine; > 1: we are faster)."]
+    for number, (key, title) in enumerate(r["models"].items(), start=1):
+        L += forward_table(r["forward"][key], f"1.{number}. Backbone forward ({title}, ms per "
+                           "image)")
     L += ["", "Images at once = 2: two single-threaded runs side by side (our `learn`, `extract` "
           "and `eval` stream data this way; onnxruntime gets two 1-thread sessions); the time is "
           "per image of throughput."]
-    le = r["learn"]
-    L += ["", f"## 2. End-to-end `learn` ({le['images']} Fashion-MNIST images, 2 threads)", "",
-          "| | images/s | decode s | preprocess s | forward s | accumulate s | accumulate / "
-          "forward |", "|---|---|---|---|---|---|---|"]
-    for who, key in (("fastretrain learn", "ours"), ("onnxruntime + PIL + NumPy", "peer")):
-        s = le[key]["stages"]
-        L.append(f"| {who} | {le[key]['images_per_second']:.1f} | {s['decode']:.2f} | "
-                 f"{s['preprocess']:.2f} | {s['forward']:.2f} | {s['accumulate']:.3f} | "
-                 f"{100 * s['accumulate'] / max(s['forward'], 1e-9):.2f} % |")
-    L.append(f"\nRatio (our images/s / peer's): "
-             f"{le['ours']['images_per_second'] / le['peer']['images_per_second']:.2f}×.")
+    for number, (key, title) in enumerate(r["models"].items(), start=1):
+        L += learn_table(r["learn"][key], f"2.{number}. End-to-end `learn` ({title}, "
+                         f"{r['learn'][key]['images']} Fashion-MNIST images, 2 threads)")
     h = r["heads"]
     L += ["", f"## 3. Head fitting on the same features ({a.train_n} train / {a.test_n} test, "
           f"onnxruntime features of the shipped subset; λ by our GCV = {h['lambda']:.3g})", "",
@@ -359,11 +437,17 @@ def plot(a, r):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    forward = r["forward"]["first"]
     labels = [f"{f['threads']}t b{f['batch']}" + (f" ×{f['parallel']}" if f["parallel"] > 1
-                                                   else "") for f in r["forward"]]
+                                                   else "") for f in forward]
     xs = np.arange(len(labels))
-    ax1.bar(xs - 0.2, [f["ours"] for f in r["forward"]], 0.4, label="fastretrain (tract)")
-    ax1.bar(xs + 0.2, [f["ort"] for f in r["forward"]], 0.4, label="onnxruntime")
+    ax1.bar(xs - 0.3, [f["tract"] for f in forward], 0.2, label="fastretrain (tract)")
+    if "ort_engine" in forward[0]:
+        ax1.bar(xs - 0.1, [f["ort_engine"] for f in forward], 0.2,
+                label="fastretrain --engine onnxruntime")
+    ax1.bar(xs + 0.1, [f["ort"] for f in forward], 0.2, label="onnxruntime (Python)")
+    if "before" in forward[0]:
+        ax1.bar(xs + 0.3, [f["before"] for f in forward], 0.2, label="before (tract 0.23.9)")
     ax1.set_xticks(xs, labels)
     ax1.set_ylabel("ms / image")
     ax1.set_title("MobileNetV2 forward")
@@ -397,16 +481,27 @@ def main():
     p.add_argument("--test-n", type=int, default=1000)
     p.add_argument("--rss-rows", default="1000,10000,60000")
     p.add_argument("--command", default="scripts/bench.sh")
+    p.add_argument("--ort-lib", help="libonnxruntime.so for --engine onnxruntime (default: "
+                   "this venv's onnxruntime wheel's)")
+    p.add_argument("--before-bin", help="an earlier fastretrain build, timed as 'before'")
     a = p.parse_args()
     a.model = os.path.abspath(a.model)
     a.rss_rows = [int(v) for v in a.rss_rows.split(",")]
-    a.tensor = feature_tensor(a)
+    a.tensor = feature_tensor(a, a.model)
+    if not a.ort_lib:
+        import onnxruntime
+        capi = os.path.join(os.path.dirname(onnxruntime.__file__), "capi")
+        a.ort_lib = next(os.path.join(capi, f) for f in sorted(os.listdir(capi))
+                         if f.startswith("libonnxruntime.so."))
+    a.ort_engine = has_ort_engine(a)
     spec = load_spec(os.path.splitext(a.model)[0] + ".json")
     os.makedirs(a.out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="bench-")
     started = time.time()
+    import onnxruntime
     r = {"machine": cpu_description(),
          "date": time.strftime("%Y-%m-%d"),
+         "onnxruntime": onnxruntime.__version__,
          "model": f"{os.path.basename(a.model)} {spec['input']['height']}×{spec['input']['width']}"}
     r["section_seconds"] = {}
 
@@ -416,8 +511,26 @@ def main():
         r["section_seconds"][name] = time.time() - t
         return value
 
-    r["forward"] = section("forward", lambda: forward_section(a, spec))
-    r["learn"] = section("learn", lambda: learn_section(a, spec, work))
+    # The second family: ResNet-18 (seeded weights; speed depends on shapes only).
+    second = os.path.join(work, "resnet18.onnx")
+    subprocess.run([sys.executable, os.path.join(HERE, "make_resnet18.py"), second], check=True,
+                   capture_output=True)
+    run_json([a.bin, "spec", "--json", "--model", second, "--preset", "imagenet"])
+    second_spec = load_spec(os.path.splitext(second)[0] + ".json")
+    second_tensor = feature_tensor(a, second)
+    r["models"] = {"first": r["model"] + f", {len(recipe_tensors(a.tensor))} tensors",
+                   "second": f"ResNet-18 224×224, {len(recipe_tensors(second_tensor))} tensors"}
+    images = os.path.join(ROOT, "data/fashion-mnist/train-images-idx3-ubyte.gz")
+    r["forward"] = {
+        "first": section("forward", lambda: forward_section(a, a.model, spec, a.tensor,
+                                                            FORWARD_CONFIGS)),
+        "second": section("forward ResNet-18", lambda: forward_section(
+            a, second, second_spec, second_tensor, FORWARD_CONFIGS_SECOND))}
+    r["learn"] = {
+        "first": section("learn", lambda: learn_section(a, a.model, spec, a.tensor, work,
+                                                        images)),
+        "second": section("learn ResNet-18", lambda: learn_section(
+            a, second, second_spec, second_tensor, work, images))}
     stores, fingerprint = section("feature stores", lambda: feature_stores(a, spec, work))
     r["heads"] = section("heads", lambda: heads_section(a, stores, work))
     r["memory"] = section("memory", lambda: memory_section(a, stores, fingerprint, work))

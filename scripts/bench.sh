@@ -15,7 +15,8 @@ if [ -n "${BIN:-}" ]; then
   B=$(realpath "$BIN")
   "$B" --version >&2
 else
-  cargo build --release --locked >&2
+  # With the optional onnxruntime engine: its column (tract stays the default engine).
+  cargo build --release --locked --features onnxruntime >&2
   B="$(realpath "${CARGO_TARGET_DIR:-target}")/release/fastretrain"
 fi
 wait "$VENV_PID"

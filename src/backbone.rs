@@ -215,6 +215,54 @@ impl Runner {
     }
 }
 
+/// The time one operation of tract's plan took, summed over the profiled runs
+/// ([`crate::benchmark::profile_forward`]: milliseconds per run).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeTime {
+    pub node: String,
+    pub op: String,
+    pub seconds: f64,
+}
+
+impl Runner {
+    /// Runs `input` `runs` times, timing each operation of tract's plan (`bench --profile`);
+    /// in plan order. Empty for onnxruntime (its own profiler says the same).
+    pub fn profile(&mut self, input: &[f32], runs: usize) -> Result<Vec<NodeTime>> {
+        #[cfg_attr(not(feature = "onnxruntime"), allow(irrefutable_let_patterns))]
+        let RunState::Tract(state) = &mut self.state else {
+            return Ok(Vec::new());
+        };
+        let fail = |reason: String| Error::Model {
+            path: self.model_path.clone(),
+            reason,
+        };
+        let mut times: Vec<NodeTime> = Vec::new();
+        let mut index = std::collections::HashMap::new();
+        for _ in 0..runs {
+            let tensor = Tensor::from_shape(&self.input_shape, input)
+                .map_err(|e| fail(format!("bad input tensor: {e}")))?;
+            state
+                .run_plan_with_eval(tvec!(tensor.into()), |session, op_state, node, inputs| {
+                    let started = std::time::Instant::now();
+                    let outputs =
+                        tract_onnx::tract_core::plan::eval(session, op_state, node, inputs);
+                    let i = *index.entry(node.id).or_insert_with(|| {
+                        times.push(NodeTime {
+                            node: node.name.clone(),
+                            op: node.op.name().to_string(),
+                            seconds: 0.0,
+                        });
+                        times.len() - 1
+                    });
+                    times[i].seconds += started.elapsed().as_secs_f64();
+                    outputs
+                })
+                .map_err(|e| fail(format!("inference failed: {e:#}")))?;
+        }
+        Ok(times)
+    }
+}
+
 impl Assembly {
     /// Pools and concatenates one run's outputs (`batch` images each) into `out`, one row per
     /// image, then applies the recipe's transform.
@@ -271,11 +319,10 @@ pub struct Backbone {
     /// Class names stored in the model by `export` (metadata `fastretrain.labels`).
     labels: Option<Vec<String>>,
     input_shape: [usize; 4],
-    batch: usize,
 }
 
 /// How to prepare the backbone; the default is what every command uses.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     /// The features to read: a tensor name or a recipe's descriptor
     /// ([`FeatureRecipe::parse`]); default: the spec's recipe, else the automatic one
@@ -285,9 +332,6 @@ pub struct LoadOptions {
     pub transform: Option<Transform>,
     /// Replaces the recipe's augmentation.
     pub augment: Option<Augment>,
-    /// Images per run: the input shape is fixed to it. 1 is faster per image in tract 0.23
-    /// (docs/BENCHMARKS.md).
-    pub batch: usize,
     /// The state (its file, its backbone) the model is loaded for: another model file is
     /// refused with a message saying so, before tract looks for the state's feature tensor.
     pub for_state: Option<(PathBuf, Fingerprint)>,
@@ -298,19 +342,6 @@ pub struct LoadOptions {
     pub engine: Option<Engine>,
 }
 
-impl Default for LoadOptions {
-    fn default() -> Self {
-        LoadOptions {
-            feature_tensor: None,
-            transform: None,
-            augment: None,
-            batch: 1,
-            for_state: None,
-            model_output: false,
-            engine: None,
-        }
-    }
-}
 
 impl std::fmt::Debug for Backbone {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -342,7 +373,6 @@ impl Backbone {
     /// [`Self::load`] with every option.
     pub fn load_with(model: &Path, spec: Option<ModelSpec>, options: &LoadOptions) -> Result<Self> {
         let feature_tensor = options.feature_tensor.as_deref();
-        let batch = options.batch.max(1);
         // A pack is checked by its own checksum: the model file's sha256 is for ONNX files.
         let bytes = crate::onnx::read_model_bytes(model)?;
         if crate::pack::is_pack(&bytes) {
@@ -418,7 +448,7 @@ impl Backbone {
             )?;
         }
         let feature_tensor = recipe.descriptor();
-        let input_shape = input_shape(&spec, batch);
+        let input_shape = input_shape(&spec);
         // The file bytes and the protobuf are freed as soon as tract has its own copy of the
         // graph, so they do not add to the peak memory of optimising it.
         drop(bytes);
@@ -468,7 +498,6 @@ impl Backbone {
             head,
             labels,
             input_shape,
-            batch,
         })
     }
 
@@ -492,7 +521,6 @@ impl Backbone {
         crate::pack::check_request(
             &meta,
             options.model_output,
-            options.batch,
             options.feature_tensor.as_deref(),
             model,
         )?;
@@ -528,13 +556,12 @@ impl Backbone {
         Ok(Backbone {
             plan: Plan::Tract(plan),
             assembly: Arc::new(assembly),
-            input_shape: input_shape(&meta.spec, 1),
+            input_shape: input_shape(&meta.spec),
             spec: meta.spec,
             model_path: model.into(),
             fingerprint: meta.fingerprint,
             head: None,
             labels: meta.labels,
-            batch: 1,
         })
     }
 
@@ -546,11 +573,6 @@ impl Backbone {
     /// Values of one image's input tensor.
     pub fn input_len(&self) -> usize {
         self.input_shape[1..].iter().product()
-    }
-
-    /// Images per run (1 unless loaded with [`LoadOptions::batch`]).
-    pub fn batch(&self) -> usize {
-        self.batch
     }
 
     pub fn spec(&self) -> &ModelSpec {
@@ -803,10 +825,12 @@ impl Backbone {
     }
 }
 
-fn input_shape(spec: &ModelSpec, batch: usize) -> [usize; 4] {
+/// One image per run: tract 0.23 ran a batch of 8 at 1.5× the time per image of single images
+/// (docs/BENCHMARKS.md), so streams run images side by side instead.
+fn input_shape(spec: &ModelSpec) -> [usize; 4] {
     match spec.input.layout {
-        Layout::Nchw => [batch, 3, spec.input.height, spec.input.width],
-        Layout::Nhwc => [batch, spec.input.height, spec.input.width, 3],
+        Layout::Nchw => [1, 3, spec.input.height, spec.input.width],
+        Layout::Nhwc => [1, spec.input.height, spec.input.width, 3],
     }
 }
 

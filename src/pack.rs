@@ -97,12 +97,11 @@ pub(crate) fn read_pack(bytes: &[u8], path: &Path) -> Result<(PackMeta, TypedMod
     Ok((meta, model))
 }
 
-/// Refuses what a pack cannot give: the model's own outputs (`model_output`), batches of more
-/// than one image, another feature tensor than the packed one.
+/// Refuses what a pack cannot give: the model's own outputs (`model_output`), another feature
+/// tensor than the packed one.
 pub(crate) fn check_request(
     meta: &PackMeta,
     model_output: bool,
-    batch: usize,
     feature_tensor: Option<&str>,
     path: &Path,
 ) -> Result<()> {
@@ -116,11 +115,6 @@ pub(crate) fn check_request(
              outputs: use the ONNX file it was packed from"
                 .into(),
         ));
-    }
-    if batch > 1 {
-        return Err(refuse(format!(
-            "a packed model runs one image at a time, not batches of {batch}"
-        )));
     }
     if let Some(tensor) = feature_tensor
         && tensor != meta.fingerprint.feature_tensor

@@ -16,7 +16,7 @@ fn bench_command_times_the_forward_pass() {
     let model = model.to_str().unwrap();
     {
         let args = [
-            "bench", "--json", "--model", model, "--batch", "3", "--runs", "2", "--warmup", "1",
+            "bench", "--json", "--model", model, "--runs", "2", "--warmup", "1",
         ];
         let timing = json_of(&run(&dir, &args));
         // No tensor named in its spec: the automatic recipe (no blocks: the penultimate alone).
@@ -25,7 +25,6 @@ fn bench_command_times_the_forward_pass() {
         )
         .unwrap();
         assert_eq!(recipe.tensors, ["features"]);
-        assert_eq!(timing["batch"], 3);
         assert_eq!(timing["runs"], 2);
         let (lo, mid, hi) = (
             timing["ms_per_image_min"].as_f64().unwrap(),
@@ -49,8 +48,14 @@ fn bench_command_times_the_forward_pass() {
     }
     refused(
         &dir,
-        &["bench", "--model", model, "--batch", "0"],
+        &["bench", "--model", model, "--runs", "0"],
         "at least 1",
+    );
+    // One image per run: batches were slower per image in tract (docs/BENCHMARKS.md).
+    refused(
+        &dir,
+        &["bench", "--model", model, "--batch", "8"],
+        "--batch",
     );
     refused(
         &dir,
@@ -83,8 +88,10 @@ fn bench_script_writes_every_section() {
     assert!(out.status.success(), "{}", common::stderr(&out));
     let report = std::fs::read_to_string(dir.join("BENCHMARKS.md")).unwrap();
     for section in [
-        "## 1. Backbone forward",
-        "## 2. End-to-end `learn`",
+        "## 1.1. Backbone forward",
+        "## 1.2. Backbone forward (ResNet-18",
+        "## 2.1. End-to-end `learn`",
+        "## 2.2. End-to-end `learn` (ResNet-18",
         "## 3. Head fitting",
         "## 4. Peak RSS",
         "scikit-learn LogisticRegression",
@@ -95,7 +102,15 @@ fn bench_script_writes_every_section() {
     let raw: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("BENCHMARKS.json")).unwrap())
             .unwrap();
-    assert_eq!(raw["forward"].as_array().unwrap().len(), 5);
+    assert_eq!(raw["forward"]["first"].as_array().unwrap().len(), 3);
+    assert_eq!(raw["forward"]["second"].as_array().unwrap().len(), 2);
+    // The engine column is there when the binary has the engine (`--features onnxruntime`).
+    assert_eq!(
+        raw["forward"]["first"][0].get("ort_engine").is_some(),
+        cfg!(feature = "onnxruntime"),
+        "{}",
+        raw["forward"]
+    );
     assert_eq!(raw["memory"].as_array().unwrap().len(), 2);
     assert!(
         std::fs::read_to_string(dir.join("benchmarks.svg"))

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use serde::Serialize;
 
-use fastretrain::backbone::{Backbone, LoadOptions};
+use fastretrain::backbone::Backbone;
 use fastretrain::data::{DataOptions, DataSource};
 use fastretrain::evaluation::EvalReport;
 use fastretrain::retrainer::{LearnOptions, LearnReport, Retrainer};
@@ -22,16 +22,13 @@ use super::predict::print_eval;
 pub(crate) struct BenchArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Images per forward pass.
-    #[arg(long, default_value_t = 1)]
-    batch: usize,
     /// Timed runs (the median is reported).
     #[arg(long, default_value_t = 20)]
     runs: usize,
     /// Untimed runs first.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
-    /// Run this many batches at once, one thread each with tract single-threaded (how
+    /// Run this many images at once, one thread each with tract single-threaded (how
     /// learn/extract/eval stream data); reports throughput per image.
     #[arg(long, default_value_t = 1)]
     parallel: usize,
@@ -39,6 +36,10 @@ pub(crate) struct BenchArgs {
     /// the layout and kernel it runs with on this machine), without timing.
     #[arg(long)]
     plan: bool,
+    /// Time each operation of tract's plan over the runs instead (ms per run, by operation
+    /// and summed by kind): what scripts/layer_profile.py compares with onnxruntime's.
+    #[arg(long)]
+    profile: bool,
     #[arg(long)]
     json: bool,
 }
@@ -69,18 +70,41 @@ pub(crate) fn bench(a: BenchArgs, threads: usize) -> Result<bool> {
         .model
         .clone()
         .unwrap_or_else(|| shipped(DEFAULT_MODEL));
-    if a.batch == 0 || a.runs == 0 || a.parallel == 0 {
-        bail!("--batch, --runs and --parallel must be at least 1");
+    if a.runs == 0 || a.parallel == 0 {
+        bail!("--runs and --parallel must be at least 1");
     }
-    let options = LoadOptions {
-        batch: a.batch,
-        ..a.model.load_options()?
-    };
+    let options = a.model.load_options()?;
     let loading = std::time::Instant::now();
     let backbone = Backbone::load_with(&model, None, &options)?;
     let load_seconds = loading.elapsed().as_secs_f64();
     if a.plan {
         return print_plan(&backbone, a.json).map(|()| true);
+    }
+    if a.profile {
+        let nodes = fastretrain::benchmark::profile_forward(&backbone, a.warmup, a.runs)?;
+        if nodes.is_empty() {
+            bail!("--profile times tract's plan: use --engine tract");
+        }
+        let mut by_op: Vec<(String, f64)> = Vec::new();
+        for n in &nodes {
+            match by_op.iter_mut().find(|(op, _)| *op == n.op) {
+                Some((_, ms)) => *ms += n.seconds,
+                None => by_op.push((n.op.clone(), n.seconds)),
+            }
+        }
+        by_op.sort_by(|a, b| b.1.total_cmp(&a.1));
+        if a.json {
+            return print_json(&serde_json::json!({
+                "threads": threads, "runs": a.runs, "nodes": nodes, "by_op": by_op,
+            }))
+            .map(|()| true);
+        }
+        let total: f64 = by_op.iter().map(|(_, ms)| ms).sum();
+        println!("{total:.2} ms per run, by operation ({} threads):", threads);
+        for (op, ms) in &by_op {
+            println!("  {op:<28} {ms:8.3} ms {:5.1} %", 100.0 * ms / total);
+        }
+        return Ok(true);
     }
     let timing = fastretrain::benchmark::time_forward(&backbone, a.warmup, a.runs, a.parallel)?;
     if a.json {
@@ -92,14 +116,13 @@ pub(crate) fn bench(a: BenchArgs, threads: usize) -> Result<bool> {
         print_json(&value)?;
     } else {
         println!(
-            "{}: {:.2} ms/image (median of {} runs, min {:.2}, max {:.2}), batch {}, {} \
+            "{}: {:.2} ms/image (median of {} runs, min {:.2}, max {:.2}), {} \
              at once, {} threads; loaded in {:.2} s",
             model.display(),
             timing.ms_per_image,
             timing.runs,
             timing.ms_per_image_min,
             timing.ms_per_image_max,
-            timing.batch,
             timing.parallel,
             threads,
             load_seconds
