@@ -5,9 +5,10 @@ feature recipe): the per-layer-type ceiling of docs/BENCHMARKS.md.
 
 Both runtimes rename and fuse nodes; each timed node is traced back to the ONNX node it comes
 from (tract: the node name's prefix; onnxruntime: the tensor its fused node writes), and a
-Clip/Relu/Add fused into a convolution counts as that convolution. Kinds: stem convolution (the
-first, full 3×3), depthwise convolution, pointwise (1×1) convolution, activation left unfused,
-layout changes, and the rest (pooling of the recipe's tensors, reshapes).
+Clip/Relu/Add fused into a convolution counts as that convolution. Kinds: dense k×k convolution
+(MobileNetV2's stem, ResNet's 3×3 and 7×7), depthwise convolution, pointwise (1×1) convolution,
+activation left unfused, layout changes, and the rest (pooling of the recipe's tensors,
+reshapes, max pooling).
 
 Usage (the project venv, e.g. scripts/venv.sh's python):
   scripts/layer_profile.py --bin target/release/fastretrain [--model M] [--runs 20] [--out F.json]
@@ -27,7 +28,7 @@ sys.path.insert(0, HERE)
 
 from machine import cpu_description  # noqa: E402
 
-KINDS = ["stem conv", "depthwise conv", "pointwise conv", "activation (unfused)",
+KINDS = ["dense k×k conv", "depthwise conv", "pointwise conv", "activation (unfused)",
          "layout change", "other"]
 
 
@@ -52,11 +53,11 @@ class Graph:
             kernel = list(attrs["kernel_shape"].ints) if "kernel_shape" in attrs else []
             if group > 1:
                 return "depthwise conv"
-            return "pointwise conv" if kernel == [1, 1] else "stem conv"
+            return "pointwise conv" if kernel == [1, 1] else "dense k×k conv"
         if node.op_type in ("Clip", "Relu", "Add", "BatchNormalization"):
             kinds = [self.conv_kind(self.by_output.get(i), depth + 1) for i in node.input]
             # A residual Add is fused into the 1×1 projection that feeds it.
-            for preferred in ("pointwise conv", "depthwise conv", "stem conv"):
+            for preferred in ("pointwise conv", "depthwise conv", "dense k×k conv"):
                 if preferred in kinds:
                     return preferred
         return None
