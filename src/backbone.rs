@@ -342,7 +342,6 @@ pub struct LoadOptions {
     pub engine: Option<Engine>,
 }
 
-
 impl std::fmt::Debug for Backbone {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Backbone")
