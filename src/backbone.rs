@@ -125,6 +125,14 @@ pub struct Runner {
     assembly: Arc<Assembly>,
 }
 
+/// One run's input as tract's tensor (`model` for the message).
+fn input_tensor(shape: &[usize; 4], input: &[f32], model: &Path) -> Result<Tensor> {
+    Tensor::from_shape(shape, input).map_err(|e| Error::Model {
+        path: model.into(),
+        reason: format!("bad input tensor: {e}"),
+    })
+}
+
 /// A run context of the backbone's engine.
 enum RunState {
     Tract(TypedSimpleState),
@@ -184,8 +192,7 @@ impl Runner {
         };
         match &mut self.state {
             RunState::Tract(state) => {
-                let tensor = Tensor::from_shape(&self.input_shape, input)
-                    .map_err(|e| fail(format!("bad input tensor: {e}")))?;
+                let tensor = input_tensor(&self.input_shape, input, &self.model_path)?;
                 let outputs = state
                     .run(tvec!(tensor.into()))
                     .map_err(|e| fail(format!("inference failed: {e:#}")))?;
@@ -239,8 +246,7 @@ impl Runner {
         let mut times: Vec<NodeTime> = Vec::new();
         let mut index = std::collections::HashMap::new();
         for _ in 0..runs {
-            let tensor = Tensor::from_shape(&self.input_shape, input)
-                .map_err(|e| fail(format!("bad input tensor: {e}")))?;
+            let tensor = input_tensor(&self.input_shape, input, &self.model_path)?;
             state
                 .run_plan_with_eval(tvec!(tensor.into()), |session, op_state, node, inputs| {
                     let started = std::time::Instant::now();
