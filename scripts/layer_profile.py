@@ -10,6 +10,14 @@ Clip/Relu/Add fused into a convolution counts as that convolution. Kinds: dense 
 activation left unfused, layout changes, and the rest (pooling of the recipe's tensors,
 reshapes, max pooling).
 
+A third column times tract's matrix kernels alone (`fastretrain bench --kernels`: each matrix
+product of the plan with its operands packed beforehand and nothing fused, with the fastest of
+tract's kernels in either orientation): what the convolutions run as matrix products cannot go
+below in tract, whatever is done about packing, tiling and fusion around the kernels. The last
+line adds up the forward pass that floor allows: the kernels alone for those kinds, depthwise as
+measured (its kernel is the whole op), activations fused (free, as in onnxruntime), the rest as
+measured.
+
 Usage (the project venv, e.g. scripts/venv.sh's python):
   scripts/layer_profile.py --bin target/release/fastretrain [--model M] [--runs 20] [--out F.json]
 """
@@ -70,6 +78,23 @@ def tract_profile(a):
     return json.loads(out.stdout)["nodes"], json.loads(subprocess.run(
         [a.bin, "bench", "--json", "--model", a.model, "--runs", "1", "--warmup", "0"],
         capture_output=True, text=True, check=True).stdout)["feature_tensor"]
+
+
+def tract_kernel_floor(a):
+    out = subprocess.run([a.bin, "bench", "--kernels", "--json", "--model", a.model, "--runs",
+                          str(max(a.runs // 2, 5))], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)["products"]
+
+
+def floor_kinds(graph, products):
+    """tract's matrix kernels alone, per kind: (the plan's kernels, the fastest ones) in ms."""
+    totals = {kind: [0.0, 0.0] for kind in KINDS}
+    for p in products:
+        onnx_node = graph.by_name.get(p["node"].split(".")[0])
+        kind = graph.conv_kind(onnx_node) or "other"
+        totals[kind][0] += p["kernel_ms"]
+        totals[kind][1] += p["best_ms"]
+    return totals
 
 
 def tract_kinds(graph, nodes):
@@ -141,21 +166,31 @@ def main():
     nodes, descriptor = tract_profile(a)
     tract = tract_kinds(graph, nodes)
     ort = ort_kinds(Graph(a.model), a.model, descriptor, a.runs)
+    floor = floor_kinds(graph, tract_kernel_floor(a))
+    # The forward pass tract's kernels allow: see the module's docstring.
+    allowed = {kind: floor[kind][1] if floor[kind][1] else
+               (0.0 if kind == "activation (unfused)" else tract[kind]) for kind in KINDS}
     import onnxruntime
     result = {"machine": cpu_description(), "model": os.path.basename(a.model),
               "onnxruntime": onnxruntime.__version__, "runs": a.runs,
-              "tract_ms": tract, "onnxruntime_ms": ort}
+              "tract_ms": tract, "onnxruntime_ms": ort,
+              "tract_kernels_alone_ms": {k: {"plan_kernels": v[0], "fastest_kernels": v[1]}
+                                         for k, v in floor.items()},
+              "tract_floor_ms": allowed}
     print(f"{result['model']}, 1 thread, batch 1, ms per image ({result['machine']}; "
           f"onnxruntime {result['onnxruntime']}, its profiler's kernel times)")
-    print("| layer kind | tract | onnxruntime | onnxruntime / tract |")
-    print("|---|---|---|---|")
+    print("| layer kind | tract | onnxruntime | onnxruntime / tract | tract's matrix kernels "
+          "alone: plan's / fastest |")
+    print("|---|---|---|---|---|")
     for kind in KINDS:
         t, o = tract[kind], ort[kind]
+        alone = f"{floor[kind][0]:.2f} / {floor[kind][1]:.2f}" if floor[kind][1] else ""
         if t or o:
-            print(f"| {kind} | {t:.2f} | {o:.2f} | {o / t:.2f}× |" if t else
-                  f"| {kind} | {t:.2f} | {o:.2f} | — |")
-    st, so = sum(tract.values()), sum(ort.values())
-    print(f"| **all** | **{st:.2f}** | **{so:.2f}** | **{so / st:.2f}×** |")
+            print(f"| {kind} | {t:.2f} | {o:.2f} | {o / t:.2f}× | {alone} |" if t else
+                  f"| {kind} | {t:.2f} | {o:.2f} | — | {alone} |")
+    st, so, sa = sum(tract.values()), sum(ort.values()), sum(allowed.values())
+    print(f"| **all** | **{st:.2f}** | **{so:.2f}** | **{so / st:.2f}×** | |")
+    print(f"| what tract's kernels allow | **{sa:.2f}** | {so:.2f} | **{so / sa:.2f}×** | |")
     if a.out:
         with open(a.out, "w") as f:
             json.dump(result, f, indent=1)

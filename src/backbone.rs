@@ -755,6 +755,34 @@ pub struct PlanStep {
     /// For a depthwise convolution: the data layout it runs in and the kernel that computes it
     /// on this machine.
     pub kernel: Option<String>,
+    /// For a matrix product (a convolution run as one): its shape and tract's kernel for it.
+    pub product: Option<MatrixProduct>,
+}
+
+/// A matrix product of the plan, C (m×n) = A (m×k) · B (k×n) then its fused operations, and
+/// the kernel tract picked for it on this machine (e.g. `fma_mmm_f32_16x6`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MatrixProduct {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub kernel: String,
+}
+
+fn matrix_product(node: &TypedNode) -> Option<MatrixProduct> {
+    use tract_onnx::tract_core::ops::matmul::optimized::{OptMatMul, ProtoFusedSpec};
+    let product = node.op_as::<OptMatMul>()?;
+    let shape = product.c_fact.shape.as_concrete()?;
+    let k = product.micro_ops.iter().find_map(|op| match op {
+        ProtoFusedSpec::AddMatMul { geo, .. } => geo.k.as_i64().map(|k| k as usize),
+        _ => None,
+    })?;
+    Some(MatrixProduct {
+        m: product.c_m_axis.map_or(1, |axis| shape[axis]),
+        k,
+        n: product.c_n_axis.map_or(1, |axis| shape[axis]),
+        kernel: product.mmm.first()?.name().to_string(),
+    })
 }
 
 /// What runs a depthwise convolution whose input has `shape` (batch first) and whose
@@ -815,6 +843,7 @@ impl Backbone {
                     info,
                     input,
                     kernel,
+                    product: matrix_product(node),
                 }
             })
             .collect()

@@ -103,6 +103,126 @@ pub fn profile_forward(
     Ok(times)
 }
 
+/// A matrix product of tract's plan timed on its own with tract's kernels: the operands packed
+/// beforehand and nothing fused, so what is left is the kernels' arithmetic. Summed over a layer
+/// kind, it is the floor tract's matrix kernels put under that kind's time in the forward pass,
+/// whatever is done about packing, tiling and fusion around them (`bench --kernels`).
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelFloor {
+    /// The plan's node (`bench --profile` times it in the forward pass).
+    pub node: String,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    /// The kernel tract's plan picked, and its time alone (ms, median of the runs).
+    pub kernel: String,
+    pub kernel_ms: f64,
+    /// The fastest of tract's f32 kernels that run on this machine, over both orientations of
+    /// the product (m×n or n×m), and its time alone.
+    pub best_kernel: String,
+    pub best_ms: f64,
+}
+
+/// Times every matrix product of the backbone's tract plan alone (see [`KernelFloor`]), one
+/// thread, `runs` timed runs per kernel after two untimed ones. Empty for onnxruntime.
+pub fn kernel_floor(backbone: &Backbone, runs: usize) -> Result<Vec<KernelFloor>> {
+    use tract_linalg::MmmDispatch;
+    let kernels: Vec<_> = MmmDispatch::native()
+        .runnable()
+        .iter()
+        .filter(|k| k.internal_type() == tract_onnx::prelude::DatumType::F32)
+        .collect();
+    let floors = backbone
+        .plan_steps()
+        .into_iter()
+        .filter_map(|step| Some((step.node, step.product?)))
+        .map(|(node, p)| {
+            let time = |name: &str, m, n| {
+                kernels
+                    .iter()
+                    .filter(|k| k.name() == name)
+                    .find_map(|k| time_product(k.as_ref(), m, p.k, n, runs))
+            };
+            let kernel_ms = time(&p.kernel, p.m, p.n).unwrap_or(f64::NAN);
+            let mut best = (p.kernel.clone(), kernel_ms);
+            for kernel in &kernels {
+                for (m, n, turned) in [(p.m, p.n, ""), (p.n, p.m, ", transposed")] {
+                    // `best.1` is NaN when the plan's kernel could not be timed: any time beats it.
+                    if let Some(ms) = time_product(kernel.as_ref(), m, p.k, n, runs)
+                        && (best.1.is_nan() || ms < best.1)
+                    {
+                        best = (format!("{}{turned}", kernel.name()), ms);
+                    }
+                }
+            }
+            KernelFloor {
+                node,
+                m: p.m,
+                k: p.k,
+                n: p.n,
+                kernel: p.kernel,
+                kernel_ms,
+                best_kernel: best.0,
+                best_ms: best.1,
+            }
+        });
+    Ok(single_threaded(|| floors.collect()))
+}
+
+/// Median ms of C (m×n) = A (m×k) · B (k×n) with `kernel`, A and B packed for it beforehand;
+/// None when the kernel does not take f32 operands packed from plain arrays.
+fn time_product(
+    kernel: &dyn tract_linalg::mmm::MatMatMul,
+    m: usize,
+    k: usize,
+    n: usize,
+    runs: usize,
+) -> Option<f64> {
+    use tract_linalg::mmm::{AsInputValue, FusedSpec};
+    use tract_linalg::pack::PackedFormat;
+    use tract_onnx::prelude::{DatumType, Tensor};
+    let (a_format, b_format) = kernel.packings().first()?;
+    let f32_packing = |f: &dyn tract_linalg::mmm::MMMInputFormat| {
+        f.downcast_ref::<PackedFormat>()
+            .is_some_and(|p| p.dt == DatumType::F32)
+    };
+    if !f32_packing(a_format.as_ref()) || !f32_packing(b_format.as_ref()) {
+        return None;
+    }
+    let values = |len: usize| (0..len).map(|i| ((i * 7919) % 255) as f32 / 255.0);
+    let a = Tensor::from_shape(&[m, k], &values(m * k).collect::<Vec<_>>()).ok()?;
+    let b = Tensor::from_shape(&[k, n], &values(k * n).collect::<Vec<_>>()).ok()?;
+    let packed_a = a_format.prepare_one(&a, 1, 0).ok()?;
+    let packed_b = b_format.prepare_one(&b, 0, 1).ok()?;
+    let mut c = Tensor::zero::<f32>(&[m, n]).ok()?;
+    let mut ms = Vec::with_capacity(runs.max(1));
+    for run in 0..runs.max(1) + 2 {
+        let started = Instant::now();
+        // SAFETY: A, B and C have the shapes m×k, k×n and m×n this product is run with, A and
+        // B were packed by the kernel's own formats, and C's view is built over C's storage.
+        let ran = unsafe {
+            kernel.run(
+                m,
+                n,
+                &[
+                    FusedSpec::AddMatMul {
+                        a: AsInputValue::Borrowed(&*packed_a),
+                        b: AsInputValue::Borrowed(&*packed_b),
+                        packing: 0,
+                    },
+                    FusedSpec::Store(kernel.c_view(Some(0), Some(1)).wrap(&c.view_mut())),
+                ],
+            )
+        };
+        ran.ok()?;
+        if run >= 2 {
+            ms.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    ms.sort_by(f64::total_cmp);
+    Some(median(&ms))
+}
+
 /// The fixed, deterministic input of every timing (the speed does not depend on the values).
 fn bench_input(backbone: &Backbone) -> Vec<f32> {
     (0..backbone.input_len())

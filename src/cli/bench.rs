@@ -40,6 +40,12 @@ pub(crate) struct BenchArgs {
     /// and summed by kind): what scripts/layer_profile.py compares with onnxruntime's.
     #[arg(long)]
     profile: bool,
+    /// Time each matrix product of tract's plan alone instead (one thread, operands packed
+    /// beforehand, nothing fused): with the kernel the plan picked, and with the fastest of
+    /// tract's kernels on this machine. What tract's matrix kernels alone cost, whatever is
+    /// done around them; scripts/layer_profile.py sums it per layer kind.
+    #[arg(long, conflicts_with_all = ["plan", "profile"])]
+    kernels: bool,
     #[arg(long)]
     json: bool,
 }
@@ -79,6 +85,9 @@ pub(crate) fn bench(a: BenchArgs, threads: usize) -> Result<bool> {
     let load_seconds = loading.elapsed().as_secs_f64();
     if a.plan {
         return print_plan(&backbone, a.json).map(|()| true);
+    }
+    if a.kernels {
+        return print_kernel_floor(&backbone, a.runs, a.json).map(|()| true);
     }
     if a.profile {
         let nodes = fastretrain::benchmark::profile_forward(&backbone, a.warmup, a.runs)?;
@@ -129,6 +138,37 @@ pub(crate) fn bench(a: BenchArgs, threads: usize) -> Result<bool> {
         );
     }
     Ok(true)
+}
+
+fn print_kernel_floor(backbone: &Backbone, runs: usize, json: bool) -> Result<()> {
+    let floors = fastretrain::benchmark::kernel_floor(backbone, runs)?;
+    if floors.is_empty() {
+        bail!("--kernels times tract's matrix products: use --engine tract");
+    }
+    if json {
+        return print_json(&serde_json::json!({ "runs": runs, "products": floors }));
+    }
+    println!(
+        "{:<28} {:>7} {:>5} {:>7}  {:>22} {:>9}  {:>32} {:>9}",
+        "node", "m", "k", "n", "plan's kernel", "ms alone", "fastest kernel", "ms alone"
+    );
+    for f in &floors {
+        println!(
+            "{:<28} {:>7} {:>5} {:>7}  {:>22} {:>9.3}  {:>32} {:>9.3}",
+            f.node, f.m, f.k, f.n, f.kernel, f.kernel_ms, f.best_kernel, f.best_ms
+        );
+    }
+    let sum = |ms: fn(&fastretrain::benchmark::KernelFloor) -> f64| -> f64 {
+        floors.iter().map(ms).sum()
+    };
+    println!(
+        "all {} products: {:.2} ms with the plan's kernels, {:.2} ms with the fastest ones \
+         (one thread, operands packed beforehand, nothing fused)",
+        floors.len(),
+        sum(|f| f.kernel_ms),
+        sum(|f| f.best_ms)
+    );
+    Ok(())
 }
 
 fn print_plan(backbone: &Backbone, json: bool) -> Result<()> {
