@@ -728,13 +728,18 @@ impl Conv {
         // one, so the input row turns most candidates down before the output shape is computed.
         let w_in =
             self.pool_spec.data_format.shape(shape).ok().and_then(|s| s.hw_dims().last().copied());
-        if w_in.is_some_and(|w| w < MIN_DIRECT_SPATIAL_W) {
+        let min_w = if self.input_channels() * kvol <= SHALLOW_DIRECT_SPATIAL_K {
+            TRACT_DIRECT_SPATIAL_MIN_W_SHALLOW.get()
+        } else {
+            TRACT_DIRECT_SPATIAL_MIN_W.get()
+        };
+        if w_in.is_some_and(|w| w < min_w) {
             return false;
         }
         let Ok(output) = self.pool_spec.output_shape(shape) else {
             return false;
         };
-        output.hw_dims().last().is_some_and(|w| *w >= MIN_DIRECT_SPATIAL_W)
+        output.hw_dims().last().is_some_and(|w| *w >= min_w)
     }
 
     fn wire_as_direct_spatial(
@@ -1482,6 +1487,28 @@ const DEFAULT_LAZY_IM2COL_MIN_KERNEL: usize = 6;
 /// The shortest output row a direct spatial convolution takes: its taps are repacked per zone and
 /// per four output channels, which a shorter row does not pay back against im2col.
 const MIN_DIRECT_SPATIAL_W: usize = 128;
+
+/// Taps × input channels up to which a convolution counts as shallow. A shallow one (an image
+/// stem: 3 channels × 3×3) gives im2col's matrix product so short a reduction that the kernels
+/// run far below their speed, and the gather around them costs more than the product: on x86-64
+/// (AVX2/FMA, AMD Zen 4) MobileNetV2's stem (27 taps, 112-wide rows) ran in 2.3 ms direct
+/// against 3.4 ms with lazy im2col, while ResNet-18's 7×7 stem (147 taps, the same rows) ran
+/// 2.5× slower direct. Measured on x86-64 only, so only x86-64 takes the shorter rows.
+const SHALLOW_DIRECT_SPATIAL_K: usize = 32;
+const MIN_DIRECT_SPATIAL_W_SHALLOW: usize = if cfg!(target_arch = "x86_64") { 64 } else { 128 };
+
+crate::declare_knob!(
+    scopable TRACT_DIRECT_SPATIAL_MIN_W,
+    usize,
+    MIN_DIRECT_SPATIAL_W,
+    "The shortest output row (and input row) a direct spatial convolution takes."
+);
+crate::declare_knob!(
+    scopable TRACT_DIRECT_SPATIAL_MIN_W_SHALLOW,
+    usize,
+    MIN_DIRECT_SPATIAL_W_SHALLOW,
+    "The same for a shallow convolution (at most 32 taps × input channels, e.g. an image stem)."
+);
 
 /// Whether AMX runs im2col's matrix products here: it wins the wide convolutions, so the direct
 /// spatial one only takes thin ones.
