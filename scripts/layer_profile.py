@@ -105,7 +105,8 @@ def tract_kinds(graph, nodes):
             kind = "depthwise conv"
         elif n["op"].startswith("OptBinChain"):
             kind = "activation (unfused)"
-        elif n["op"] in ("OptMatMul", "OptMatMulPack", "LazyIm2col", "Pad"):
+        elif n["op"] in ("OptMatMul", "OptMatMulPack", "LazyIm2col", "Pad",
+                         "DirectSpatialConv"):
             kind = graph.conv_kind(onnx_node) or "other"
         elif n["op"] in ("IntoShape", "MoveAxis", "Transpose"):
             kind = "layout change"
