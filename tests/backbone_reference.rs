@@ -82,15 +82,19 @@ fn matrix_products_have_the_graphs_shapes_and_are_timed_with_the_plans_kernels()
     let model = common::root().join("models/mobilenetv2.onnx");
     let backbone = Backbone::load(&model, None, None).unwrap();
     let steps = backbone.plan_steps();
-    let stem_direct = steps.iter().any(|s| s.node == "Conv_2" && s.op == "DirectSpatialConv");
+    let stem_direct = steps
+        .iter()
+        .any(|s| s.node == "Conv_2" && s.op == "DirectSpatialConv");
     assert_eq!(stem_direct, cfg!(target_arch = "x86_64"), "{steps:#?}");
     let products: Vec<_> = steps.into_iter().filter_map(|step| step.product).collect();
     // 1 stem + 17 blocks (the first without its expansion: 16 expansions, 17 projections) + the
     // final 1×1: 35 convolutions that are not depthwise.
-    assert_eq!(products.len(), 35 - usize::from(stem_direct), "{products:#?}");
-    let unordered = |p: &fastretrain::backbone::MatrixProduct| {
-        (p.m.min(p.n), p.k, p.m.max(p.n))
-    };
+    assert_eq!(
+        products.len(),
+        35 - usize::from(stem_direct),
+        "{products:#?}"
+    );
+    let unordered = |p: &fastretrain::backbone::MatrixProduct| (p.m.min(p.n), p.k, p.m.max(p.n));
     if !stem_direct {
         assert_eq!(unordered(&products[0]), (32, 27, 112 * 112));
     }
