@@ -141,10 +141,10 @@ pub(crate) fn bench(a: BenchArgs, threads: usize) -> Result<bool> {
 }
 
 fn print_kernel_floor(backbone: &Backbone, runs: usize, json: bool) -> Result<()> {
-    let floors = fastretrain::benchmark::kernel_floor(backbone, runs)?;
-    if floors.is_empty() {
+    if backbone.engine() != fastretrain::backbone::Engine::Tract {
         bail!("--kernels times tract's matrix products: use --engine tract");
     }
+    let floors = fastretrain::benchmark::kernel_floor(backbone, runs)?;
     if json {
         return print_json(&serde_json::json!({ "runs": runs, "products": floors }));
     }
