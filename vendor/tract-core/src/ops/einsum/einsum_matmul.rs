@@ -479,6 +479,30 @@ impl EinSumMatMul {
         self.n_axis().outputs[0].first().cloned()
     }
 
+    /// Which orientation lets the kernels store whole tile columns. They store a tile column
+    /// (mr values along m) with vector stores only where m is the output's innermost axis, and
+    /// value by value otherwise. A channel-last 1×1 convolution's output is `[.., spatial,
+    /// channels]`, and the size rule below makes the spatial axis m whenever it is the larger,
+    /// so every value was stored on its own. Where the reduction is short (k ≤ 64) those stores
+    /// are most of the work, so the innermost axis becomes m if it spans at least a vector:
+    /// `Some(true)` asks for the transposition, `Some(false)` keeps the operands as they are,
+    /// `None` leaves the choice to the size rule (a long reduction: tile fit matters more).
+    fn store_prefers_transpose(&self, node: &TypedNode) -> Option<bool> {
+        if !TRACT_EINSUM_CONTIGUOUS_M.get() || !self.k.as_i64().is_some_and(|k| k <= 64) {
+            return None;
+        }
+        let shape = &node.outputs[0].fact.shape;
+        let innermost = |axis: Option<usize>| {
+            axis.is_some_and(|ax| shape.iter().skip(ax + 1).all(|d| d.is_one()))
+        };
+        let spans_a_vector = |d: &TDim| d.as_i64().is_some_and(|d| d >= 8);
+        match (innermost(self.c_m()), innermost(self.c_n())) {
+            (true, false) if spans_a_vector(&self.m) => Some(false),
+            (false, true) if spans_a_vector(&self.n) => Some(true),
+            _ => None,
+        }
+    }
+
     fn new(
         op: EinSum,
         m_axis: char,
@@ -555,6 +579,8 @@ impl TypedOp for EinSumMatMul {
         } else if let Some(of) = b.exotic_fact() {
             ensure!(of.is::<BlockQuantFact>());
             true
+        } else if let Some(contiguous_n) = self.store_prefers_transpose(node) {
+            contiguous_n
         } else if self.m == self.n {
             false
         } else {
@@ -1035,3 +1061,10 @@ fn optimized_mat_mul(
     patch.shunt_outside(model, node.id.into(), output)?;
     Ok(Some(patch))
 }
+
+crate::declare_knob!(
+    scopable TRACT_EINSUM_CONTIGUOUS_M,
+    bool,
+    true,
+    "Make a short-reduction matrix product's m the output's innermost axis, so tiles are stored whole columns at a time."
+);

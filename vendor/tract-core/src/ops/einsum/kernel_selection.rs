@@ -175,6 +175,7 @@ pub fn query(model: &TypedModel, node: &TypedNode, op: &EinSumMatMul) -> TractRe
         m: op.m.as_i64().map(|d| d as usize),
         k: op.k.as_i64().map(|d| d as usize),
         n: op.n.as_i64().map(|d| d as usize),
+        m_contiguous_store: m_axis_contiguous(model, node, op),
     })
 }
 

@@ -40,6 +40,10 @@ pub struct Query {
     pub m: Option<usize>,
     pub k: Option<usize>,
     pub n: Option<usize>,
+    /// Whether C's m axis is its innermost one, so the kernels store each tile column with
+    /// vector stores instead of value by value. Fitted cost models that do not see the store
+    /// layout may then pick differently.
+    pub m_contiguous_store: bool,
 }
 
 impl Query {
@@ -63,6 +67,7 @@ impl Query {
             m,
             k,
             n,
+            m_contiguous_store: false,
         }
     }
 }

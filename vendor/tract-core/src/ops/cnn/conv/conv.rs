@@ -584,6 +584,7 @@ impl Conv {
             m: Some(m),
             k: Some(k),
             n: n.as_usize(),
+            m_contiguous_store: false,
         };
         if weight_fact.is_exotic() {
             let mut suitable = tract_linalg::MmmDispatch::native().suitable(&query);
