@@ -34,11 +34,6 @@ macro_rules! mmm_kernel_fuse_tests {
             fn add_unicast_non_contiguous() {
                 test::add_unicast_non_contiguous::<_, $ti>($ker)
             }
-
-            #[test]
-            fn add_unicast_col_major() {
-                test::add_unicast_col_major::<_, $ti>($ker)
-            }
             proptest::proptest! {
                 #[test]
                 fn return_c_prop(c in tile::<_, $ti>($ker)) {
@@ -209,53 +204,6 @@ where
     assert_eq!(err, 0);
     let expected: Vec<TI> = (0..ker.mr() * ker.nr()).map(|i| (1 + i).as_()).collect();
     display_error(&dst, &expected, ker.mr(), ker.nr());
-    assert_eq!(dst, expected);
-}
-
-/// `Clear` + `AddUnicast(column-major)` + `Store(row-major)`: the source's columns are
-/// contiguous (the row stride is one item), the layout a kernel may read whole columns from.
-pub fn add_unicast_col_major<K, TI>(ker: &K)
-where
-    K: MatMatMulKer<Acc = TI>,
-    TI: LADatum + AsPrimitive<TI>,
-    usize: AsPrimitive<TI>,
-{
-    if !ker.runnable() {
-        return;
-    }
-    let item = std::mem::size_of::<TI>();
-    let (mr, nr) = (ker.mr(), ker.nr());
-    // Columns one after the other with a gap of garbage between them.
-    let col_stride_items = mr + 3;
-    let mut src: Vec<TI> = vec![TI::max_value(); nr * col_stride_items];
-    for r in 0..mr {
-        for c in 0..nr {
-            src[c * col_stride_items + r] = (1 + c + r * nr).as_();
-        }
-    }
-    let src_store = OutputStoreKer {
-        ptr: src.as_ptr() as _,
-        row_byte_stride: item as isize,
-        col_byte_stride: (item * col_stride_items) as isize,
-        item_size: item,
-    };
-    let mut dst: Vec<TI> = vec![TI::min_value(); mr * nr];
-    let dst_store = OutputStoreKer {
-        ptr: dst.as_mut_ptr() as _,
-        row_byte_stride: (item * nr) as isize,
-        col_byte_stride: item as isize,
-        item_size: item,
-    };
-    let non_linear = tvec![
-        FusedKerSpec::Clear,
-        FusedKerSpec::AddUnicast(src_store),
-        FusedKerSpec::Store(dst_store),
-        FusedKerSpec::Done
-    ];
-    let err = ker.kernel(&non_linear);
-    assert_eq!(err, 0);
-    let expected: Vec<TI> = (0..mr * nr).map(|i| (1 + i).as_()).collect();
-    display_error(&dst, &expected, mr, nr);
     assert_eq!(dst, expected);
 }
 
