@@ -99,6 +99,13 @@ fn matrix_products_have_the_graphs_shapes_and_are_timed_with_the_plans_kernels()
         assert_eq!(unordered(&products[0]), (32, 27, 112 * 112));
     }
     assert_eq!(unordered(products.last().unwrap()), (49, 320, 1280));
+    if cfg!(target_arch = "x86_64") {
+        // The first expansion (16 → 96 channels at 112×112) writes a channel-last output there,
+        // so our tract-core patch makes the channels m, the output's innermost axis: the kernel
+        // stores whole tile columns instead of one value at a time (vendor/README.md).
+        let expansion = products.iter().find(|p| p.k == 16).unwrap();
+        assert_eq!((expansion.m, expansion.n), (96, 112 * 112), "{expansion:?}");
+    }
     let floors = fastretrain::benchmark::kernel_floor(&backbone, 1).unwrap();
     assert_eq!(floors.len(), products.len());
     for f in &floors {
