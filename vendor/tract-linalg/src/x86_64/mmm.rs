@@ -497,16 +497,13 @@ const FMA_CHOICES: &[KernelChoice] = &[
     KernelChoice { mr: 40, nr: 2, scale: 54.0 / 60.0, name: || fma_mmm_f32_40x2.name.as_str() },
 ];
 
-/// Up to this reduction depth a matrix product storing whole columns (C's m axis innermost) is
-/// bound by its stores and per-tile work rather than by its arithmetic. The vendors' fitted
-/// models price each tile as measured with value-by-value stores, so there the tile-utilisation
-/// picker chooses instead (AMD EPYC Zen 3, MobileNetV2's channel-last 1×1 convolutions: 40x2
-/// from the model took 1.5–2.4 ms on 96×16·16×12544 where 16x6 and 24x4 took 0.7–1.1 ms).
-const STORE_BOUND_MAX_K: usize = 64;
-
 fn fma_mmm_f32(suitable: &[Suitable], query: &Query) -> Option<&'static str> {
+    // The vendors' fitted models price each tile as measured with value-by-value stores, so for
+    // a store-bound product storing whole columns the tile-utilisation picker chooses instead
+    // (AMD EPYC Zen 3, MobileNetV2's channel-last 1×1 convolutions: 40x2 from the model took
+    // 1.5–2.4 ms on 96×16·16×12544 where 16x6 and 24x4 took 0.7–1.1 ms).
     if query.m_contiguous_store
-        && query.k.is_some_and(|k| k <= STORE_BOUND_MAX_K)
+        && query.k.is_some_and(|k| k <= crate::mmm::STORE_BOUND_MAX_K)
         && query.m.is_some()
         && query.n.is_some()
     {

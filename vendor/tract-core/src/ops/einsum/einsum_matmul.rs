@@ -3,6 +3,7 @@ use std::ops::Deref;
 
 use tract_itertools::{izip, multiunzip};
 use tract_linalg::block_quant::PackedBlockQuantFormat;
+use tract_linalg::mmm::STORE_BOUND_MAX_K;
 
 use super::*;
 use crate::ops::cast::cast;
@@ -483,20 +484,20 @@ impl EinSumMatMul {
     /// (mr values along m) with vector stores only where m is the output's innermost axis, and
     /// value by value otherwise. A channel-last 1×1 convolution's output is `[.., spatial,
     /// channels]`, and the size rule below makes the spatial axis m whenever it is the larger,
-    /// so every value was stored on its own. Where the reduction is short (k ≤ 64) those stores
-    /// are most of the work, so the innermost axis becomes m if it spans at least a vector:
+    /// so every value was stored on its own. Where the reduction is short (`STORE_BOUND_MAX_K`)
+    /// those stores are most of the work, so the innermost axis becomes m if it spans at least a
+    /// vector:
     /// `Some(true)` asks for the transposition, `Some(false)` keeps the operands as they are,
     /// `None` leaves the choice to the size rule (a long reduction: tile fit matters more).
-    fn store_prefers_transpose(&self, node: &TypedNode) -> Option<bool> {
-        if !TRACT_EINSUM_CONTIGUOUS_M.get() || !self.k.as_i64().is_some_and(|k| k <= 64) {
+    fn store_prefers_transpose(&self, model: &TypedModel, node: &TypedNode) -> Option<bool> {
+        use super::kernel_selection::{m_axis_contiguous, n_axis_contiguous};
+        let short_k = self.k.as_i64().is_some_and(|k| k <= STORE_BOUND_MAX_K as i64);
+        if !TRACT_EINSUM_CONTIGUOUS_M.get() || !short_k || self.c_m().is_none() || self.c_n().is_none()
+        {
             return None;
         }
-        let shape = &node.outputs[0].fact.shape;
-        let innermost = |axis: Option<usize>| {
-            axis.is_some_and(|ax| shape.iter().skip(ax + 1).all(|d| d.is_one()))
-        };
         let spans_a_vector = |d: &TDim| d.as_i64().is_some_and(|d| d >= 8);
-        match (innermost(self.c_m()), innermost(self.c_n())) {
+        match (m_axis_contiguous(model, node, self), n_axis_contiguous(model, node, self)) {
             (true, false) if spans_a_vector(&self.m) => Some(false),
             (false, true) if spans_a_vector(&self.n) => Some(true),
             _ => None,
@@ -579,7 +580,7 @@ impl TypedOp for EinSumMatMul {
         } else if let Some(of) = b.exotic_fact() {
             ensure!(of.is::<BlockQuantFact>());
             true
-        } else if let Some(contiguous_n) = self.store_prefers_transpose(node) {
+        } else if let Some(contiguous_n) = self.store_prefers_transpose(model, node) {
             contiguous_n
         } else if self.m == self.n {
             false

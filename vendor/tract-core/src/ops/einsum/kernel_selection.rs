@@ -20,7 +20,7 @@ fn single_strat(it: Impl) -> Strat {
 
 /// True when C's n axis is the innermost non-unit axis, so a row-major SME
 /// store hits its aligned bulk path (`col_byte_stride == item_size`).
-fn n_axis_contiguous(model: &TypedModel, node: &TypedNode, op: &EinSumMatMul) -> bool {
+pub(crate) fn n_axis_contiguous(model: &TypedModel, node: &TypedNode, op: &EinSumMatMul) -> bool {
     let Some(cn) = op.c_n() else {
         return true;
     };
@@ -52,7 +52,7 @@ fn amx_scatter_dominates(name: &str, nr: usize, query: &Query) -> bool {
 
 /// True when C's m axis is the innermost non-unit axis, so a vertical SME
 /// slice is a contiguous vector.
-fn m_axis_contiguous(model: &TypedModel, node: &TypedNode, op: &EinSumMatMul) -> bool {
+pub(crate) fn m_axis_contiguous(model: &TypedModel, node: &TypedNode, op: &EinSumMatMul) -> bool {
     let Some(cm) = op.c_m() else {
         return true;
     };

@@ -22,6 +22,12 @@ use crate::WeightType;
 /// extractor to reach that packing when the weights are not already in it.
 pub type Suitable = (Box<dyn MatMatMul>, usize, Option<PanelExtractor>);
 
+/// Up to this reduction depth a matrix product that stores whole tile columns (C's m axis
+/// innermost) is bound by its stores and per-tile work more than by its arithmetic: tract-core
+/// orients such products so that m is the output's innermost axis, and the x86 FMA tier picks
+/// their kernels by tile utilisation rather than by its fitted model.
+pub const STORE_BOUND_MAX_K: usize = 64;
+
 /// A matmul as kernel selection sees it: the operand types a kernel must handle, and the
 /// shape where the caller knows it. A `None` dim is one the caller cannot pin — a streaming
 /// axis, or an `n` still symbolic at optimisation time.
