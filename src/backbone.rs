@@ -766,6 +766,9 @@ pub struct MatrixProduct {
     pub m: usize,
     pub k: usize,
     pub n: usize,
+    /// Whether C's m axis is contiguous (the tile's columns are whole vectors): the stores'
+    /// speed depends on it (vendor/README.md, the column-stores patch).
+    pub m_contiguous: bool,
     pub kernel: String,
 }
 
@@ -777,10 +780,15 @@ fn matrix_product(node: &TypedNode) -> Option<MatrixProduct> {
         ProtoFusedSpec::AddMatMul { geo, .. } => geo.k.as_i64().map(|k| k as usize),
         _ => None,
     })?;
+    // The m axis is contiguous when every axis after it spans one item.
+    let m_contiguous = product
+        .c_m_axis
+        .is_some_and(|axis| shape[axis + 1..].iter().all(|&d| d == 1));
     Some(MatrixProduct {
         m: product.c_m_axis.map_or(1, |axis| shape[axis]),
         k,
         n: product.c_n_axis.map_or(1, |axis| shape[axis]),
+        m_contiguous,
         kernel: product.mmm.first()?.name().to_string(),
     })
 }

@@ -104,7 +104,8 @@ pub fn profile_forward(
 }
 
 /// A matrix product of tract's plan timed on its own with tract's kernels: the operands packed
-/// beforehand and nothing fused, so what is left is the kernels' arithmetic. Summed over a layer
+/// beforehand, nothing fused, and C laid out as in the plan (an x86 kernel stores whole columns
+/// only when C's m axis is contiguous), so what is left is the kernels' arithmetic and stores. Summed over a layer
 /// kind, it is the floor tract's matrix kernels put under that kind's time in the forward pass,
 /// whatever is done about packing, tiling and fusion around them (`bench --kernels`).
 #[derive(Debug, Clone, Serialize)]
@@ -118,7 +119,7 @@ pub struct KernelFloor {
     pub kernel: String,
     pub kernel_ms: f64,
     /// The fastest of tract's f32 kernels that run on this machine, over both orientations of
-    /// the product (m×n or n×m), and its time alone.
+    /// the product (m×n or n×m) into the plan's C, and its time alone.
     pub best_kernel: String,
     pub best_ms: f64,
 }
@@ -141,8 +142,14 @@ pub fn kernel_floor(backbone: &Backbone, runs: usize) -> Result<Vec<KernelFloor>
             let mut kernel_ms = f64::NAN;
             let mut best = (p.kernel.clone(), f64::NAN);
             for kernel in &kernels {
-                for (m, n, turned) in [(p.m, p.n, ""), (p.n, p.m, ", transposed")] {
-                    let Some(ms) = time_product(kernel.as_ref(), m, p.k, n, runs) else {
+                // Turned, the plan's C keeps its layout: its contiguous axis changes role.
+                let orientations = [
+                    (p.m, p.n, p.m_contiguous, ""),
+                    (p.n, p.m, !p.m_contiguous, ", transposed"),
+                ];
+                for (m, n, m_contiguous, turned) in orientations {
+                    let Some(ms) = time_product(kernel.as_ref(), m, p.k, n, m_contiguous, runs)
+                    else {
                         continue;
                     };
                     if turned.is_empty() && kernel.name() == p.kernel && kernel_ms.is_nan() {
@@ -167,13 +174,15 @@ pub fn kernel_floor(backbone: &Backbone, runs: usize) -> Result<Vec<KernelFloor>
     Ok(single_threaded(|| floors.collect()))
 }
 
-/// Median ms of C (m×n) = A (m×k) · B (k×n) with `kernel`, A and B packed for it beforehand;
-/// None when the kernel does not take f32 operands packed from plain arrays.
+/// Median ms of C (m×n) = A (m×k) · B (k×n) with `kernel`, A and B packed for it beforehand,
+/// C stored column-major when `m_contiguous` (else row-major); None when the kernel does not
+/// take f32 operands packed from plain arrays.
 fn time_product(
     kernel: &dyn tract_linalg::mmm::MatMatMul,
     m: usize,
     k: usize,
     n: usize,
+    m_contiguous: bool,
     runs: usize,
 ) -> Option<f64> {
     use tract_linalg::mmm::{AsInputValue, FusedSpec};
@@ -192,12 +201,18 @@ fn time_product(
     let b = Tensor::from_shape(&[k, n], &values(k * n).collect::<Vec<_>>()).ok()?;
     let packed_a = a_format.prepare_one(&a, 1, 0).ok()?;
     let packed_b = b_format.prepare_one(&b, 0, 1).ok()?;
-    let mut c = Tensor::zero::<f32>(&[m, n]).ok()?;
+    let (c_shape, c_m_axis, c_n_axis) = if m_contiguous {
+        ([n, m], 1, 0)
+    } else {
+        ([m, n], 0, 1)
+    };
+    let mut c = Tensor::zero::<f32>(&c_shape).ok()?;
     let mut ms = Vec::with_capacity(runs.max(1));
     for run in 0..runs.max(1) + 2 {
         let started = Instant::now();
-        // SAFETY: A, B and C have the shapes m×k, k×n and m×n this product is run with, A and
-        // B were packed by the kernel's own formats, and C's view is built over C's storage.
+        // SAFETY: A and B have the shapes m×k and k×n this product is run with, C holds m×n
+        // values and its view names its m and n axes, A and B were packed by the kernel's own
+        // formats, and C's view is built over C's storage.
         let ran = unsafe {
             kernel.run(
                 m,
@@ -208,7 +223,11 @@ fn time_product(
                         b: AsInputValue::Borrowed(&*packed_b),
                         packing: 0,
                     },
-                    FusedSpec::Store(kernel.c_view(Some(0), Some(1)).wrap(&c.view_mut())),
+                    FusedSpec::Store(
+                        kernel
+                            .c_view(Some(c_m_axis), Some(c_n_axis))
+                            .wrap(&c.view_mut()),
+                    ),
                 ],
             )
         };

@@ -48,7 +48,8 @@ fn jpeg_photos_decode_to_rgb() {
 /// The vendored tract-linalg patch (vendor/README.md): on x86-64 with AVX every depthwise
 /// layer of 16 channels or more runs channel-last on our kernel (the features above still
 /// equal onnxruntime's). Without the patch tract keeps them channel-first, and the stride-2
-/// ones run a scalar loop.
+/// ones run a scalar loop. The ReLU6 after each of those is fused into it (the kernel clamps
+/// before it stores): no separate pass is left but the stem's and the channel-first layer's.
 #[test]
 #[cfg(target_arch = "x86_64")]
 fn depthwise_layers_run_channel_last_on_the_x86_kernel() {
@@ -57,11 +58,20 @@ fn depthwise_layers_run_channel_last_on_the_x86_kernel() {
     }
     let model = common::root().join("models/mobilenetv2.onnx");
     let backbone = Backbone::load(&model, None, None).unwrap();
-    let kernels: Vec<String> = backbone
-        .plan_steps()
-        .into_iter()
-        .filter_map(|step| step.kernel)
-        .collect();
+    let steps = backbone.plan_steps();
+    for step in steps.iter().filter(|s| {
+        s.kernel
+            .as_deref()
+            .is_some_and(|k| k.starts_with("channel-last"))
+    }) {
+        assert!(step.info.contains("clamped to [0, 6]"), "{step:?}");
+    }
+    let activations = steps
+        .iter()
+        .filter(|s| s.op.starts_with("OptBinChain"))
+        .count();
+    assert_eq!(activations, 2, "{steps:#?}");
+    let kernels: Vec<String> = steps.into_iter().filter_map(|step| step.kernel).collect();
     assert_eq!(kernels.len(), 17, "{kernels:#?}");
     // The first (32 channels at 112×112, behind the stem convolution) stays channel-first.
     let channel_last = kernels
@@ -105,6 +115,7 @@ fn matrix_products_have_the_graphs_shapes_and_are_timed_with_the_plans_kernels()
         // stores whole tile columns instead of one value at a time (vendor/README.md).
         let expansion = products.iter().find(|p| p.k == 16).unwrap();
         assert_eq!((expansion.m, expansion.n), (96, 112 * 112), "{expansion:?}");
+        assert!(expansion.m_contiguous, "{expansion:?}");
     }
     let floors = fastretrain::benchmark::kernel_floor(&backbone, 1).unwrap();
     assert_eq!(floors.len(), products.len());

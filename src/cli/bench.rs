@@ -41,7 +41,7 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     profile: bool,
     /// Time each matrix product of tract's plan alone instead (one thread, operands packed
-    /// beforehand, nothing fused): with the kernel the plan picked, and with the fastest of
+    /// beforehand, nothing fused, C laid out as in the plan): with the kernel the plan picked, and with the fastest of
     /// tract's kernels on this machine. What tract's matrix kernels alone cost, whatever is
     /// done around them; scripts/layer_profile.py sums it per layer kind.
     #[arg(long, conflicts_with_all = ["plan", "profile"])]
@@ -188,10 +188,19 @@ fn print_plan(backbone: &Backbone, json: bool) -> Result<()> {
     );
     for step in &steps {
         match &step.kernel {
-            Some(kernel) => println!(
-                "{:<28} {:<16} {:?} → {kernel}",
-                step.node, step.op, step.input
-            ),
+            Some(kernel) => {
+                // A ReLU/ReLU6 fused into the depthwise op (our tract-core patch) says so.
+                let fused = step
+                    .info
+                    .split("; ")
+                    .find(|part| part.starts_with("clamped"))
+                    .map(|clamp| format!(", {clamp}"))
+                    .unwrap_or_default();
+                println!(
+                    "{:<28} {:<16} {:?} → {kernel}{fused}",
+                    step.node, step.op, step.input
+                )
+            }
             None => println!("{:<28} {:<16} {:?}", step.node, step.op, step.input),
         }
     }

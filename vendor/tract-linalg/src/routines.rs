@@ -274,12 +274,27 @@ impl Func {
 /// `len`, and `len` output points writable from `output`.
 pub type DepthwiseWF32 = unsafe fn(*const f32, *mut f32, &[f32], &[isize], f32, usize, isize);
 
+/// [`DepthwiseCF32`]'s clamp of one output: `min(max(x, low), high)`, a NaN staying NaN (as the
+/// kernels' vector min and max leave it).
+#[inline(always)]
+pub fn clamp_depthwise_output(x: f32, low: f32, high: f32) -> f32 {
+    if x < low {
+        low
+    } else if x > high {
+        high
+    } else {
+        x
+    }
+}
+
 /// One channel-inner depthwise run: `len` output positions of `channels` contiguous channels
 /// each. Point `i`, channel `c`, is `bias[c]` plus every
 /// `kernel[tap_indices[t] * k_stride + c] * input[i * in_stride + offsets[t] + c]`, `k_stride`
 /// (at least `channels`) being the kernel's per-tap stride, so a block of channels runs on its own.
 /// `tap_indices` and `offsets` are one kernel tap each and are the same length; `in_stride` and
 /// `out_stride` are the input and output steps one output position costs, in elements.
+/// The last two arguments, `low` and `high`, clamp every output before it is stored: `min(max(x,
+/// low), high)`, a NaN staying NaN (a fused ReLU or ReLU6; `-inf` and `inf` leave it unclamped).
 ///
 /// # Safety
 /// `input.offset(i * in_stride + offsets[t] + c)` and `kernel.add(tap_indices[t] * k_stride + c)`
@@ -298,6 +313,8 @@ pub type DepthwiseCF32 = unsafe fn(
     usize,
     isize,
     isize,
+    f32,
+    f32,
 );
 
 /// Softmax in place over each `row_len` row of a row-major buffer, `row_len` a non-zero

@@ -148,9 +148,14 @@ pub unsafe fn depthwise_c_f32(
     len: usize,
     in_stride: isize,
     out_stride: isize,
+    low: f32,
+    high: f32,
 ) {
     unsafe {
         use std::arch::wasm32::*;
+        let (lo, hi) = (f32x4_splat(low), f32x4_splat(high));
+        // wasm's f32x4 min and max return NaN when either lane is NaN.
+        let clamp = |x| f32x4_min(f32x4_max(x, lo), hi);
         for i in 0..len {
             let iptr = input.offset(i as isize * in_stride);
             let optr = output.offset(i as isize * out_stride);
@@ -184,10 +189,10 @@ pub unsafe fn depthwise_c_f32(
                         v128_load(kt.add(12) as *const v128)
                     );
                 }
-                v128_store(optr.add(c) as *mut v128, acc0);
-                v128_store(optr.add(c + 4) as *mut v128, acc1);
-                v128_store(optr.add(c + 8) as *mut v128, acc2);
-                v128_store(optr.add(c + 12) as *mut v128, acc3);
+                v128_store(optr.add(c) as *mut v128, clamp(acc0));
+                v128_store(optr.add(c + 4) as *mut v128, clamp(acc1));
+                v128_store(optr.add(c + 8) as *mut v128, clamp(acc2));
+                v128_store(optr.add(c + 12) as *mut v128, clamp(acc3));
                 c += 16;
             }
             while c + 4 <= channels {
@@ -199,7 +204,7 @@ pub unsafe fn depthwise_c_f32(
                         v128_load(kernel.add(kix * k_stride + c) as *const v128)
                     );
                 }
-                v128_store(optr.add(c) as *mut v128, acc);
+                v128_store(optr.add(c) as *mut v128, clamp(acc));
                 c += 4;
             }
             while c < channels {
@@ -207,7 +212,7 @@ pub unsafe fn depthwise_c_f32(
                 for (&kix, &off) in tap_indices.iter().zip(offsets) {
                     sum += *kernel.add(kix * k_stride + c) * *iptr.offset(off).add(c);
                 }
-                *optr.add(c) = sum;
+                *optr.add(c) = crate::routines::clamp_depthwise_output(sum, low, high);
                 c += 1;
             }
         }
@@ -216,7 +221,7 @@ pub unsafe fn depthwise_c_f32(
 
 bail_stub!(wasm32; pub unsafe fn depthwise_c_f32(
     *const f32, *mut f32, *const f32, &[usize], &[isize], *const f32, usize, usize, usize, isize,
-    isize
+    isize, f32, f32
 ));
 
 submit_routine!(wasm32; DepthwiseWF32, DepthwiseW, "wasm_simd128_depthwise_w_f32", depthwise_w_f32);

@@ -134,6 +134,8 @@ pub unsafe fn depthwise_c_f32(
     len: usize,
     in_stride: isize,
     out_stride: isize,
+    low: f32,
+    high: f32,
 ) {
     unsafe {
         channels_inner(
@@ -148,6 +150,8 @@ pub unsafe fn depthwise_c_f32(
             len,
             in_stride,
             out_stride,
+            low,
+            high,
         )
     }
 }
@@ -169,9 +173,15 @@ unsafe fn channels_inner(
     len: usize,
     in_stride: isize,
     out_stride: isize,
+    low: f32,
+    high: f32,
 ) {
     use std::arch::x86_64::*;
     unsafe {
+        let (lo, hi) = (_mm256_set1_ps(low), _mm256_set1_ps(high));
+        // MAXPS and MINPS return their second operand when either is NaN: the accumulator
+        // goes second, so a NaN output stays NaN.
+        let clamp = |x| _mm256_min_ps(hi, _mm256_max_ps(lo, x));
         for i in 0..len {
             let iptr = input.offset(i as isize * in_stride);
             let optr = output.offset(i as isize * out_stride);
@@ -198,10 +208,10 @@ unsafe fn channels_inner(
                         _mm256_mul_ps(_mm256_loadu_ps(k.add(24)), _mm256_loadu_ps(x.add(24))),
                     );
                 }
-                _mm256_storeu_ps(optr.add(c), a0);
-                _mm256_storeu_ps(optr.add(c + 8), a1);
-                _mm256_storeu_ps(optr.add(c + 16), a2);
-                _mm256_storeu_ps(optr.add(c + 24), a3);
+                _mm256_storeu_ps(optr.add(c), clamp(a0));
+                _mm256_storeu_ps(optr.add(c + 8), clamp(a1));
+                _mm256_storeu_ps(optr.add(c + 16), clamp(a2));
+                _mm256_storeu_ps(optr.add(c + 24), clamp(a3));
                 c += 32;
             }
             while c + 8 <= channels {
@@ -211,7 +221,7 @@ unsafe fn channels_inner(
                     let x = _mm256_loadu_ps(iptr.offset(off).add(c));
                     acc = _mm256_add_ps(acc, _mm256_mul_ps(k, x));
                 }
-                _mm256_storeu_ps(optr.add(c), acc);
+                _mm256_storeu_ps(optr.add(c), clamp(acc));
                 c += 8;
             }
             while c < channels {
@@ -219,7 +229,7 @@ unsafe fn channels_inner(
                 for (&kix, &off) in tap_indices.iter().zip(offsets) {
                     sum += *kernel.add(kix * k_stride + c) * *iptr.offset(off).add(c);
                 }
-                *optr.add(c) = sum;
+                *optr.add(c) = crate::routines::clamp_depthwise_output(sum, low, high);
                 c += 1;
             }
         }
@@ -228,7 +238,7 @@ unsafe fn channels_inner(
 
 bail_stub!(x86_64; pub unsafe fn depthwise_c_f32(
     *const f32, *mut f32, *const f32, &[usize], &[isize], *const f32, usize, usize, usize, isize,
-    isize
+    isize, f32, f32
 ));
 
 submit_routine!(x86_64; DepthwiseCF32, DepthwiseC, "x86_64_avx_depthwise_c_f32", depthwise_c_f32,
@@ -294,8 +304,9 @@ mod tests {
         }
     }
 
-    /// Channel-last: the generic loop of tract-core's `DepthWise` (bias, then k·x tap by tap).
-    fn compare_c(taps: usize, channels: usize, len: usize, in_stride: isize) {
+    /// Channel-last: the generic loop of tract-core's `DepthWise` (bias, then k·x tap by tap),
+    /// then the clamp to `[low, high]`.
+    fn compare_c(taps: usize, channels: usize, len: usize, in_stride: isize, low: f32, high: f32) {
         if !std::is_x86_feature_detected!("avx") {
             return;
         }
@@ -318,7 +329,11 @@ mod tests {
                     let x = input[(center as isize + i as isize * in_stride + off) as usize + c];
                     sum += kernel[kix * k_stride + c] * x;
                 }
-                expected[i * out_stride as usize + c] = sum;
+                expected[i * out_stride as usize + c] = if sum.is_nan() {
+                    sum
+                } else {
+                    sum.max(low).min(high)
+                };
             }
         }
         let mut output = vec![0f32; len * out_stride as usize];
@@ -335,13 +350,15 @@ mod tests {
                 len,
                 in_stride,
                 out_stride,
+                low,
+                high,
             )
         };
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(
             bits(&output),
             bits(&expected),
-            "taps {taps} channels {channels} len {len} stride {in_stride}"
+            "taps {taps} channels {channels} len {len} stride {in_stride} clamp {low}..{high}"
         );
     }
 
@@ -351,10 +368,45 @@ mod tests {
             for channels in [1, 7, 8, 9, 16, 31, 32, 33, 64, 96, 144, 960] {
                 for len in [0, 1, 3, 14] {
                     let c = channels as isize;
-                    compare_c(taps, channels, len, c);
-                    compare_c(taps, channels, len, 2 * c);
+                    for (low, high) in [(f32::NEG_INFINITY, f32::INFINITY), (0.0, 0.6), (-0.3, 0.2)]
+                    {
+                        compare_c(taps, channels, len, c, low, high);
+                        compare_c(taps, channels, len, 2 * c, low, high);
+                    }
                 }
             }
+        }
+    }
+
+    /// A NaN in the input stays NaN through the clamp, in the vector paths and the scalar tail.
+    #[test]
+    fn channel_last_clamp_keeps_nan() {
+        if !std::is_x86_feature_detected!("avx") {
+            return;
+        }
+        for channels in [1, 8, 33] {
+            let input = vec![f32::NAN; channels];
+            let kernel = vec![1f32; channels];
+            let bias = vec![0f32; channels];
+            let mut output = vec![0f32; channels];
+            unsafe {
+                depthwise_c_f32(
+                    input.as_ptr(),
+                    output.as_mut_ptr(),
+                    kernel.as_ptr(),
+                    &[0],
+                    &[0],
+                    bias.as_ptr(),
+                    channels,
+                    channels,
+                    1,
+                    channels as isize,
+                    channels as isize,
+                    0.0,
+                    6.0,
+                )
+            };
+            assert!(output.iter().all(|x| x.is_nan()), "{channels} channels: {output:?}");
         }
     }
 

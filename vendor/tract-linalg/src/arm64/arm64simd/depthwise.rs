@@ -256,9 +256,14 @@ pub unsafe fn depthwise_c_f32(
     len: usize,
     in_stride: isize,
     out_stride: isize,
+    low: f32,
+    high: f32,
 ) {
     unsafe {
         use std::arch::aarch64::*;
+        let (lo, hi) = (vdupq_n_f32(low), vdupq_n_f32(high));
+        // FMAX and FMIN return NaN when either operand is NaN.
+        let clamp = |x| vminq_f32(vmaxq_f32(x, lo), hi);
         for i in 0..len {
             let iptr = input.offset(i as isize * in_stride);
             let optr = output.offset(i as isize * out_stride);
@@ -276,10 +281,10 @@ pub unsafe fn depthwise_c_f32(
                     acc2 = vfmaq_f32(acc2, vld1q_f32(xt.add(8)), vld1q_f32(kt.add(8)));
                     acc3 = vfmaq_f32(acc3, vld1q_f32(xt.add(12)), vld1q_f32(kt.add(12)));
                 }
-                vst1q_f32(optr.add(c), acc0);
-                vst1q_f32(optr.add(c + 4), acc1);
-                vst1q_f32(optr.add(c + 8), acc2);
-                vst1q_f32(optr.add(c + 12), acc3);
+                vst1q_f32(optr.add(c), clamp(acc0));
+                vst1q_f32(optr.add(c + 4), clamp(acc1));
+                vst1q_f32(optr.add(c + 8), clamp(acc2));
+                vst1q_f32(optr.add(c + 12), clamp(acc3));
                 c += 16;
             }
             while c + 4 <= channels {
@@ -291,7 +296,7 @@ pub unsafe fn depthwise_c_f32(
                         vld1q_f32(kernel.add(kix * k_stride + c)),
                     );
                 }
-                vst1q_f32(optr.add(c), acc);
+                vst1q_f32(optr.add(c), clamp(acc));
                 c += 4;
             }
             while c < channels {
@@ -299,7 +304,7 @@ pub unsafe fn depthwise_c_f32(
                 for (&kix, &off) in tap_indices.iter().zip(offsets) {
                     sum += *kernel.add(kix * k_stride + c) * *iptr.offset(off).add(c);
                 }
-                *optr.add(c) = sum;
+                *optr.add(c) = crate::routines::clamp_depthwise_output(sum, low, high);
                 c += 1;
             }
         }
@@ -308,7 +313,7 @@ pub unsafe fn depthwise_c_f32(
 
 bail_stub!(aarch64; pub unsafe fn depthwise_c_f32(
     *const f32, *mut f32, *const f32, &[usize], &[isize], *const f32, usize, usize, usize, isize,
-    isize
+    isize, f32, f32
 ));
 
 submit_routine!(aarch64; DepthwiseWF32, DepthwiseW, "arm64simd_depthwise_w_f32", depthwise_w_f32);
@@ -424,6 +429,8 @@ mod tests {
                 len,
                 in_stride,
                 out_stride,
+                f32::NEG_INFINITY,
+                f32::INFINITY,
             )
         };
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {

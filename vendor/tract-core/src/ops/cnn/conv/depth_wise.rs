@@ -13,6 +13,16 @@ pub struct DepthWise {
     patch: Patch,
     input_shape: DataShape,
     output_shape: DataShape,
+    /// A ReLU or ReLU6 fused into the op (see `fuse`): every output clamped to `[low, high]`,
+    /// kept as the two bounds' bits so that the op stays `Hash` and `Eq`.
+    #[new(default)]
+    clamp: Option<[u32; 2]>,
+}
+
+/// Knob: `TRACT_DEPTHWISE_FUSE_CLAMP=false` keeps a ReLU/ReLU6 after a channel-last f32
+/// depthwise convolution as its own pass (for A/B measurements); on by default.
+fn fuse_clamp_enabled() -> bool {
+    std::env::var("TRACT_DEPTHWISE_FUSE_CLAMP").map_or(true, |v| v != "false" && v != "0")
 }
 
 impl Op for DepthWise {
@@ -21,7 +31,12 @@ impl Op for DepthWise {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("{:?}", self.patch)])
+        let mut info = vec![format!("{:?}", self.patch)];
+        if self.clamp.is_some() {
+            let (low, high) = self.clamp_bounds();
+            info.push(format!("clamped to [{low}, {high}]"));
+        }
+        Ok(info)
     }
 
     fn validation(&self) -> Validation {
@@ -35,6 +50,38 @@ impl EvalOp for DepthWise {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let dt = inputs[0].datum_type();
+        let outputs = self.eval_unclamped(inputs)?;
+        if self.clamp.is_none() || self.kernel_clamps(dt) {
+            return Ok(outputs);
+        }
+        // The paths without the channel-last kernel clamp afterwards.
+        let (low, high) = self.clamp_bounds();
+        let output = outputs.into_iter().next().context("DepthWise has one output")?;
+        let mut output = output.into_tensor();
+        for x in output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()? {
+            *x = tract_linalg::routines::clamp_depthwise_output(*x, low, high);
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl DepthWise {
+    /// The fused clamp's bounds, `(-inf, inf)` when there is none.
+    fn clamp_bounds(&self) -> (f32, f32) {
+        self.clamp.map_or((f32::NEG_INFINITY, f32::INFINITY), |[low, high]| {
+            (f32::from_bits(low), f32::from_bits(high))
+        })
+    }
+
+    /// Whether eval runs the channel-last f32 kernel, which applies the clamp before its stores.
+    fn kernel_clamps(&self, dt: DatumType) -> bool {
+        dt == f32::datum_type()
+            && self.input_shape.fmt.c_is_last()
+            && tract_linalg::routines::depthwise_c_f32().is_some()
+    }
+
+    fn eval_unclamped(&self, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let dt = inputs[0].datum_type();
         #[cfg(target_arch = "aarch64")]
         if dt == f16::datum_type() && tract_linalg::arm64::has_fp16() {
@@ -78,6 +125,60 @@ impl TypedOp for DepthWise {
             inputs[2].shape.len()
         );
         Ok(tvec!(inputs[0].datum_type.fact(&self.output_shape.shape)))
+    }
+
+    /// Fuses a ReLU or ReLU6 that follows a channel-last f32 depthwise convolution (`Max` then
+    /// `Min` by constant scalars, as ops of their own or as an `OptBinChain`) into the op: the
+    /// channel-last kernel clamps each output before storing it, where the separate op was one
+    /// more pass over the whole tensor.
+    fn fuse(&self, model: &TypedModel, node: &TypedNode) -> TractResult<Option<TypedModelPatch>> {
+        use crate::ops::binary::{OptBinByScalar, OptBinChain, TypedBinOp};
+        use tract_linalg::BinOp;
+        rule_if!(fuse_clamp_enabled());
+        rule_if!(model.outlet_fact(node.inputs[0])?.datum_type == f32::datum_type());
+        rule_if!(self.kernel_clamps(f32::datum_type()));
+        rule_if!(node.outputs.len() == 1 && node.outputs[0].successors.len() == 1);
+        rule_if!(!model.output_outlets()?.contains(&node.id.into()));
+        let succ = model.node(node.outputs[0].successors[0].node);
+        let ours: OutletId = node.id.into();
+        // (operation, its other operand) in the order they apply.
+        let steps: TVec<(BinOp, OutletId)> = if let Some(op) = succ.op_as::<OptBinByScalar>() {
+            rule_if!(succ.inputs.len() == 2 && succ.inputs[0] == ours);
+            tvec!((op.linalg_op, succ.inputs[1]))
+        } else if let Some(chain) = succ.op_as::<OptBinChain>() {
+            rule_if!(succ.inputs.len() == chain.steps.len() + 1 && succ.inputs[0] == ours);
+            chain.steps.iter().zip(&succ.inputs[1..]).map(|(s, i)| (s.linalg_op, *i)).collect()
+        } else if let Some(op) = succ.op_as::<TypedBinOp>() {
+            rule_if_some!(binop = op.0.as_linalg_binop());
+            rule_if!(succ.inputs.len() == 2);
+            // Max and Min are commutative: the other operand is whichever is not ours.
+            let other = if succ.inputs[0] == ours { succ.inputs[1] } else { succ.inputs[0] };
+            tvec!((binop, other))
+        } else {
+            return Ok(None);
+        };
+        let (mut low, mut high) = self.clamp_bounds();
+        for (op, operand) in steps {
+            let fact = model.outlet_fact(operand)?;
+            rule_if_some!(value = fact.konst.as_ref());
+            rule_if!(value.len() == 1 && value.datum_type() == f32::datum_type());
+            let value = value.cast_to_scalar::<f32>()?;
+            rule_if!(!value.is_nan());
+            match op {
+                // A Max after a Min would not be a clamp.
+                BinOp::Max if high == f32::INFINITY => low = low.max(value),
+                BinOp::Min => high = high.min(value),
+                _ => return Ok(None),
+            }
+        }
+        rule_if!(low <= high);
+        let mut fused = self.clone();
+        fused.clamp = Some([low.to_bits(), high.to_bits()]);
+        let mut patch = TypedModelPatch::new(format!("fusing {succ} into {node}"));
+        let taps = patch.taps(model, &node.inputs)?;
+        let wire = patch.wire_node(&node.name, fused, &taps)?;
+        patch.shunt_outside(model, succ.id.into(), wire[0])?;
+        Ok(Some(patch))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -285,6 +386,7 @@ macro_rules! impl_eval {
                 };
                 let (iptr, kptr, bias, optr) =
                     (iptr.add(c0), kptr.add(c0), bias.add(c0), optr.add(c0));
+                let (low, high) = dw.clamp_bounds();
                 let width = c1 - c0;
                 for ni in 0..n as isize {
                     let iptr = iptr.offset(n_stride_i * ni);
@@ -311,6 +413,8 @@ macro_rules! impl_eval {
                                     visitor.inner_loop_len,
                                     visitor.inner_loop_input_full_stride,
                                     visitor.inner_loop_output_stride,
+                                    low,
+                                    high,
                                 );
                             } else {
                                 // Taps outer, channels inner: every inner loop is contiguous.
