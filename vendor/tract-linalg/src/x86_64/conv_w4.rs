@@ -26,8 +26,8 @@ unsafe fn load8(p: *const f32, stride: isize) -> __m256 {
 }
 
 /// Four channels of a convolution along W, as [`crate::routines::ConvW4F32`] describes, eight
-/// output points to a vector. Input strides 1, 2 and 3 are vectorised; any other stride, and the
-/// last few points of a run, are computed one point at a time. No load reaches past
+/// output points to a vector. Input strides 1, 2 and 3 are vectorised to the end of the run (the
+/// last points masked); any other stride is computed one point at a time. No load reaches past
 /// `offsets[t] + (len - 1) * in_stride`.
 ///
 /// # Safety
@@ -100,6 +100,35 @@ pub unsafe fn conv_w4_f32(
                 _mm256_storeu_ps(output.offset(2 * oc_stride).add(i), a2);
                 _mm256_storeu_ps(output.offset(3 * oc_stride).add(i), a3);
                 i += 8;
+            }
+            // The last points (up to eight): a gather and stores masked to the run's end, which
+            // touch nothing past it. A stem's run (111 interior points of a 112-wide row at
+            // stride 2) used to leave them to the scalar loop, which took most of the kernel's
+            // time.
+            if i < len {
+                let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((len - i) as i32), lanes);
+                let index = _mm256_mullo_epi32(lanes, _mm256_set1_epi32(in_stride as i32));
+                let (mut a0, mut a1, mut a2, mut a3) = (b0, b1, b2, b3);
+                for t in 0..n {
+                    let p = input.offset(offsets[t] + i as isize * in_stride);
+                    let x = _mm256_mask_i32gather_ps(
+                        _mm256_setzero_ps(),
+                        p,
+                        index,
+                        _mm256_castsi256_ps(mask),
+                        4,
+                    );
+                    a0 = _mm256_fmadd_ps(x, _mm256_set1_ps(taps[t]), a0);
+                    a1 = _mm256_fmadd_ps(x, _mm256_set1_ps(taps[n + t]), a1);
+                    a2 = _mm256_fmadd_ps(x, _mm256_set1_ps(taps[2 * n + t]), a2);
+                    a3 = _mm256_fmadd_ps(x, _mm256_set1_ps(taps[3 * n + t]), a3);
+                }
+                _mm256_maskstore_ps(output.add(i), mask, a0);
+                _mm256_maskstore_ps(output.offset(oc_stride).add(i), mask, a1);
+                _mm256_maskstore_ps(output.offset(2 * oc_stride).add(i), mask, a2);
+                _mm256_maskstore_ps(output.offset(3 * oc_stride).add(i), mask, a3);
+                i = len;
             }
         }
         scalar(input, output, taps, offsets, bias, i, len, in_stride, oc_stride);
