@@ -157,10 +157,13 @@ impl TypedOp for DepthWise {
         } else {
             return Ok(None);
         };
+        // A scalar of higher rank would broadcast the output to another shape.
+        rule_if!(succ.outputs.len() == 1);
+        let (fact, succ_fact) = (&node.outputs[0].fact, &succ.outputs[0].fact);
+        rule_if!(succ_fact.datum_type == fact.datum_type && succ_fact.shape == fact.shape);
         let (mut low, mut high) = self.clamp_bounds();
         for (op, operand) in steps {
-            let fact = model.outlet_fact(operand)?;
-            rule_if_some!(value = fact.konst.as_ref());
+            rule_if_some!(value = model.outlet_fact(operand)?.konst.as_ref());
             rule_if!(value.len() == 1 && value.datum_type() == f32::datum_type());
             let value = value.cast_to_scalar::<f32>()?;
             rule_if!(!value.is_nan());
