@@ -755,6 +755,9 @@ pub struct PlanStep {
     /// For a depthwise convolution: the data layout it runs in and the kernel that computes it
     /// on this machine.
     pub kernel: Option<String>,
+    /// An activation fused into the op, as tract describes it (our tract-core patch fuses a
+    /// ReLU6 into a channel-last depthwise convolution: "clamped to [0, 6]").
+    pub fused_clamp: Option<String>,
     /// For a matrix product (a convolution run as one): its shape and tract's kernel for it.
     pub product: Option<MatrixProduct>,
 }
@@ -845,12 +848,17 @@ impl Backbone {
                     .and_then(|f| f.shape.as_concrete().map(<[usize]>::to_vec))
                     .unwrap_or_default();
                 let kernel = (op == "DepthWiseConv").then(|| depthwise_kernel(&input, &info));
+                let fused_clamp = info
+                    .split("; ")
+                    .find(|part| part.starts_with("clamped"))
+                    .map(str::to_string);
                 PlanStep {
                     node: node.name.clone(),
                     op,
                     info,
                     input,
                     kernel,
+                    fused_clamp,
                     product: matrix_product(node),
                 }
             })

@@ -105,9 +105,10 @@ pub fn profile_forward(
 
 /// A matrix product of tract's plan timed on its own with tract's kernels: the operands packed
 /// beforehand, nothing fused, and C laid out as in the plan (an x86 kernel stores whole columns
-/// only when C's m axis is contiguous), so what is left is the kernels' arithmetic and stores. Summed over a layer
-/// kind, it is the floor tract's matrix kernels put under that kind's time in the forward pass,
-/// whatever is done about packing, tiling and fusion around them (`bench --kernels`).
+/// only when C's m axis is contiguous), so what is left is the kernels' arithmetic and stores.
+/// Summed over a layer kind, it is the floor tract's matrix kernels put under that kind's time
+/// in the forward pass, whatever is done about packing, tiling and fusion around them
+/// (`bench --kernels`).
 #[derive(Debug, Clone, Serialize)]
 pub struct KernelFloor {
     /// The plan's node (`bench --profile` times it in the forward pass).

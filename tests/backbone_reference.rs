@@ -64,7 +64,11 @@ fn depthwise_layers_run_channel_last_on_the_x86_kernel() {
             .as_deref()
             .is_some_and(|k| k.starts_with("channel-last"))
     }) {
-        assert!(step.info.contains("clamped to [0, 6]"), "{step:?}");
+        assert_eq!(
+            step.fused_clamp.as_deref(),
+            Some("clamped to [0, 6]"),
+            "{step:?}"
+        );
     }
     let activations = steps
         .iter()

@@ -41,9 +41,10 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     profile: bool,
     /// Time each matrix product of tract's plan alone instead (one thread, operands packed
-    /// beforehand, nothing fused, C laid out as in the plan): with the kernel the plan picked, and with the fastest of
-    /// tract's kernels on this machine. What tract's matrix kernels alone cost, whatever is
-    /// done around them; scripts/layer_profile.py sums it per layer kind.
+    /// beforehand, nothing fused, C laid out as in the plan): with the kernel the plan picked,
+    /// and with the fastest of tract's kernels on this machine. What tract's matrix kernels
+    /// alone cost, whatever is done around them; scripts/layer_profile.py sums it per layer
+    /// kind.
     #[arg(long, conflicts_with_all = ["plan", "profile"])]
     kernels: bool,
     #[arg(long)]
@@ -189,11 +190,9 @@ fn print_plan(backbone: &Backbone, json: bool) -> Result<()> {
     for step in &steps {
         match &step.kernel {
             Some(kernel) => {
-                // A ReLU/ReLU6 fused into the depthwise op (our tract-core patch) says so.
                 let fused = step
-                    .info
-                    .split("; ")
-                    .find(|part| part.starts_with("clamped"))
+                    .fused_clamp
+                    .as_ref()
                     .map(|clamp| format!(", {clamp}"))
                     .unwrap_or_default();
                 println!(
