@@ -186,7 +186,7 @@ fn bad_input_is_a_clear_error() {
     let unsupported = common::data("models/unsupported_op.onnx");
     let mut args = retrain_args(s(&out), "fast", s(&train), s(&test));
     args.extend(["--model", s(&unsupported)]);
-    refused(&dir, &args, "'Sigmoid'");
+    refused(&dir, &args, "'LRN'");
 
     let mut args = retrain_args(s(&out), "fast", s(&train), s(&test));
     args.extend(["--device", "wgpu"]);

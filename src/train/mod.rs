@@ -127,11 +127,6 @@ impl Trainer {
         labels: Vec<String>,
         options: RetrainOptions,
     ) -> Result<Self> {
-        if spec.input.layout != Layout::Nchw {
-            return Err(Error::InvalidArgument(
-                "retrain supports NCHW models (the ONNX convention)".into(),
-            ));
-        }
         if options.batch == 0 || options.epochs == 0 {
             return Err(Error::InvalidArgument(
                 "--batch and --epochs must be at least 1".into(),
@@ -162,19 +157,19 @@ impl Trainer {
         })
     }
 
-    /// Preprocessed images of `samples` as one N×3×S×S tensor on `device`.
+    /// Preprocessed images of `samples` as one tensor on `device` in the model's layout
+    /// (N×3×H×W, or N×H×W×3 for an NHWC model such as tf2onnx writes).
     fn images(&mut self, samples: &[&Sample], device: &Device) -> Tensor<4> {
         let per = self.preprocessor.input_len();
         let mut data = vec![0.0f32; per * samples.len()];
         for (s, out) in samples.iter().zip(data.chunks_mut(per)) {
             self.preprocessor.tensor_into(&s.pixels, out);
         }
-        let shape = [
-            samples.len(),
-            3,
-            self.spec.input.height,
-            self.spec.input.width,
-        ];
+        let (n, h, w) = (samples.len(), self.spec.input.height, self.spec.input.width);
+        let shape = match self.spec.input.layout {
+            Layout::Nchw => [n, 3, h, w],
+            Layout::Nhwc => [n, h, w, 3],
+        };
         graph::tensor_from(&data, shape, device, self.dtype)
     }
 

@@ -5,9 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tract_onnx::pb::{TensorProto, tensor_proto::DataType, tensor_shape_proto, type_proto};
+use tract_onnx::pb::{
+    NodeProto, TensorProto, tensor_proto::DataType, tensor_shape_proto, type_proto,
+};
 
-use super::graph::Param;
+use super::graph::{HeadForm, Param};
 use super::{EpochMetrics, RetrainJob, RetrainOptions, Trainer};
 use crate::error::{Error, Result};
 use crate::onnx::{
@@ -183,37 +185,54 @@ pub(super) fn write(
             None => graph.initializer.push(tensor),
         }
     }
-    // The head: its node takes the (possibly new) bias, in Gemm(transB) form with unit scales.
+    // The head: its node takes the (possibly new) bias, in Gemm(transB) form with unit scales
+    // (a MatMul head, and the Add of its bias, become that Gemm).
     let (w, b) = trainer.graph.head_params();
-    let weight_name = &trainer.graph.params[w].name;
+    let weight_name = trainer.graph.params[w].name.clone();
+    let head_output = trainer.graph.head_output().to_string();
     let classes = trainer.graph.classes() as i64;
-    if let Some(node) = graph
-        .node
-        .iter_mut()
-        .find(|n| n.op_type == "Gemm" && n.input.get(1) == Some(weight_name))
+    if let HeadForm::MatMul {
+        add_output: Some(add),
+    } = &trainer.graph.head_form
     {
+        graph
+            .node
+            .retain(|n| !(n.op_type == "Add" && n.output.first() == Some(add)));
+    }
+    let is_head = |n: &NodeProto| {
+        matches!(n.op_type.as_str(), "Gemm" | "MatMul") && n.input.get(1) == Some(&weight_name)
+    };
+    if let Some(node) = graph.node.iter_mut().find(|n| is_head(n)) {
+        node.op_type = "Gemm".into();
+        node.output = vec![head_output.clone()];
+        node.input.truncate(2);
         if let Some(b) = b {
-            let bias = trainer.graph.params[b].name.clone();
-            node.input.truncate(2);
-            node.input.push(bias);
+            node.input.push(trainer.graph.params[b].name.clone());
         }
         node.attribute
-            .retain(|a| !matches!(a.name.as_str(), "transB" | "alpha" | "beta"));
+            .retain(|a| !matches!(a.name.as_str(), "transA" | "transB" | "alpha" | "beta"));
         node.attribute.push(tract_onnx::pb::AttributeProto {
             name: "transB".into(),
             r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
             i: 1,
             ..Default::default()
         });
-        let output = node.output[0].clone();
-        for o in graph.output.iter_mut().filter(|o| o.name == output) {
-            if let Some(type_proto::Value::TensorType(t)) =
-                o.r#type.as_mut().and_then(|t| t.value.as_mut())
-                && let Some(dims) = t.shape.as_mut().map(|s| &mut s.dim)
-                && dims.len() == 2
-            {
-                dims[1].value = Some(tensor_shape_proto::dimension::Value::DimValue(classes));
-            }
+    }
+    // The graph's output (the head's, or a Softmax's after it) has the data's classes.
+    let scores: Vec<&String> = std::iter::once(&head_output)
+        .chain(&trainer.graph.tail_outputs)
+        .collect();
+    for o in graph
+        .output
+        .iter_mut()
+        .filter(|o| scores.contains(&&o.name))
+    {
+        if let Some(type_proto::Value::TensorType(t)) =
+            o.r#type.as_mut().and_then(|t| t.value.as_mut())
+            && let Some(dims) = t.shape.as_mut().map(|s| &mut s.dim)
+            && let Some(last) = dims.last_mut()
+        {
+            last.value = Some(tensor_shape_proto::dimension::Value::DimValue(classes));
         }
     }
     // The classes' names, so that the retrained model names them when run as it is.

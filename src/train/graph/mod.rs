@@ -7,18 +7,24 @@
 
 use std::collections::{HashMap, HashSet};
 
-use burn::tensor::activation;
-use burn::tensor::module;
-use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 
 mod load;
+mod ops;
+mod value;
 
-/// The ops the interpreter runs (the layers of MobileNet / ResNet style classifiers).
-pub const SUPPORTED_OPS: &str = "Conv, BatchNormalization, Relu, Clip, Add, \
-     GlobalAveragePool, MaxPool, Flatten, Gemm";
+use ops::{Context, Op, Value};
+use value::{Act, Ints};
+
+/// The ops the interpreter runs (the layers of CNN classifiers and the shape arithmetic
+/// exporters write around them).
+pub const SUPPORTED_OPS: &str = "Conv, BatchNormalization, Gemm, MatMul (+ Add) by a constant, \
+     Relu, Clip, Sigmoid, Tanh, HardSigmoid, HardSwish, LeakyRelu, Add, Sub, Mul, Div, \
+     GlobalAveragePool, GlobalMaxPool, MaxPool, AveragePool, ReduceMean, Flatten, Reshape, \
+     Transpose, Concat, Split, Slice, Squeeze, Unsqueeze, Pad, Shape, Gather, Cast, Constant, \
+     Identity, Dropout, Softmax, LogSoftmax";
 
 /// A trainable (or running-statistic) tensor: an initializer of the model.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -31,47 +37,30 @@ pub struct Param {
     pub values: Vec<f32>,
 }
 
+/// An initializer or `Constant` node output that no layer trains.
 #[derive(Debug, Clone)]
-enum Op {
-    Conv {
-        weight: usize,
-        bias: Option<usize>,
-        options: ConvOptions<2>,
-    },
-    BatchNorm {
-        scale: usize,
-        bias: usize,
-        mean: usize,
-        var: usize,
-        epsilon: f64,
-        momentum: f64,
-    },
-    Relu,
-    Clip {
-        min: f64,
-        max: f64,
-    },
-    Add,
-    GlobalAveragePool,
-    MaxPool {
-        options: MaxPoolOptions<2>,
-    },
-    Flatten,
-    Gemm {
-        weight: usize,
-        bias: Option<usize>,
-        trans_b: bool,
-        alpha: f64,
-        beta: f64,
-    },
+enum Constant {
+    Floats { values: Vec<f32>, dims: Vec<usize> },
+    Ints(Ints),
 }
 
 #[derive(Debug, Clone)]
 struct Node {
     name: String,
     op: Op,
+    /// Input tensor names; empty for an absent optional input.
     inputs: Vec<String>,
-    output: String,
+    outputs: Vec<String>,
+}
+
+/// How the model writes its dense head (the export writes it back as a Gemm).
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeadForm {
+    Gemm,
+    /// A MatMul by the weight, then (when `add_output` is given) the Add of the bias.
+    MatMul {
+        add_output: Option<String>,
+    },
 }
 
 /// A convolution and the batch normalisation right after it, if any: what the fast-retraining
@@ -83,13 +72,6 @@ pub struct ConvLayer {
     pub params: Vec<usize>,
     /// Node index of its batch normalisation.
     bn_node: Option<usize>,
-}
-
-/// One activation tensor during a forward pass.
-#[derive(Clone)]
-enum Value {
-    Image(Tensor<4>),
-    Rows(Tensor<2>),
 }
 
 /// Batch statistics of the batch normalisations run in training mode: (node, mean, biased
@@ -111,11 +93,18 @@ pub struct Outputs {
 pub struct Graph {
     nodes: Vec<Node>,
     pub params: Vec<Param>,
+    constants: HashMap<String, Constant>,
     input: String,
+    /// The input's batch as declared in the file, when it is a fixed number.
+    declared_batch: Option<usize>,
     /// The dense head's input tensor (the penultimate features).
     pub feature_tensor: String,
-    /// Node index of the dense head (the last Gemm).
+    /// Node index of the dense head (the last dense layer).
     head_node: usize,
+    pub head_form: HeadForm,
+    /// Outputs of the nodes after the head (a Softmax, an Identity): not run in training, kept
+    /// in the export.
+    pub tail_outputs: Vec<String>,
     pub conv_layers: Vec<ConvLayer>,
     /// Values no longer needed after each node (freed early to keep memory down).
     drop_after: Vec<Vec<String>>,
@@ -194,6 +183,11 @@ impl Graph {
         &self.nodes[self.head_node].name
     }
 
+    /// The head's weight as the file names it.
+    pub fn head_weight_name(&self) -> &str {
+        &self.params[self.head_params().0].name
+    }
+
     /// The parameters as tensors on `device` in `dtype`; those in `tracked` require gradients
     /// (`device` must then have autodiff enabled).
     pub fn param_tensors(
@@ -216,9 +210,15 @@ impl Graph {
             .collect()
     }
 
-    /// Runs the graph on `x` (N×C×H×W). `train_bn` lists the batch-normalisation nodes run on
-    /// batch statistics (training mode); the others use their running statistics. Stops after
-    /// the features when `features_only`.
+    /// The head's output tensor name (the logits the loss is taken on).
+    pub fn head_output(&self) -> &str {
+        &self.nodes[self.head_node].outputs[0]
+    }
+
+    /// Runs the graph on `x` (the model's 4-d input, in its layout). `train_bn` lists the
+    /// batch-normalisation nodes run on batch statistics (training mode); the others use
+    /// their running statistics. Stops after the features when `features_only`; nodes after
+    /// the head (a Softmax) never run: the loss takes the head's output.
     pub fn forward(
         &self,
         x: Tensor<4>,
@@ -226,163 +226,72 @@ impl Graph {
         train_bn: &HashSet<usize>,
         features_only: bool,
     ) -> Result<Outputs> {
+        let device = x.device();
+        let dtype = x.dtype();
+        let param_dims: Vec<Vec<usize>> = self.params.iter().map(|p| p.dims.clone()).collect();
         let mut values: HashMap<String, Value> = HashMap::new();
-        values.insert(self.input.clone(), Value::Image(x));
+        values.insert(self.input.clone(), Value::Float(Act::R4(x)));
         let mut batch_stats = Vec::new();
-        let reshape4 = |i: usize| -> Tensor<4> {
-            let d = &self.params[i].dims;
-            params[i].clone().reshape([d[0], d[1], d[2], d[3]])
+        let fetch = |values: &HashMap<String, Value>, name: &str| -> Result<Option<Value>> {
+            if name.is_empty() {
+                return Ok(None);
+            }
+            if let Some(v) = values.get(name) {
+                return Ok(Some(v.clone()));
+            }
+            match self.constants.get(name) {
+                Some(Constant::Ints(i)) => Ok(Some(Value::Ints(i.clone()))),
+                Some(Constant::Floats { values, dims }) => Ok(Some(Value::Float(Act::constant(
+                    values, dims, &device, dtype,
+                )?))),
+                None => Err(Error::InvalidArgument(format!(
+                    "input '{name}' was not computed"
+                ))),
+            }
         };
-        let fail = |node: &Node, what: &str| {
-            Error::InvalidArgument(format!("node '{}': {what}", node.name))
-        };
-        for (i, node) in self.nodes.iter().enumerate() {
+        for (i, node) in self.nodes.iter().enumerate().take(self.head_node + 1) {
             if features_only && i == self.head_node {
                 break;
             }
-            let get = |k: usize| -> Result<Value> {
-                values.get(&node.inputs[k]).cloned().ok_or_else(|| {
-                    fail(
-                        node,
-                        &format!("input '{}' was not computed", node.inputs[k]),
-                    )
-                })
+            let fail = |e: Error| {
+                let reason = match e {
+                    Error::InvalidArgument(r) => r,
+                    other => other.to_string(),
+                };
+                Error::InvalidArgument(format!("node '{}': {reason}", node.name))
             };
-            let image = |v: Value| -> Result<Tensor<4>> {
-                match v {
-                    Value::Image(t) => Ok(t),
-                    Value::Rows(_) => Err(fail(node, "expects a 4-d input")),
-                }
+            let inputs = node
+                .inputs
+                .iter()
+                .map(|name| fetch(&values, name))
+                .collect::<Result<Vec<_>>>()
+                .map_err(fail)?;
+            let ctx = Context {
+                params,
+                param_dims: &param_dims,
+                device: &device,
+                dtype,
+                train_bn: train_bn.contains(&i),
+                declared_batch: self.declared_batch,
             };
-            let out = match &node.op {
-                Op::Conv {
-                    weight,
-                    bias,
-                    options,
-                } => {
-                    let x = image(get(0)?)?;
-                    let w = reshape4(*weight);
-                    if x.dims()[1] != w.dims()[1] * options.groups {
-                        return Err(fail(
-                            node,
-                            &format!(
-                                "input has {} channels, the weight expects {}",
-                                x.dims()[1],
-                                w.dims()[1] * options.groups
-                            ),
-                        ));
-                    }
-                    let b = bias.map(|b| params[b].clone());
-                    Value::Image(module::conv2d(x, w, b, options.clone()))
+            let (outputs, stat) = node.op.run(inputs, &ctx).map_err(fail)?;
+            if let Some((mean, var, count)) = stat {
+                batch_stats.push((i, mean, var, count));
+            }
+            for (name, value) in node.outputs.iter().zip(outputs) {
+                if !name.is_empty() {
+                    values.insert(name.clone(), value);
                 }
-                Op::BatchNorm {
-                    scale,
-                    bias,
-                    mean,
-                    var,
-                    epsilon,
-                    ..
-                } => {
-                    let x = image(get(0)?)?;
-                    if train_bn.contains(&i) {
-                        let [n, _, h, w] = x.dims();
-                        let out = module::batch_norm_train(
-                            x,
-                            params[*scale].clone(),
-                            params[*bias].clone(),
-                            *epsilon,
-                        );
-                        batch_stats.push((
-                            i,
-                            out.mean.without_autodiff(),
-                            out.variance.without_autodiff(),
-                            n * h * w,
-                        ));
-                        Value::Image(out.output)
-                    } else {
-                        Value::Image(module::batch_norm(
-                            x,
-                            params[*scale].clone(),
-                            params[*bias].clone(),
-                            params[*mean].clone(),
-                            params[*var].clone(),
-                            *epsilon,
-                        ))
-                    }
-                }
-                Op::Relu => match get(0)? {
-                    Value::Image(t) => Value::Image(activation::relu(t)),
-                    Value::Rows(t) => Value::Rows(activation::relu(t)),
-                },
-                Op::Clip { min, max } => match get(0)? {
-                    Value::Image(t) => Value::Image(t.clamp(*min, *max)),
-                    Value::Rows(t) => Value::Rows(t.clamp(*min, *max)),
-                },
-                Op::Add => match (get(0)?, get(1)?) {
-                    (Value::Image(a), Value::Image(b)) if a.dims() == b.dims() => {
-                        Value::Image(a.add(b))
-                    }
-                    (Value::Rows(a), Value::Rows(b)) if a.dims() == b.dims() => {
-                        Value::Rows(a.add(b))
-                    }
-                    _ => return Err(fail(node, "inputs of different shapes (no broadcasting)")),
-                },
-                Op::GlobalAveragePool => {
-                    Value::Image(module::adaptive_avg_pool2d(image(get(0)?)?, [1, 1]))
-                }
-                Op::MaxPool { options } => {
-                    Value::Image(module::max_pool2d(image(get(0)?)?, options.clone()))
-                }
-                Op::Flatten => match get(0)? {
-                    Value::Image(t) => {
-                        let [n, c, h, w] = t.dims();
-                        Value::Rows(t.reshape([n, c * h * w]))
-                    }
-                    rows => rows,
-                },
-                Op::Gemm {
-                    weight,
-                    bias,
-                    trans_b,
-                    alpha,
-                    beta,
-                } => {
-                    let x = match get(0)? {
-                        Value::Rows(t) => t,
-                        Value::Image(_) => return Err(fail(node, "expects a 2-d input")),
-                    };
-                    let d = &self.params[*weight].dims;
-                    let w: Tensor<2> = params[*weight].clone().reshape([d[0], d[1]]);
-                    let w = if *trans_b { w.transpose() } else { w };
-                    if x.dims()[1] != w.dims()[0] {
-                        return Err(fail(node, "input width does not match the weight"));
-                    }
-                    let mut y = x.matmul(w);
-                    if *alpha != 1.0 {
-                        y = y.mul_scalar(*alpha);
-                    }
-                    if let Some(b) = bias {
-                        let b = params[*b].clone();
-                        let b = if *beta != 1.0 { b.mul_scalar(*beta) } else { b };
-                        y = y.add(b.unsqueeze::<2>());
-                    }
-                    Value::Rows(y)
-                }
-            };
-            values.insert(node.output.clone(), out);
+            }
             for name in &self.drop_after[i] {
                 values.remove(name);
             }
         }
         let rows = |name: &str| -> Result<Tensor<2>> {
             match values.get(name) {
-                Some(Value::Rows(t)) => Ok(t.clone()),
-                Some(Value::Image(t)) => {
-                    let [n, c, h, w] = t.dims();
-                    Ok(t.clone().reshape([n, c * h * w]))
-                }
-                None => Err(Error::InvalidArgument(format!(
-                    "tensor '{name}' was not computed"
+                Some(Value::Float(t)) => t.clone().rows(),
+                _ => Err(Error::InvalidArgument(format!(
+                    "tensor '{name}' was not computed as a float tensor"
                 ))),
             }
         };
@@ -390,7 +299,7 @@ impl Graph {
         let logits = if features_only {
             None
         } else {
-            Some(rows(&self.nodes[self.head_node].output)?)
+            Some(rows(self.head_output())?)
         };
         Ok(Outputs {
             features,
