@@ -506,11 +506,27 @@ pub fn retrain(
     }
     let refit = match last_refit {
         Some(r) => r,
-        // `sgd` keeps its SGD-trained head; the state gets the statistics of its features.
+        // `sgd` keeps its SGD-trained head: the state gets the statistics of its features and
+        // that head, so the retrained ONNX and its state predict alike (`fit` on the state
+        // gives the closed-form head instead).
         None => {
-            let head = trainer.graph.params.clone();
-            let r = trainer.refit(&job.train, fingerprint(&trainer.graph))?;
-            trainer.graph.params = head;
+            let params = trainer.graph.params.clone();
+            let mut r = trainer.refit(&job.train, fingerprint(&trainer.graph))?;
+            trainer.graph.params = params;
+            let (w, b) = trainer.graph.head_params();
+            let rows = &trainer.graph.params[w].values;
+            let classes = trainer.graph.classes();
+            if let Some(head) = r.state.head.as_mut()
+                && rows.len() == classes * feature_dim
+            {
+                for c in 0..classes {
+                    for i in 0..feature_dim {
+                        head.weights[i * classes + c] = rows[c * feature_dim + i] as f64;
+                    }
+                    head.weights[feature_dim * classes + c] =
+                        b.map_or(0.0, |b| trainer.graph.params[b].values[c] as f64);
+                }
+            }
             r
         }
     };

@@ -178,6 +178,17 @@ pub(super) fn write(
     let (bytes, _) = read_model_file(job.model)?;
     let mut proto = parse_model(&bytes, job.model)?;
     let graph = graph_of_mut(&mut proto, job.model)?;
+    // An Identity of an initializer (the legacy exporter's shared tensors) became a parameter
+    // of its own, written as an initializer under the Identity's output name.
+    let names: std::collections::HashSet<&str> = trainer
+        .graph
+        .params
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    graph.node.retain(|n| {
+        !(n.op_type == "Identity" && n.output.first().is_some_and(|o| names.contains(o.as_str())))
+    });
     for p in &trainer.graph.params {
         let tensor = float_initializer(p);
         match graph.initializer.iter_mut().find(|t| t.name == p.name) {

@@ -22,6 +22,12 @@ pub fn json(rel: &str) -> serde_json::Value {
     serde_json::from_str(&text).expect("reference JSON")
 }
 
+/// A JSON file anywhere (a spec a command wrote).
+pub fn json_file(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).expect("JSON file");
+    serde_json::from_str(&text).expect("JSON")
+}
+
 pub fn f64s(v: &serde_json::Value) -> Vec<f64> {
     v.as_array()
         .expect("array")

@@ -136,11 +136,24 @@ impl Graph {
             reason,
         };
         let graph = graph_of(proto, path)?;
-        let initializers: HashMap<&str, &TensorProto> = graph
+        let mut initializers: HashMap<&str, &TensorProto> = graph
             .initializer
             .iter()
             .map(|t| (t.name.as_str(), t))
             .collect();
+        // The legacy PyTorch exporter writes one initializer for equal tensors (zero biases) and
+        // an Identity of it for each further use: each such use is its own initializer here
+        // (trained on its own; the export writes it out and drops the Identity).
+        let mut aliases = HashSet::new();
+        for (i, n) in graph.node.iter().enumerate() {
+            if n.op_type == "Identity"
+                && let (Some(from), Some(to)) = (n.input.first(), n.output.first())
+                && let Some(&t) = initializers.get(from.as_str())
+            {
+                initializers.insert(to.as_str(), t);
+                aliases.insert(i);
+            }
+        }
         let input_info = graph
             .input
             .iter()
@@ -262,7 +275,7 @@ impl Graph {
 
         let mut nodes = Vec::with_capacity(graph.node.len());
         for (index, n) in graph.node.iter().enumerate() {
-            if folded.contains(&index) {
+            if folded.contains(&index) || aliases.contains(&index) {
                 continue;
             }
             let label = if n.name.is_empty() {
