@@ -69,6 +69,11 @@ class Builder:
                                            name=f"{op.lower()}_{outputs[0]}", **attrs))
         return output
 
+    def dense(self, x, inputs, name, output, width=CLASSES):
+        """Gemm(transB=1) of `inputs` -> `width` with weights `name`.w and `name`.b."""
+        return self.node("Gemm", [x, self.weight(f"{name}.w", (width, inputs)),
+                                  self.weight(f"{name}.b", width)], output, transB=1)
+
     def head(self, x, width, trans_b=1, **attrs):
         p = self.node("GlobalAveragePool", [x], "pooled")
         f = self.node("Flatten", [p], "features", axis=1)
@@ -169,9 +174,7 @@ def silu_se():
     x = b.node("Tanh", [x], "tanh")
     x = b.node("ReduceMean", [x], "mean", axes=[2, 3], keepdims=1)
     x = b.node("Squeeze", [x], "squeezed", axes=[2, 3])
-    x = b.node("Dropout", [x], "features")
-    b.node("Gemm", [x, b.weight("fc.w", (CLASSES, 6)), b.weight("fc.b", CLASSES)], "output",
-           transB=1)
+    b.dense(b.node("Dropout", [x], "features"), 6, "fc", "output")
     b.save("grad_silu_se", opset=11)
 
 
@@ -208,11 +211,8 @@ def hard():
     n = b.node("Unsqueeze", [n, b.ints("axis0", [0])], "batch1")
     target = b.node("Concat", [n, b.ints("minus1", [-1])], "target", axis=0)
     x = b.node("Reshape", [x, target], "flat")
-    x = b.node("Gemm", [x, b.weight("fc1.w", (5, 8)), b.weight("fc1.b", 5)], "hidden", transB=1)
-    x = b.node("HardSwish", [x], "hs2")
-    x = b.node("Cast", [x], "features", to=TensorProto.FLOAT)
-    b.node("Gemm", [x, b.weight("fc2.w", (CLASSES, 5)), b.weight("fc2.b", CLASSES)], "output",
-           transB=1)
+    x = b.node("HardSwish", [b.dense(x, 8, "fc1", "hidden", width=5)], "hs2")
+    b.dense(b.node("Cast", [x], "features", to=TensorProto.FLOAT), 5, "fc2", "output")
     b.save("grad_hard", opset=18)
 
 

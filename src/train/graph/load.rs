@@ -38,6 +38,16 @@ fn string(node: &NodeProto, name: &str) -> Option<String> {
     attribute(node, name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
 }
 
+/// Input `k` of `n`, unless absent (missing or named "").
+fn optional_input(n: &NodeProto, k: usize) -> Option<&String> {
+    n.input.get(k).filter(|s| !s.is_empty())
+}
+
+/// Whether a window op pads by `auto_pad` (SAME_UPPER, ...), which is not supported.
+fn has_auto_pad(n: &NodeProto) -> bool {
+    attribute(n, "auto_pad").is_some_and(|a| !a.s.is_empty() && a.s != b"NOTSET")
+}
+
 /// The integers of an int64 / int32 tensor.
 fn int_values(t: &TensorProto) -> Option<Vec<i64>> {
     let width = match DataType::try_from(t.data_type).ok()? {
@@ -321,8 +331,7 @@ impl Graph {
                 }
                 "Conv" => {
                     arity(2)?;
-                    if attribute(n, "auto_pad").is_some_and(|a| !a.s.is_empty() && a.s != b"NOTSET")
-                    {
+                    if has_auto_pad(n) {
                         return Err(unsupported("auto_pad is not supported".into()));
                     }
                     let (stride, padding, dilation) = window(n)
@@ -330,10 +339,9 @@ impl Graph {
                     inputs.truncate(1);
                     Op::Conv {
                         weight: param(&n.input[1], "weight")?,
-                        bias: match n.input.get(2).filter(|s| !s.is_empty()) {
-                            Some(b) => Some(param(b, "bias")?),
-                            None => None,
-                        },
+                        bias: optional_input(n, 2)
+                            .map(|b| param(b, "bias"))
+                            .transpose()?,
                         options: ConvOptions {
                             stride,
                             padding,
@@ -363,10 +371,9 @@ impl Graph {
                     inputs.truncate(1);
                     Op::Gemm {
                         weight: param(&n.input[1], "weight")?,
-                        bias: match n.input.get(2).filter(|s| !s.is_empty()) {
-                            Some(b) => Some(param(b, "bias")?),
-                            None => None,
-                        },
+                        bias: optional_input(n, 2)
+                            .map(|b| param(b, "bias"))
+                            .transpose()?,
                         trans_b: int(n, "transB", 0) != 0,
                         alpha: float(n, "alpha", 1.0),
                         beta: float(n, "beta", 1.0),
@@ -454,8 +461,7 @@ impl Graph {
                 "GlobalMaxPool" => Op::GlobalMaxPool,
                 "MaxPool" | "AveragePool" => {
                     arity(1)?;
-                    if attribute(n, "auto_pad").is_some_and(|a| !a.s.is_empty() && a.s != b"NOTSET")
-                    {
+                    if has_auto_pad(n) {
                         return Err(unsupported("auto_pad is not supported".into()));
                     }
                     let kernel = ints(n, "kernel_shape").unwrap_or_default();

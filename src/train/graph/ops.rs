@@ -138,6 +138,9 @@ pub enum Op {
 }
 
 /// One value between nodes.
+// Nearly every value is a float tensor: boxing it would add an allocation per node for the
+// sake of the few integer shapes.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Value {
     Float(Act),
@@ -237,13 +240,13 @@ fn reshape_target(
         && infer != Some(0)
         && dims.first() == Some(&b)
         && n != b
-        && total % n == 0
+        && total.is_multiple_of(n)
     {
         dims[0] = n;
     }
     if let Some(i) = infer {
         let known: usize = dims.iter().product();
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(Error::InvalidArgument(format!(
                 "cannot reshape {from:?} into {:?}",
                 target.values
