@@ -339,9 +339,7 @@ impl Graph {
                     inputs.truncate(1);
                     Op::Conv {
                         weight: param(&n.input[1], "weight")?,
-                        bias: optional_input(n, 2)
-                            .map(|b| param(b, "bias"))
-                            .transpose()?,
+                        bias: optional_input(n, 2).map(|b| param(b, "bias")).transpose()?,
                         options: ConvOptions {
                             stride,
                             padding,
@@ -371,9 +369,7 @@ impl Graph {
                     inputs.truncate(1);
                     Op::Gemm {
                         weight: param(&n.input[1], "weight")?,
-                        bias: optional_input(n, 2)
-                            .map(|b| param(b, "bias"))
-                            .transpose()?,
+                        bias: optional_input(n, 2).map(|b| param(b, "bias")).transpose()?,
                         trans_b: int(n, "transB", 0) != 0,
                         alpha: float(n, "alpha", 1.0),
                         beta: float(n, "beta", 1.0),
