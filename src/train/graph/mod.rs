@@ -228,7 +228,6 @@ impl Graph {
     ) -> Result<Outputs> {
         let device = x.device();
         let dtype = x.dtype();
-        let param_dims: Vec<Vec<usize>> = self.params.iter().map(|p| p.dims.clone()).collect();
         let mut values: HashMap<String, Value> = HashMap::new();
         values.insert(self.input.clone(), Value::Float(Act::R4(x)));
         let mut batch_stats = Vec::new();
@@ -268,7 +267,7 @@ impl Graph {
                 .map_err(fail)?;
             let ctx = Context {
                 params,
-                param_dims: &param_dims,
+                param_info: &self.params,
                 device: &device,
                 dtype,
                 train_bn: train_bn.contains(&i),

@@ -173,7 +173,8 @@ fn axes_of(values: &[i64], rank: usize) -> Result<Vec<usize>> {
 /// What an op needs besides its inputs.
 pub struct Context<'a> {
     pub params: &'a [Tensor<1>],
-    pub param_dims: &'a [Vec<usize>],
+    /// The graph's parameters (their shapes; the values in use are `params`).
+    pub param_info: &'a [super::Param],
     pub device: &'a Device,
     pub dtype: DType,
     /// Whether this node's batch normalisation runs on batch statistics.
@@ -303,7 +304,7 @@ impl Op {
                 options,
             } => {
                 let x = float(0)?.tensor::<4>()?;
-                let d = &ctx.param_dims[*weight];
+                let d = &ctx.param_info[*weight].dims;
                 if d.len() != 4 {
                     return Err(Error::InvalidArgument(format!(
                         "the weight has shape {d:?}: only 2-d convolutions are supported"
@@ -329,10 +330,12 @@ impl Op {
             } => {
                 let x = float(0)?;
                 let dims = x.dims();
-                if dims.len() < 2 || dims[1] != ctx.param_dims[*scale].iter().product::<usize>() {
+                if dims.len() < 2
+                    || dims[1] != ctx.param_info[*scale].dims.iter().product::<usize>()
+                {
                     return Err(Error::InvalidArgument(format!(
                         "input {dims:?} does not have the layer's {} channels",
-                        ctx.param_dims[*scale].iter().product::<usize>()
+                        ctx.param_info[*scale].dims.iter().product::<usize>()
                     )));
                 }
                 if ctx.train_bn {
@@ -363,7 +366,7 @@ impl Op {
                 beta,
             } => {
                 let x = float(0)?.tensor::<2>()?;
-                let d = &ctx.param_dims[*weight];
+                let d = &ctx.param_info[*weight].dims;
                 let w: Tensor<2> = p(*weight).reshape([d[0], d[1]]);
                 let w = if *trans_b { w.transpose() } else { w };
                 if x.dims()[1] != w.dims()[0] {
