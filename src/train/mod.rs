@@ -227,16 +227,7 @@ impl Trainer {
         );
         let fit = state.fit(self.options.lambda)?;
         let head = state.head.as_ref().expect("fit made a head");
-        let classes = self.labels.len();
-        let mut weight_rows = vec![0.0f32; classes * dim];
-        for c in 0..classes {
-            for i in 0..dim {
-                weight_rows[c * dim + i] = head.weights[i * classes + c] as f32;
-            }
-        }
-        let bias = (0..classes)
-            .map(|c| head.weights[dim * classes + c] as f32)
-            .collect();
+        let (weight_rows, bias) = gemm_of_head(&head.weights, dim, self.labels.len());
         self.graph.set_head(weight_rows, bias);
         let (w, b) = self.graph.head_params();
         self.velocity.resize(self.graph.params.len(), Vec::new());
@@ -391,6 +382,33 @@ impl Trainer {
     }
 }
 
+/// The edge head's `(dim + 1) × classes` weights (last row the bias) as the network's dense
+/// layer: `classes × dim` rows (Gemm with transB) and the bias.
+fn gemm_of_head(weights: &[f64], dim: usize, classes: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut rows = vec![0.0f32; classes * dim];
+    for c in 0..classes {
+        for i in 0..dim {
+            rows[c * dim + i] = weights[i * classes + c] as f32;
+        }
+    }
+    let bias = (0..classes)
+        .map(|c| weights[dim * classes + c] as f32)
+        .collect();
+    (rows, bias)
+}
+
+/// The inverse of [`gemm_of_head`].
+fn head_of_gemm(rows: &[f32], bias: &[f32], dim: usize, classes: usize) -> Vec<f64> {
+    let mut weights = vec![0.0f64; (dim + 1) * classes];
+    for c in 0..classes {
+        for i in 0..dim {
+            weights[i * classes + c] = rows[c * dim + i] as f64;
+        }
+        weights[dim * classes + c] = bias[c] as f64;
+    }
+    weights
+}
+
 /// Mean softmax cross-entropy of `logits` (N×C) against the class index of each row: the
 /// SGD loss.
 pub fn cross_entropy(logits: Tensor<2>, targets: &[usize], dtype: DType) -> Tensor<1> {
@@ -514,18 +532,14 @@ pub fn retrain(
             let mut r = trainer.refit(&job.train, fingerprint(&trainer.graph))?;
             trainer.graph.params = params;
             let (w, b) = trainer.graph.head_params();
-            let rows = &trainer.graph.params[w].values;
             let classes = trainer.graph.classes();
-            if let Some(head) = r.state.head.as_mut()
-                && rows.len() == classes * feature_dim
-            {
-                for c in 0..classes {
-                    for i in 0..feature_dim {
-                        head.weights[i * classes + c] = rows[c * feature_dim + i] as f64;
-                    }
-                    head.weights[feature_dim * classes + c] =
-                        b.map_or(0.0, |b| trainer.graph.params[b].values[c] as f64);
-                }
+            let bias = b.map_or_else(
+                || vec![0.0; classes],
+                |b| trainer.graph.params[b].values.clone(),
+            );
+            if let Some(head) = r.state.head.as_mut() {
+                head.weights =
+                    head_of_gemm(&trainer.graph.params[w].values, &bias, feature_dim, classes);
             }
             r
         }
