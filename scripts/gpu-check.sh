@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The device check for a machine with a real GPU (which has no registry access: nothing is built
-# there). Takes a prebuilt x86-64 fastretrain (`cargo build --release --features train-wgpu`
-# here; pass its path as BIN) and, in well under 5 minutes:
+# The device check for a machine with a real GPU, which has no registry access: nothing is
+# built there. Takes the bundle scripts/gpu-bundle.sh packs here (.gpu-bundle/: the
+# `--features train-wgpu` binary, stripped and xz-compressed, and the Vulkan loader), or a
+# binary as BIN, and, in a few minutes on 16 cores:
 #   1. runs scripts/wgpu-check.sh on the machine's own Vulkan driver (VULKAN=system): the same
 #      short retrain on the flex CPU backend and on the GPU, compared within the same
 #      tolerances as on lavapipe, the exported model checked in tract and onnxruntime;
@@ -10,47 +11,71 @@
 #      in PyTorch on the GPU (torchvision's MobileNetV2, same batch, same momentum SGD);
 # and prints one JSON line: the comparison, images/s of each, and ours over PyTorch's.
 #
+#   scripts/gpu-check.sh                        # the unpacked .gpu-bundle/
 #   BIN=path/to/fastretrain scripts/gpu-check.sh
 #
-# Vulkan loader: if `ldconfig -p` has no libvulkan, .deb files under .gl/ (see the device
-# README: libvulkan1 and friends, downloaded here) are unpacked first; NVIDIA's ICD is named
-# from the driver's folder when the loader finds none. Environment: N (512), SIZE (224),
-# PYTHON (python3: PyTorch, torchvision and onnxruntime), OUT (a temp folder).
+# The device call (carry and command) is in docs/TRAINING.md ("GPU"). Vulkan loader: if
+# `ldconfig -p` has no libvulkan, the bundle's .deb (or those under .gl/, the device README's
+# recipe) is unpacked first; NVIDIA's ICD is named from the driver's folder when the loader finds
+# none. VULKAN=lavapipe runs it all on Mesa's CPU driver instead (the rehearsal on a machine
+# without a GPU; it installs Mesa from the registry). Environment: N (512), SIZE (224), PYTHON
+# (python3: PyTorch, torchvision and onnxruntime), STEP_TIMEOUT (300 s per retrain), WORK (a
+# temp folder), LOGS (a folder to receive logs.tar.gz of every step's log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=${BIN:?set BIN to a fastretrain binary built with --features train-wgpu}
-BIN=$(realpath "$BIN")
+START=$(date +%s)
 N=${N:-512}
 SIZE=${SIZE:-224}
 PYTHON=${PYTHON:-python3}
-OUT=${OUT:-$(mktemp -d)}
-mkdir -p "$OUT"
+VULKAN=${VULKAN:-system}
+STEP_TIMEOUT=${STEP_TIMEOUT:-300}
+WORK=${WORK:-$(mktemp -d)}
+mkdir -p "$WORK"
 DATA=data/fashion-mnist
+BUNDLE=${BUNDLE:-.gpu-bundle}
 
-if ! ldconfig -p | grep -q libvulkan.so.1 && ls .gl/*.deb >/dev/null 2>&1; then
-  for f in .gl/*.deb; do dpkg -x "$f" /; done
+if [ -z "${BIN:-}" ]; then
+  [ -f "$BUNDLE/fastretrain.xz" ] || { echo "no BIN and no $BUNDLE/fastretrain.xz (scripts/gpu-bundle.sh packs it)" >&2; exit 2; }
+  mkdir -p "$WORK/bin"
+  # Python's lzma, not xz(1): the device image is not known to have xz-utils.
+  "$PYTHON" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+    "$BUNDLE/fastretrain.xz" "$WORK/bin/fastretrain"
+  sums=$(realpath "$BUNDLE/fastretrain.sha256")
+  (cd "$WORK/bin" && sha256sum -c --quiet "$sums") >&2
+  chmod +x "$WORK/bin/fastretrain"
+  BIN=$WORK/bin/fastretrain
+fi
+BIN=$(realpath "$BIN")
+
+if [ "$VULKAN" = system ] && ! ldconfig -p | grep -q libvulkan.so.1; then
+  for f in "$BUNDLE"/gl/*.deb .gl/*.deb; do [ -f "$f" ] && dpkg -x "$f" /; done
   ldconfig
 fi
 NVIDIA_ICD=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-if [ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ] && [ -f "$NVIDIA_ICD" ]; then
+if [ "$VULKAN" = system ] && [ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ] && [ -f "$NVIDIA_ICD" ]; then
   export VK_DRIVER_FILES=$NVIDIA_ICD
 fi
 
 # 1. wgpu on this GPU against the CPU (exit status kept: the JSON line says what failed).
 compare=0
-VULKAN=system PYTHON="$PYTHON" BIN="$BIN" OUT="$OUT/compare" scripts/wgpu-check.sh \
-  > "$OUT/compare.json" 2> "$OUT/compare.err" || compare=$?
-[ -s "$OUT/compare.json" ] || echo "{\"error\": $(tail -3 "$OUT/compare.err" | "$PYTHON" -c 'import json,sys; print(json.dumps(sys.stdin.read()))')}" > "$OUT/compare.json"
+VULKAN=$VULKAN PYTHON="$PYTHON" BIN="$BIN" OUT="$WORK/compare" scripts/wgpu-check.sh \
+  > "$WORK/compare.json" 2> "$WORK/compare.err" || compare=$?
+if [ "$VULKAN" = lavapipe ]; then
+  # wgpu-check.sh installed Mesa; the timed epochs below run on it too.
+  VK_ICD_FILENAMES=$(ls /usr/share/vulkan/icd.d/lvp_icd.*.json | head -1)
+  export VK_ICD_FILENAMES
+fi
+[ -s "$WORK/compare.json" ] || echo "{\"error\": $(tail -3 "$WORK/compare.err" | "$PYTHON" -c 'import json,sys; print(json.dumps(sys.stdin.read()))')}" > "$WORK/compare.json"
 
 # 2. One SGD epoch at full size: ours on each GPU backend the binary has (the second of two
 #    epochs: the first compiles the kernels), then PyTorch (after a warm-up epoch).
 for device in wgpu cuda; do
-  "$BIN" retrain --device "$device" --mode sgd --epochs 2 --seed 1 --size "$SIZE" --batch 32 \
+  timeout "$STEP_TIMEOUT" "$BIN" retrain --device "$device" --mode sgd --epochs 2 --seed 1 --size "$SIZE" --batch 32 \
     --lr 1e-3x2 --lambda 10 --data "$DATA/train-images-idx3-ubyte.gz" --limit "$N" \
     --test-data "$DATA/t10k-images-idx3-ubyte.gz" --test-limit 32 \
-    --out "$OUT/speed-$device.onnx" > "$OUT/speed-$device.log" 2>&1 || true
+    --out "$WORK/speed-$device.onnx" > "$WORK/speed-$device.log" 2>&1 || true
 done
-"$PYTHON" - "$N" "$SIZE" > "$OUT/pytorch.json" 2> "$OUT/pytorch.err" <<'EOF' || true
+timeout "$STEP_TIMEOUT" "$PYTHON" - "$N" "$SIZE" > "$WORK/pytorch.json" 2> "$WORK/pytorch.err" <<'EOF' || true
 import json, sys, time
 import torch, torchvision
 n, size = int(sys.argv[1]), int(sys.argv[2])
@@ -77,11 +102,17 @@ print(json.dumps({"device": torch.cuda.get_device_name() if dev == "cuda" else "
                   "torch": torch.__version__, "seconds": seconds, "images_per_second": n / seconds}))
 EOF
 
-"$PYTHON" - "$OUT" "$N" "$compare" <<'EOF'
+if [ -n "${LOGS:-}" ]; then
+  mkdir -p "$LOGS"
+  (cd "$WORK" && find . \( -name '*.log' -o -name '*.jsonl' -o -name '*.json' -o -name '*.err' \) -print0 \
+    | tar -czf "$LOGS/logs.tar.gz" --null -T -)
+fi
+"$PYTHON" - "$WORK" "$N" "$SIZE" "$compare" "$(($(date +%s) - START))" "$VULKAN" <<'EOF'
 import json, os, sys
-out, n, compare = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out, n, size, compare, seconds, vulkan = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 result = {"comparison": json.load(open(f"{out}/compare.json")), "comparison_exit": compare,
-          "images": n, "images_per_second": {}}
+          "vulkan": vulkan, "images": n, "size": size, "check_seconds": seconds,
+          "images_per_second": {}}
 for device in ("wgpu", "cuda"):
     metrics = f"{out}/speed-{device}.jsonl"
     if os.path.exists(metrics) and os.path.getsize(metrics) > 0:
