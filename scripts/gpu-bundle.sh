@@ -71,5 +71,6 @@ if [ "${REHEARSE:-0}" = 1 ]; then
   git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$copy"
   cp -r "$BUNDLE" "$copy/"
   echo "rehearsing in $copy (what travels, unpacked from the bundle, on lavapipe)" >&2
-  (cd "$copy" && VULKAN=lavapipe N="${N:-64}" SIZE="${SIZE:-32}" scripts/gpu-check.sh)
+  # BIN unset: the check unpacks the bundle, as on the device.
+  (cd "$copy" && env -u BIN VULKAN=lavapipe N="${N:-64}" SIZE="${SIZE:-32}" scripts/gpu-check.sh)
 fi

@@ -34,7 +34,9 @@ mkdir -p "$WORK"
 DATA=data/fashion-mnist
 BUNDLE=${BUNDLE:-.gpu-bundle}
 
+SOURCE=BIN
 if [ -z "${BIN:-}" ]; then
+  SOURCE=$BUNDLE/fastretrain.xz
   [ -f "$BUNDLE/fastretrain.xz" ] || { echo "no BIN and no $BUNDLE/fastretrain.xz (scripts/gpu-bundle.sh packs it)" >&2; exit 2; }
   mkdir -p "$WORK/bin"
   # Python's lzma, not xz(1): the device image is not known to have xz-utils.
@@ -107,11 +109,11 @@ if [ -n "${LOGS:-}" ]; then
   (cd "$WORK" && find . \( -name '*.log' -o -name '*.jsonl' -o -name '*.json' -o -name '*.err' \) -print0 \
     | tar -czf "$LOGS/logs.tar.gz" --null -T -)
 fi
-"$PYTHON" - "$WORK" "$N" "$SIZE" "$compare" "$(($(date +%s) - START))" "$VULKAN" <<'EOF'
+"$PYTHON" - "$WORK" "$N" "$SIZE" "$compare" "$(($(date +%s) - START))" "$VULKAN" "$SOURCE" <<'EOF'
 import json, os, sys
-out, n, size, compare, seconds, vulkan = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+out, n, size, compare, seconds, vulkan, source = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7]
 result = {"comparison": json.load(open(f"{out}/compare.json")), "comparison_exit": compare,
-          "vulkan": vulkan, "images": n, "size": size, "check_seconds": seconds,
+          "binary": source, "vulkan": vulkan, "images": n, "size": size, "check_seconds": seconds,
           "images_per_second": {}}
 for device in ("wgpu", "cuda"):
     metrics = f"{out}/speed-{device}.jsonl"
