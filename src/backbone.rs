@@ -88,17 +88,24 @@ pub fn engine() -> Engine {
     ENGINE.get().map_or(Engine::Tract, |(e, _)| *e)
 }
 
+/// The most threads the backbone may be given: more than any board or desktop has cores, far
+/// fewer than make a thread pool fail to start (each thread takes a stack and a guard page:
+/// 100,000 of them exhausted memory and tract's pool panicked).
+pub const MAX_THREADS: usize = 256;
+
 /// Sets how many cores the backbone uses, process-wide (the first call wins): a single image
 /// runs on that many threads of tract's matrix products; streams of images
-/// ([`crate::features::FeatureExtractor`]) run that many images at once instead.
+/// ([`crate::features::FeatureExtractor`]) run that many images at once instead. Clamped to
+/// 1..=[`MAX_THREADS`] (the CLI and Python refuse values outside it before calling this).
 pub fn set_threads(threads: usize) {
+    let threads = threads.clamp(1, MAX_THREADS);
     THREADS.get_or_init(|| {
         if threads > 1 {
             tract_linalg::multithread::set_default_executor(
                 tract_linalg::multithread::Executor::multithread(threads),
             );
         }
-        threads.max(1)
+        threads
     });
 }
 

@@ -504,3 +504,35 @@ fn hand_made_spec_mistakes_are_refused_with_the_field_and_the_fix() {
             .success()
     );
 }
+
+/// Thread counts that would make a pool fail to start (100,000 threads exhausted memory and
+/// tract's pool panicked) or mean nothing are refused before anything runs: exit 2, the range
+/// named, no panic.
+#[test]
+fn thread_counts_outside_the_range_are_refused() {
+    let dir = common::temp_dir("hostile-threads");
+    let photo = common::data("images/imagenet_00_243.png");
+    let model = common::root().join("models/mobilenetv2.onnx");
+    let state = dir.join("none.frs");
+    for value in ["100000", "0", "257", "-3", "two", "NaN", ""] {
+        let flag = format!("--threads={value}");
+        let err = common::refused(&dir, &[&flag, "info", "--state", s(&state)], "--threads");
+        assert!(err.contains("1..=256"), "{flag}: {err}");
+        let parallel = format!("--parallel={value}");
+        common::refused(&dir, &["bench", &parallel, "--runs", "1"], "1..=256");
+    }
+    // The largest count allowed runs (a single image on tract's pool of 256 threads).
+    let out = run(
+        &dir,
+        &[
+            "--threads",
+            "256",
+            "predict",
+            "--model",
+            s(&model),
+            s(&photo),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!state.exists());
+}

@@ -496,6 +496,12 @@ impl Retrainer {
         feature_tensor: Option<String>,
         threads: Option<usize>,
     ) -> PyResult<Self> {
+        let max = fastretrain::backbone::MAX_THREADS;
+        if let Some(n) = threads.filter(|n| !(1..=max).contains(n)) {
+            return Err(PyValueError::new_err(format!(
+                "threads={n} is outside 1..={max}"
+            )));
+        }
         let threads =
             threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         fastretrain::backbone::set_threads(threads);

@@ -115,6 +115,9 @@ def test_forget_merge_save_export(tmp_path):
 def test_bad_input_raises_fastretrains_exceptions(tmp_path):
     with pytest.raises(fastretrain.ModelError):
         fastretrain.Retrainer(model=tmp_path / "missing.onnx")
+    for threads in (0, 100000):
+        with pytest.raises(ValueError, match="outside 1..=256"):
+            fastretrain.Retrainer(model=MODEL, threads=threads)
     broken = tmp_path / "broken.frs"
     broken.write_bytes(b"FRSTATE\0" + b"\x01" * 40)
     with pytest.raises(fastretrain.StateError):

@@ -29,8 +29,8 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     warmup: usize,
     /// Run this many images at once, one thread each with tract single-threaded (how
-    /// learn/extract/eval stream data); reports throughput per image.
-    #[arg(long, default_value_t = 1)]
+    /// learn/extract/eval stream data); reports throughput per image. 1 to 256.
+    #[arg(long, default_value_t = 1, value_parser = super::common::parse_thread_count)]
     parallel: usize,
     /// List the optimised plan's operations instead (tract: each depthwise convolution with
     /// the layout and kernel it runs with on this machine), without timing.
@@ -77,8 +77,8 @@ pub(crate) fn bench(a: BenchArgs, threads: usize) -> Result<bool> {
         .model
         .clone()
         .unwrap_or_else(|| shipped(DEFAULT_MODEL));
-    if a.runs == 0 || a.parallel == 0 {
-        bail!("--runs and --parallel must be at least 1");
+    if a.runs == 0 {
+        bail!("--runs must be at least 1");
     }
     let options = a.model.load_options()?;
     let loading = std::time::Instant::now();

@@ -41,6 +41,19 @@ pub(crate) struct DataArgs {
     pub(crate) shard: Option<Shard>,
 }
 
+pub(crate) use fastretrain::backbone::MAX_THREADS;
+
+/// A thread count in 1..=[`MAX_THREADS`] (`--threads`, `bench --parallel`).
+pub(crate) fn parse_thread_count(text: &str) -> std::result::Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(n),
+        Ok(n) => Err(format!("{n} is outside 1..={MAX_THREADS}")),
+        Err(_) => Err(format!(
+            "'{text}' is not a whole number in 1..={MAX_THREADS}"
+        )),
+    }
+}
+
 fn parse_shard(text: &str) -> std::result::Result<Shard, String> {
     Shard::parse(text).map_err(|e| e.to_string())
 }

@@ -34,8 +34,8 @@ use self::predict::{EvalArgs, InfoArgs, PredictArgs, eval, info, predict};
 )]
 pub struct Cli {
     /// Cores for the backbone (default: all): images in parallel when streaming data,
-    /// tract's matrix-product threads for a single image.
-    #[arg(long, global = true)]
+    /// tract's matrix-product threads for a single image. 1 to 256.
+    #[arg(long, global = true, value_parser = common::parse_thread_count)]
     threads: Option<usize>,
     /// What runs the backbone: tract (built in) or onnxruntime (a build with
     /// `--features onnxruntime`, and a libonnxruntime.so: --onnxruntime-lib or
@@ -98,7 +98,8 @@ fn parse_engine(text: &str) -> std::result::Result<backbone::Engine, String> {
 pub fn run(cli: Cli) -> Result<bool> {
     let threads = cli
         .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .min(common::MAX_THREADS);
     backbone::set_threads(threads);
     backbone::set_engine(cli.engine, cli.onnxruntime_lib);
     match cli.command {
