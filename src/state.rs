@@ -310,9 +310,32 @@ impl State {
 
     /// Adds another state's statistics and source counts (same backbone required; `path`
     /// names `other` in messages). The head is dropped: refit after merging.
-    pub fn merge(&mut self, other: &State, path: &Path) -> Result<()> {
+    ///
+    /// Refused where samples would count twice: bit-identical statistics (a state merged with
+    /// itself or a copy of it), a source both states hold (sources are named by their path,
+    /// so both learned its first records), or overlapping parts of one source. Devices that
+    /// learned different data under the same path pass `distinct_sources`, which drops the
+    /// second check only.
+    pub fn merge(&mut self, other: &State, path: &Path, distinct_sources: bool) -> Result<()> {
         other.check_backbone(&self.backbone, path)?;
+        if other.stats.samples() > 0.0 && other.statistics_digest() == self.statistics_digest() {
+            return Err(Error::InvalidArgument(format!(
+                "{}: its statistics are bit for bit those already merged (the same state, or \
+                 a copy of it): merging would count its {} samples twice",
+                path.display(),
+                other.stats.samples()
+            )));
+        }
         for s in &other.sources {
+            if !distinct_sources && self.sources.iter().any(|mine| mine.id == s.id) {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: both states learned '{}', so its samples would count twice; if they \
+                     are different data that happen to have the same path on two devices, \
+                     merge with distinct sources (`merge --distinct-sources`)",
+                    path.display(),
+                    s.id
+                )));
+            }
             self.check_no_overlap(&s.id)?;
         }
         self.stats.merge(&other.stats)?;

@@ -410,6 +410,66 @@ fn shards_of_a_source_merge_into_the_whole_and_resume() {
         &["merge", "--out", "bad.frs", "whole.frs", "part1.frs"],
         "overlaps",
     );
+
+    // A state with itself (or a copy of it), or two states that both learned one source:
+    // every sample would count twice. Refused, naming the file (and the source); nothing is
+    // written. Devices that learned different data under one path say so with
+    // --distinct-sources, which never lets a state merge with itself.
+    std::fs::copy(dir.join("part1.frs"), dir.join("copy.frs")).unwrap();
+    for inputs in [["part1.frs", "part1.frs"], ["part1.frs", "copy.frs"]] {
+        for distinct in [false, true] {
+            let mut args = vec!["merge", "--out", "twice.frs", inputs[0], inputs[1]];
+            if distinct {
+                args.push("--distinct-sources");
+            }
+            let err = common::refused(&dir, &args, "bit for bit");
+            assert!(err.contains(inputs[1]), "{err}");
+        }
+    }
+    // Shard 1/3 of the first 60 records (20..40): other records under the same name.
+    let other = run(
+        &dir,
+        &[
+            "learn",
+            "--state",
+            "other.frs",
+            "--data",
+            common::s(&images),
+            "--model",
+            &model,
+            "--limit",
+            "60",
+            "--shard",
+            "1/3",
+        ],
+    );
+    assert!(other.status.success(), "{}", stderr(&other));
+    let err = common::refused(
+        &dir,
+        &["merge", "--out", "twice.frs", "part1.frs", "other.frs"],
+        "both states learned",
+    );
+    assert!(
+        err.contains("#shard 1/3") && err.contains("--distinct-sources"),
+        "{err}"
+    );
+    assert!(!dir.join("twice.frs").exists());
+    let distinct = run(
+        &dir,
+        &[
+            "merge",
+            "--out",
+            "distinct.frs",
+            "part1.frs",
+            "other.frs",
+            "--distinct-sources",
+            "--lambda",
+            "0.5",
+        ],
+    );
+    assert!(distinct.status.success(), "{}", stderr(&distinct));
+    let both = State::load(&dir.join("distinct.frs")).unwrap();
+    assert_eq!(both.stats.samples(), 43.0 + 20.0);
 }
 
 #[test]

@@ -698,18 +698,21 @@ impl Retrainer {
         json_to_py(py, &report)
     }
 
-    /// Adds the statistics of another state file (same backbone), then refits.
-    #[pyo3(signature = (other, *, lam=None))]
+    /// Adds the statistics of another state file (same backbone), then refits. A source both
+    /// states learned is refused (its samples would count twice) unless `distinct_sources`
+    /// says they are different data under the same name.
+    #[pyo3(signature = (other, *, lam=None, distinct_sources=false))]
     fn merge<'py>(
         &self,
         py: Python<'py>,
         other: PathBuf,
         lam: Option<f64>,
+        distinct_sources: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let report = self.with(py, |r| {
             let theirs = State::load(&other)?;
             let state = r.state_mut();
-            state.merge(&theirs, &other)?;
+            state.merge(&theirs, &other, distinct_sources)?;
             state.fit(lam)
         })?;
         json_to_py(py, &report)

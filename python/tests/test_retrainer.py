@@ -104,6 +104,10 @@ def test_forget_merge_save_export(tmp_path):
     b.save(tmp_path / "b.frs")
     a.merge(tmp_path / "b.frs", lam=1.0)
     assert a.statistics()["samples"] == 192
+    # b's images again: they would count twice.
+    with pytest.raises(ValueError, match="both states learned"):
+        a.merge(tmp_path / "b.frs")
+    assert a.statistics()["samples"] == 192
     out = tmp_path / "adapted.onnx"
     a.export(out)
     import onnxruntime as ort

@@ -93,6 +93,11 @@ pub(crate) struct MergeArgs {
     inputs: Vec<PathBuf>,
     #[arg(long)]
     lambda: Option<f64>,
+    /// The states learned different data even where a source has the same name (the same
+    /// path on two devices). Without it a source held by two states is refused: its samples
+    /// would count twice.
+    #[arg(long)]
+    distinct_sources: bool,
     #[arg(long)]
     json: bool,
 }
@@ -179,7 +184,7 @@ pub(crate) fn merge(a: MergeArgs) -> Result<bool> {
     let mut states = a.inputs.iter().map(|p| State::load(p));
     let mut merged = states.next().context("no input states")??;
     for (path, state) in a.inputs.iter().skip(1).zip(states) {
-        merged.merge(&state?, path)?;
+        merged.merge(&state?, path, a.distinct_sources)?;
     }
     let report = merged.fit(a.lambda)?;
     save_state(&merged, &a.out)?;
