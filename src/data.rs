@@ -201,6 +201,33 @@ impl DataSource {
         self.len() == 0
     }
 
+    /// What the source leaves out and a user should hear about: one line per label of an
+    /// image folder whose files include types the decoders do not read.
+    pub fn warnings(&self) -> Vec<String> {
+        match self {
+            DataSource::Folder(f) => f
+                .unread()
+                .iter()
+                .map(|u| {
+                    format!(
+                        "{}: label '{}': {} image(s) left out, of types this build does not \
+                         decode ({}); convert them to PNG or JPEG to learn from them",
+                        f.root.display(),
+                        u.label,
+                        u.count,
+                        u.types
+                            .iter()
+                            .map(|t| format!(".{t}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+                .collect(),
+            DataSource::Shard { inner, .. } => inner.warnings(),
+            DataSource::Idx(_) | DataSource::List(_) => Vec::new(),
+        }
+    }
+
     /// A stable name for this source, recorded in states: its canonical path.
     pub fn id(&self) -> String {
         let path = match self {
@@ -275,6 +302,18 @@ pub fn check_label(label: &str, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Image types people keep photos in (cameras write BMP, phones WebP/HEIC) that the built-in
+/// decoders do not read: an image folder counts them, so none is left out without a word.
+const UNREAD_IMAGE_TYPES: [&str; 9] = [
+    "bmp", "webp", "gif", "tif", "tiff", "heic", "heif", "avif", "jxl",
+];
+
+/// The lower-cased extension of `path` if it names an image type the decoders do not read.
+fn unread_image_type(path: &Path) -> Option<String> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    UNREAD_IMAGE_TYPES.contains(&ext.as_str()).then_some(ext)
+}
+
 fn is_image_name(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
@@ -306,6 +345,17 @@ pub struct ImageFolder {
     root: PathBuf,
     files: Vec<(PathBuf, String)>,
     next: usize,
+    /// Per label, the image files of types the decoders do not read (left out).
+    unread: Vec<UnreadImages>,
+}
+
+/// Image files of one label that an [`ImageFolder`] leaves out: types it does not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadImages {
+    pub label: String,
+    pub count: usize,
+    /// Their extensions, lower case, each once (sorted).
+    pub types: Vec<String>,
 }
 
 impl ImageFolder {
@@ -319,6 +369,7 @@ impl ImageFolder {
             Ok(entries)
         };
         let mut files = Vec::new();
+        let mut skipped = Vec::new();
         for class_dir in read_dir(root)? {
             if !class_dir.is_dir() {
                 continue;
@@ -329,11 +380,41 @@ impl ImageFolder {
                 .ok_or_else(|| Error::data(&class_dir, "folder name is not valid UTF-8"))?
                 .to_string();
             check_label(&label, &class_dir)?;
+            let (mut readable, mut unread) = (0usize, Vec::new());
             for file in read_dir(&class_dir)? {
-                if file.is_file() && is_image_name(&file) {
+                if !file.is_file() {
+                    continue;
+                }
+                if is_image_name(&file) {
                     files.push((file, label.clone()));
+                    readable += 1;
+                } else if let Some(ext) = unread_image_type(&file) {
+                    unread.push(ext);
                 }
             }
+            if unread.is_empty() {
+                continue;
+            }
+            let count = unread.len();
+            unread.sort();
+            unread.dedup();
+            let types = unread.iter().map(|t| format!(".{t}")).collect::<Vec<_>>();
+            if readable == 0 {
+                // Leaving the label out would drop a class without a word.
+                return Err(Error::data(
+                    &class_dir,
+                    format!(
+                        "label '{label}' has {count} image(s), all of types this build does not \
+                         decode ({}); convert them to PNG or JPEG, or move the folder out",
+                        types.join(", ")
+                    ),
+                ));
+            }
+            skipped.push(UnreadImages {
+                label,
+                count,
+                types: unread,
+            });
         }
         if files.is_empty() {
             return Err(Error::data(
@@ -348,7 +429,13 @@ impl ImageFolder {
             root: root.into(),
             files,
             next: 0,
+            unread: skipped,
         })
+    }
+
+    /// Per label, the image files left out because their type is not decoded.
+    pub fn unread(&self) -> &[UnreadImages] {
+        &self.unread
     }
 }
 

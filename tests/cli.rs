@@ -716,3 +716,56 @@ fn learning_with_mirrors_folds_each_image_twice_and_forgets_both() {
     assert_eq!(forgot["forgotten"], 6);
     assert_eq!(forgot["total_samples"], 6.0);
 }
+
+/// Image types the decoders do not read (a camera's BMP, a phone's WebP) are never dropped
+/// without a word: counted per label in a warning, and a label left with none readable is an
+/// error rather than a class that vanishes from the head.
+#[test]
+fn unread_image_types_are_warned_and_an_emptied_label_is_an_error() {
+    let dir = common::temp_dir("unread-types");
+    let folder = photo_folder(&dir);
+    std::fs::write(folder.join("x").join("camera.bmp"), b"BM not read").unwrap();
+    std::fs::write(folder.join("x").join("phone.WEBP"), b"RIFF not read").unwrap();
+    std::fs::write(folder.join("x").join("notes.txt"), b"not an image").unwrap();
+    let model = tiny_model();
+    let learn = |state: &str| {
+        run(
+            &dir,
+            &[
+                "learn",
+                "--json",
+                "--state",
+                state,
+                "--data",
+                common::s(&folder),
+                "--model",
+                &model,
+                "--lambda",
+                "0.5",
+            ],
+        )
+    };
+    let out = learn("warned.frs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: ")
+            && err.contains("label 'x': 2 image(s) left out")
+            && err.contains(".bmp, .webp"),
+        "{err}"
+    );
+    assert!(!err.contains("label 'y'"), "{err}");
+    assert_eq!(json_of(&out)["samples"], 8);
+
+    std::fs::create_dir_all(folder.join("z")).unwrap();
+    for name in ["a.webp", "b.gif"] {
+        std::fs::write(folder.join("z").join(name), b"not read").unwrap();
+    }
+    let out = learn("emptied.frs");
+    assert_error(
+        &out,
+        "label 'z' has 2 image(s), all of types this build does not decode",
+    );
+    assert!(stderr(&out).contains(".gif, .webp"), "{}", stderr(&out));
+    assert!(!dir.join("emptied.frs").exists());
+}

@@ -71,7 +71,7 @@ impl DataArgs {
         let Some(data) = &self.data else {
             return Ok(None);
         };
-        Ok(Some(DataSource::open(
+        let source = DataSource::open(
             data,
             &DataOptions {
                 idx_labels: self.labels.clone(),
@@ -79,7 +79,11 @@ impl DataArgs {
                 limit: self.limit,
                 shard: self.shard,
             },
-        )?))
+        )?;
+        for warning in source.warnings() {
+            eprintln!("warning: {warning}");
+        }
+        Ok(Some(source))
     }
 }
 
