@@ -60,7 +60,7 @@ fn bench_command_times_the_forward_pass() {
     refused(
         &dir,
         &["bench", "--model", model, "--parallel", "0"],
-        "at least 1",
+        "outside 1..=256",
     );
 }
 
