@@ -159,10 +159,24 @@ fn a_state_learned_by_one_engine_is_used_by_the_other() {
     let by_tract = learn(&[], "tract.frs");
     assert!(by_tract["engine"].as_str().unwrap().starts_with("tract "));
     assert_eq!(by_ort["fit"]["lambda"], by_tract["fit"]["lambda"]);
-    // Same backbone: the two states merge, and each engine evaluates either state alike.
-    let merged = common::run(
+    // Same backbone: the two states merge, and each engine evaluates either state alike. They
+    // learned the same records, so a plain merge is refused (every sample would count twice);
+    // told the sources are distinct, the two engines' statistics add up.
+    common::refused(
         &dir,
         &["merge", "--out", "both.frs", "ort.frs", "tract.frs"],
+        "both states learned",
+    );
+    let merged = common::run(
+        &dir,
+        &[
+            "merge",
+            "--out",
+            "both.frs",
+            "ort.frs",
+            "tract.frs",
+            "--distinct-sources",
+        ],
     );
     assert!(merged.status.success(), "{}", common::stderr(&merged));
     let eval = |engine: &[&str], state: &str| {
