@@ -215,11 +215,7 @@ impl DataSource {
                         f.root.display(),
                         u.label,
                         u.count,
-                        u.types
-                            .iter()
-                            .map(|t| format!(".{t}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        dotted(&u.types)
                     )
                 })
                 .collect(),
@@ -314,6 +310,15 @@ fn unread_image_type(path: &Path) -> Option<String> {
     UNREAD_IMAGE_TYPES.contains(&ext.as_str()).then_some(ext)
 }
 
+/// Extensions as a user writes them: ".bmp, .webp".
+fn dotted(types: &[String]) -> String {
+    types
+        .iter()
+        .map(|t| format!(".{t}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn is_image_name(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
@@ -398,7 +403,6 @@ impl ImageFolder {
             let count = unread.len();
             unread.sort();
             unread.dedup();
-            let types = unread.iter().map(|t| format!(".{t}")).collect::<Vec<_>>();
             if readable == 0 {
                 // Leaving the label out would drop a class without a word.
                 return Err(Error::data(
@@ -406,7 +410,7 @@ impl ImageFolder {
                     format!(
                         "label '{label}' has {count} image(s), all of types this build does not \
                          decode ({}); convert them to PNG or JPEG, or move the folder out",
-                        types.join(", ")
+                        dotted(&unread)
                     ),
                 ));
             }
