@@ -1,5 +1,5 @@
 //! Timing the backbone's forward pass on this machine (`fastretrain bench`): what
-//! `scripts/bench.sh` compares with onnxruntime, and what a user runs on a board to know how
+//! `scripts/bench/bench.sh` compares with onnxruntime, and what a user runs on a board to know how
 //! many images per second to expect.
 
 use std::time::Instant;

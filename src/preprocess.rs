@@ -1,7 +1,7 @@
 //! Image decoding and preprocessing: the pixels a backbone expects, built exactly as the spec
 //! says. Resizing reproduces PIL's antialiased BILINEAR filter, either evaluated in float or
 //! on 8-bit pixels as `Image.resize` (and so torchvision) does it (the references in
-//! `scripts/reference.py`), so features can be checked against a PIL + onnxruntime pipeline.
+//! `scripts/reference/reference.py`), so features can be checked against a PIL + onnxruntime pipeline.
 
 use std::io::Cursor;
 use std::path::Path;

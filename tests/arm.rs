@@ -1,6 +1,6 @@
 //! The ARM build computes what the x86 build computes: `learn` + `eval` + `predict` on the
 //! shipped MobileNetV2 and Fashion-MNIST subset, run with the cross-built binary under qemu
-//! (`ARM_BINARY=$(scripts/cross-build.sh aarch64)`, optionally `ARM_RUNNER`) and with this
+//! (`ARM_BINARY=$(scripts/ci/cross-build.sh aarch64)`, optionally `ARM_RUNNER`) and with this
 //! build; scores must agree within 1e-4, and each build must read the other's state file.
 //! `.ci/run` cross-builds the binary and sets `ARM_BINARY`; elsewhere the test is skipped (with
 //! a message) when it is unset, but under CI (`CI` set) a missing `ARM_BINARY` fails it.
@@ -18,7 +18,7 @@ fn arm_build_under_qemu_matches_the_x86_build() {
     let Ok(arm) = std::env::var("ARM_BINARY") else {
         assert!(
             std::env::var_os("CI").is_none(),
-            "CI must test the ARM build: set ARM_BINARY=$(scripts/cross-build.sh aarch64)"
+            "CI must test the ARM build: set ARM_BINARY=$(scripts/ci/cross-build.sh aarch64)"
         );
         eprintln!("skipped: set ARM_BINARY (and ARM_RUNNER) to test a cross-built binary");
         return;

@@ -1,4 +1,4 @@
-//! tract features on real photos equal onnxruntime's (reference: scripts/make_test_vectors.py).
+//! tract features on real photos equal onnxruntime's (reference: scripts/reference/make_test_vectors.py).
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! The benchmark code paths on tiny inputs (no timing is checked anywhere): `fastretrain
-//! bench` on the tiny test CNN, and `scripts/bench.py` end to end with every section shrunk,
+//! bench` on the tiny test CNN, and `scripts/bench/bench.py` end to end with every section shrunk,
 //! writing its report into a temporary folder. The Python side runs in the venv
-//! `scripts/venv.sh` makes (or `FASTRETRAIN_PYTHON`).
+//! `scripts/ci/venv.sh` makes (or `FASTRETRAIN_PYTHON`).
 
 mod common;
 
@@ -68,7 +68,7 @@ fn bench_command_times_the_forward_pass() {
 fn bench_script_writes_every_section() {
     let dir = common::temp_dir("bench-script");
     let out = Command::new(common::python())
-        .arg(common::root().join("scripts/bench.py"))
+        .arg(common::root().join("scripts/bench/bench.py"))
         .args(["--bin", env!("CARGO_BIN_EXE_fastretrain"), "--model"])
         .arg(common::data("models/tiny_cnn.onnx"))
         .args(["--out", dir.to_str().unwrap()])

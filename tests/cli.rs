@@ -42,7 +42,7 @@ fn assert_error(out: &std::process::Output, needle: &str) {
 #[test]
 fn demo_reaches_the_numpy_reference_accuracy() {
     // NumPy ridge + GCV on onnxruntime features of the shipped spec's recipe
-    // (scripts/make_recipe_vectors.py).
+    // (scripts/reference/make_recipe_vectors.py).
     let reference = common::json("recipe_reference.json")["demo"].clone();
     let expected = reference["test_accuracy_gcv"].as_f64().unwrap();
     let out = run(&common::root(), &["demo", "--json"]);

@@ -1,7 +1,7 @@
 //! Crash test: `learn --checkpoint-every 64` on real data (the shipped Fashion-MNIST subset)
 //! is killed with SIGKILL at random moments. After every kill the state must load with a good
 //! checksum; re-running resumes, and when a run completes its statistics must be bit-identical
-//! to an uninterrupted run's. CI runs a short version; `scripts/crash-test.sh` the long one
+//! to an uninterrupted run's. CI runs a short version; `scripts/ci/crash-test.sh` the long one
 //! (CRASH_KILLS=1000). Model: CRASH_MODEL (default the tiny test CNN, so that a thousand runs
 //! take minutes; `models/mobilenetv2.onnx` works too, with CRASH_LIMIT to keep runs short).
 

@@ -2,9 +2,9 @@
 //! a head with a hidden layer, and a head on the model resized to 96×96 (`resize-input`) give
 //! `predict`'s scores within 1e-4, and the model's own
 //! ImageNet head exported unchanged gives the original model's top-1 on real photos.
-//! onnxruntime is Python's (pinned in scripts/requirements.txt), in the venv `scripts/venv.sh`
+//! onnxruntime is Python's (pinned in scripts/ci/requirements.txt), in the venv `scripts/ci/venv.sh`
 //! makes, or the interpreter `FASTRETRAIN_PYTHON` names; preprocessing on that side is
-//! scripts/reference.py's, not ours.
+//! scripts/reference/reference.py's, not ours.
 
 mod common;
 
@@ -29,7 +29,7 @@ fn onnxruntime_scores_with(
     pipeline: &str,
 ) -> Vec<serde_json::Value> {
     let mut cmd = Command::new(common::python());
-    cmd.arg(common::root().join("scripts/onnxruntime_run.py"))
+    cmd.arg(common::root().join("scripts/reference/onnxruntime_run.py"))
         .args(["--pipeline", pipeline, "--spec", s(spec), "--models"])
         .args(models)
         .arg("--images")

@@ -1,5 +1,5 @@
-//! The hostile-input corpus (tests/data/hostile/, made by scripts/make_hostile_corpus.py and
-//! scripts/make_hostile_states.sh): every relevant command on every file must exit with code
+//! The hostile-input corpus (tests/data/hostile/, made by scripts/reference/make_hostile_corpus.py and
+//! scripts/reference/make_hostile_states.sh): every relevant command on every file must exit with code
 //! 2 and a one-line message naming the file and the problem, never panic, and leave an
 //! existing state untouched. Unusual but valid images must be accepted.
 //! The messages are written to target/hostile-report.md (copied into docs/TRUST.md).

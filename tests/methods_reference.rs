@@ -1,5 +1,5 @@
 //! The streamed fitting methods equal an independent NumPy implementation of the papers' own
-//! matrix forms (scripts/make_method_vectors.py) on the onnxruntime features of the 2,000
+//! matrix forms (scripts/reference/make_method_vectors.py) on the onnxruntime features of the 2,000
 //! shipped training images: block-rls equals the one-shot ridge solution within 1e-9, and step
 //! and recompute match the same update, step for step, within 1e-6.
 

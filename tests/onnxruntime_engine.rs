@@ -1,7 +1,7 @@
 //! The optional onnxruntime engine (`--features onnxruntime`, `--engine onnxruntime`) gives
 //! tract's features within 1e-4, so states learned by one engine are used by the other and the
 //! demo's accuracy is the same; a missing library is a clear error. The library is the one the
-//! onnxruntime PyPI wheel ships (the test venv's, scripts/venv.sh), or $ORT_DYLIB_PATH.
+//! onnxruntime PyPI wheel ships (the test venv's, scripts/ci/venv.sh), or $ORT_DYLIB_PATH.
 #![cfg(feature = "onnxruntime")]
 
 mod common;

@@ -34,7 +34,7 @@ fn shipped_pack(dir: &Path) -> PathBuf {
 #[test]
 fn a_pack_gives_onnxruntimes_features_on_real_photos() {
     let dir = common::temp_dir("pack-features");
-    // The penultimate tensor alone: onnxruntime's features (scripts/make_test_vectors.py).
+    // The penultimate tensor alone: onnxruntime's features (scripts/reference/make_test_vectors.py).
     let model = common::root().join("models/mobilenetv2.onnx");
     let report = json_of(&run(
         &dir,

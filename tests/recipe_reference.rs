@@ -1,5 +1,5 @@
 //! Feature recipes equal an independent NumPy/onnxruntime computation
-//! (scripts/make_recipe_vectors.py → tests/data/recipe_reference.json): several tensors pooled
+//! (scripts/reference/make_recipe_vectors.py → tests/data/recipe_reference.json): several tensors pooled
 //! and concatenated, signed square root, L2, test-time flip averaging; the automatic choice of
 //! tensors. (States made before recipes read their one tensor as it is:
 //! tests/backbone_reference.rs.)

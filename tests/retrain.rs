@@ -211,7 +211,7 @@ fn bad_input_is_a_clear_error() {
     assert!(!out.exists());
 }
 
-/// Why the wgpu run drifts from the CPU one (scripts/wgpu-check.sh, docs/TRAINING.md): SGD
+/// Why the wgpu run drifts from the CPU one (scripts/device/wgpu-check.sh, docs/TRAINING.md): SGD
 /// amplifies rounding. The same CPU run, deterministic on its own, started from weights moved
 /// by one unit in the last place (the size of one f32 reduction done in another order) ends
 /// its epochs with other losses; the drift must stay within the tolerance wgpu-check allows
@@ -248,7 +248,7 @@ fn one_ulp_of_rounding_moves_the_loss_less_than_the_gpu_tolerance() {
         let train_set = set("train", 64, None);
         let labels = LabelledSet::labels_of(&train_set.samples).unwrap();
         let test_set = set("t10k", 32, Some(&labels));
-        // scripts/wgpu-check.sh's run: `retrain --mode fast --seed 1 --epochs 2 --size 32`.
+        // scripts/device/wgpu-check.sh's run: `retrain --mode fast --seed 1 --epochs 2 --size 32`.
         let options = RetrainOptions {
             mode: Mode::Fast,
             epochs: 2,

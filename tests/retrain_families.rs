@@ -1,6 +1,6 @@
 //! `retrain` on real exports of six CNN families (feature `train`): ResNet, MobileNetV2,
 //! MobileNetV3, EfficientNet, RegNet and ShuffleNetV2 built from torchvision's classes and
-//! exported by PyTorch's dynamo and legacy exporters (scripts/make_train_zoo.py), plus the
+//! exported by PyTorch's dynamo and legacy exporters (scripts/models/make_train_zoo.py), plus the
 //! zoo's tf2onnx model (NHWC, MatMul + Add head, Softmax). For each:
 //! - the interpreter's logits equal PyTorch's on a fixed input and its features equal tract's;
 //! - `retrain` runs one epoch in each mode, and the retrained ONNX gives its state's scores
@@ -227,7 +227,7 @@ fn every_family_retrains_in_every_mode_and_exports_what_its_state_predicts() {
             }
             outputs.push((dir.join(&out), by_state));
         }
-        // onnxruntime on the three retrained models, preprocessed by scripts/reference.py.
+        // onnxruntime on the three retrained models, preprocessed by scripts/reference/reference.py.
         let spec = dir.join("fast.json");
         let filter = common::json_file(&spec)["preprocess"]["resize_filter"].clone();
         let pipeline = if filter.as_str().unwrap_or("").ends_with("-u8") {
@@ -236,7 +236,7 @@ fn every_family_retrains_in_every_mode_and_exports_what_its_state_predicts() {
             "float"
         };
         let out = Command::new(common::python())
-            .arg(root.join("scripts/onnxruntime_run.py"))
+            .arg(root.join("scripts/reference/onnxruntime_run.py"))
             .args(["--pipeline", pipeline, "--spec", s(&spec), "--models"])
             .args(outputs.iter().map(|(p, _)| p))
             .arg("--images")

@@ -1,5 +1,5 @@
 //! The streamed Gram solver equals NumPy's ridge on the full matrix (reference:
-//! scripts/make_test_vectors.py, onnxruntime features of the 2,000 shipped training images).
+//! scripts/reference/make_test_vectors.py, onnxruntime features of the 2,000 shipped training images).
 
 mod common;
 
@@ -153,7 +153,7 @@ fn merge_with_disjoint_labels_equals_streaming_both() {
 
 #[test]
 fn k_fold_cross_validation_equals_refitting_on_the_rows() {
-    // scripts/make_recipe_vectors.py: np.linalg.solve on the other folds' rows, scored on the
+    // scripts/reference/make_recipe_vectors.py: np.linalg.solve on the other folds' rows, scored on the
     // held-out rows; here the same numbers from fold statistics alone.
     let reference = common::json("recipe_reference.json")["kfold"].clone();
     let (features, labels, dim, _) = common::fashion_features();

@@ -1,5 +1,5 @@
 //! The training interpreter against independent references (feature `train`):
-//! - gradients of every supported op (the models of scripts/make_grad_models.py) against
+//! - gradients of every supported op (the models of scripts/models/make_grad_models.py) against
 //!   central finite differences of the loss, computed in f64;
 //! - its forward pass on the shipped MobileNetV2 against tract's features;
 //! - its features on every gradient-check model against tract's on the same input;
@@ -21,7 +21,7 @@ fn model(name: &str) -> std::path::PathBuf {
     common::data(&format!("models/{name}.onnx"))
 }
 
-/// The gradient-check models of scripts/make_grad_models.py: together every supported op.
+/// The gradient-check models of scripts/models/make_grad_models.py: together every supported op.
 const GRADIENT_MODELS: [&str; 8] = [
     "grad_conv",
     "grad_depthwise",

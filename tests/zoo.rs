@@ -1,8 +1,8 @@
 //! "Your own model just works": a zoo of models shaped as today's exporters write them
-//! (scripts/make_zoo.py: PyTorch dynamo opset 18, the legacy TorchScript exporter, tf2onnx's
+//! (scripts/models/make_zoo.py: PyTorch dynamo opset 18, the legacy TorchScript exporter, tf2onnx's
 //! NHWC Keras model with a MatMul + Add head, a fully dynamic input) and an image folder. Each
 //! gets its spec from `fastretrain spec`, runs every command, and matches the independent PIL +
-//! onnxruntime + NumPy references of scripts/make_zoo_reference.py.
+//! onnxruntime + NumPy references of scripts/reference/make_zoo_reference.py.
 
 mod common;
 

@@ -17,7 +17,7 @@ from fastretrain import RidgeHead
 
 @pytest.fixture(scope="module")
 def fashion():
-    """2,000 rows of 1,280 onnxruntime features (tests/data, made by scripts/make_test_vectors.py)
+    """2,000 rows of 1,280 onnxruntime features (tests/data, made by scripts/reference/make_test_vectors.py)
     with their labels."""
     ref = json.loads((ROOT / "tests" / "data" / "fashion_reference.json").read_text())
     x = np.fromfile(FEATURES, dtype="<f4").astype(np.float64)

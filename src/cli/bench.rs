@@ -37,13 +37,13 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     plan: bool,
     /// Time each operation of tract's plan over the runs instead (ms per run, by operation
-    /// and summed by kind): what scripts/layer_profile.py compares with onnxruntime's.
+    /// and summed by kind): what scripts/bench/layer_profile.py compares with onnxruntime's.
     #[arg(long)]
     profile: bool,
     /// Time each matrix product of tract's plan alone instead (one thread, operands packed
     /// beforehand, nothing fused, C laid out as in the plan): with the kernel the plan picked,
     /// and with the fastest of tract's kernels on this machine. What tract's matrix kernels
-    /// alone cost, whatever is done around them; scripts/layer_profile.py sums it per layer
+    /// alone cost, whatever is done around them; scripts/bench/layer_profile.py sums it per layer
     /// kind.
     #[arg(long, conflicts_with_all = ["plan", "profile"])]
     kernels: bool,

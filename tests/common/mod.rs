@@ -142,17 +142,17 @@ pub fn run_or_kill(
 }
 
 /// The Python interpreter with the pinned packages (onnxruntime, scikit-learn…): the venv
-/// `scripts/venv.sh` makes on first use (from PyPI), or `FASTRETRAIN_PYTHON`.
+/// `scripts/ci/venv.sh` makes on first use (from PyPI), or `FASTRETRAIN_PYTHON`.
 pub fn python() -> PathBuf {
     if let Ok(p) = std::env::var("FASTRETRAIN_PYTHON") {
         return p.into();
     }
-    let out = Command::new(root().join("scripts/venv.sh"))
+    let out = Command::new(root().join("scripts/ci/venv.sh"))
         .output()
-        .expect("scripts/venv.sh runs");
+        .expect("scripts/ci/venv.sh runs");
     assert!(
         out.status.success(),
-        "scripts/venv.sh failed (it installs the pinned packages from PyPI): {}",
+        "scripts/ci/venv.sh failed (it installs the pinned packages from PyPI): {}",
         stderr(&out)
     );
     stdout(&out).trim().into()
@@ -160,7 +160,7 @@ pub fn python() -> PathBuf {
 
 /// A copy of zoo model `name` in `dir` (so that `spec` writes beside it), with its spec written
 /// by `fastretrain spec` as a user would, naming the penultimate tensor alone (the references
-/// of scripts/make_zoo_reference.py are its features; the automatic recipe is checked in
+/// of scripts/reference/make_zoo_reference.py are its features; the automatic recipe is checked in
 /// tests/recipe_reference.rs); returns the model's file name.
 pub fn zoo_model_with_spec(dir: &Path, name: &str) -> String {
     let file = format!("{name}.onnx");
@@ -199,7 +199,7 @@ pub fn zoo_image(split: &str, label: &str) -> PathBuf {
 }
 
 /// Asserts that `extractor` gives onnxruntime's features (within 1e-4) on the shipped photos of
-/// `backbone_reference.json` (scripts/make_test_vectors.py); `what` names the backbone.
+/// `backbone_reference.json` (scripts/reference/make_test_vectors.py); `what` names the backbone.
 pub fn assert_photo_features_match_onnxruntime(
     extractor: &mut fastretrain::features::FeatureExtractor,
     what: &str,

@@ -1,0 +1,50 @@
+"""Runs ONNX models with onnxruntime on images and prints their outputs as JSON.
+
+Independent of fastretrain: preprocessing is scripts/reference/reference.py's (PIL + NumPy): the float
+resize (`--pipeline float`, PIL mode 'F') or the 8-bit one a torchvision user has
+(`--pipeline torchvision`: PIL resize on 8-bit pixels, ToTensor, Normalize; NHWC and BGR as the
+spec says). Used by tests/export_onnxruntime.rs to check exported models.
+
+    python scripts/reference/onnxruntime_run.py --spec models/mobilenetv2.json \
+        --models adapted.onnx models/mobilenetv2.onnx --images a.png b.jpg
+
+Prints {"models": [{"path", "output", "labels" (metadata fastretrain.labels or null),
+"scores": [[...] per image]}]}.
+"""
+import argparse
+import json
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from reference import load_spec, preprocess, preprocess_u8
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--spec", required=True)
+    ap.add_argument("--models", nargs="+", required=True)
+    ap.add_argument("--images", nargs="+", required=True)
+    ap.add_argument("--pipeline", choices=["float", "torchvision"], default="float")
+    args = ap.parse_args()
+    spec = load_spec(args.spec)
+    prepare = preprocess_u8 if args.pipeline == "torchvision" else preprocess
+    batch = np.stack([prepare(Image.open(p), spec) for p in args.images])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    result = []
+    for path in args.models:
+        session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        meta = session.get_modelmeta().custom_metadata_map
+        labels = json.loads(meta["fastretrain.labels"]) if "fastretrain.labels" in meta else None
+        name = session.get_inputs()[0].name
+        output = session.get_outputs()[0].name
+        # One image at a time: the exported batch dimension is whatever the original had.
+        scores = [session.run([output], {name: x[None]})[0][0].astype(float).tolist() for x in batch]
+        result.append({"path": path, "output": output, "labels": labels, "scores": scores})
+    print(json.dumps({"models": result}))
+
+
+if __name__ == "__main__":
+    main()
