@@ -3,7 +3,8 @@
 //! [`preprocess`]) into penultimate features ([`features`]); they are folded into Gram
 //! statistics whose size does not grow with the number of samples ([`solver`]); the dense head
 //! is refit in closed form ([`head`]) and everything persists in one checksummed file
-//! ([`state`]); [`export`] writes the adapted model as ONNX. [`retrainer`] ties the chain
+//! ([`state`]); [`export`] writes the adapted model as ONNX. The modules that run no model
+//! ([`data`] to [`store`]) are the `fastretrain-core` crate (crates/core), re-exported here. [`retrainer`] ties the chain
 //! together; the `fastretrain` binary is a thin CLI over it. With the `train` feature,
 //! [`train`] adds the desktop full retraining (SGD on a random share of the conv layers + MP
 //! refit of the head, on burn). docs/ARCHITECTURE.md draws the layers.
@@ -34,36 +35,28 @@
 //! # Ok::<(), fastretrain::Error>(())
 //! ```
 
+// The model-free core (crates/core), re-exported under the same paths.
+pub use fastretrain_core::{
+    data, durable, error, evaluation, feature_recipe, fitting, head, preprocess, recompute, rng,
+    solver, spec, state, store,
+};
+
 #[cfg(feature = "backbone")]
 pub mod backbone;
 #[cfg(feature = "backbone")]
 pub mod benchmark;
-pub mod data;
-pub mod durable;
-pub mod error;
-pub mod evaluation;
 #[cfg(feature = "backbone")]
 pub mod export;
-pub mod feature_recipe;
 #[cfg(feature = "backbone")]
 pub mod features;
-pub mod fitting;
-pub mod head;
 #[cfg(feature = "backbone")]
 pub mod onnx;
 #[cfg(feature = "onnxruntime")]
 pub mod onnxruntime_engine;
 #[cfg(feature = "backbone")]
 pub mod pack;
-pub mod preprocess;
-pub mod recompute;
 #[cfg(feature = "backbone")]
 pub mod retrainer;
-pub mod rng;
-pub mod solver;
-pub mod spec;
-pub mod state;
-pub mod store;
 #[cfg(feature = "train")]
 pub mod train;
 

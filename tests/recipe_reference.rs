@@ -6,10 +6,8 @@
 
 mod common;
 
-use fastretrain::backbone::{Backbone, LoadOptions};
-use fastretrain::feature_recipe::{
-    AUTOMATIC_STAGES, Augment, FeatureRecipe, Transform, automatic_tensors,
-};
+use fastretrain::backbone::{Backbone, LoadOptions, automatic_tensors};
+use fastretrain::feature_recipe::{AUTOMATIC_STAGES, Augment, FeatureRecipe, Transform};
 use fastretrain::features::FeatureExtractor;
 use tract_onnx::prelude::Framework;
 

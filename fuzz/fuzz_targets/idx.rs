@@ -10,8 +10,8 @@ fuzz_target!(|data: &[u8]| {
     let images = dir.join("f-images-idx3-ubyte");
     std::fs::write(&images, &rest[at..]).unwrap();
     std::fs::write(dir.join("f-labels-idx1-ubyte"), &rest[..at]).unwrap();
-    let options = fastretrain::data::DataOptions::default();
-    if let Ok(source) = fastretrain::data::DataSource::open(&images, &options) {
+    let options = fastretrain_core::data::DataOptions::default();
+    if let Ok(source) = fastretrain_core::data::DataSource::open(&images, &options) {
         for sample in source.take(16) {
             let _ = sample;
         }

@@ -4,5 +4,5 @@ use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = fastretrain::preprocess::decode_image_bytes(data, Path::new("fuzz.img"));
+    let _ = fastretrain_core::preprocess::decode_image_bytes(data, Path::new("fuzz.img"));
 });

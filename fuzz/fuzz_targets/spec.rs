@@ -5,6 +5,6 @@ use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = fastretrain::spec::ModelSpec::parse(text, Path::new("fuzz.json"));
+        let _ = fastretrain_core::spec::ModelSpec::parse(text, Path::new("fuzz.json"));
     }
 });

@@ -4,6 +4,6 @@ use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = fastretrain::state::State::from_bytes(data, Path::new("fuzz.frs"));
-    let _ = fastretrain::state::State::from_payload(data, Path::new("fuzz.frs"));
+    let _ = fastretrain_core::state::State::from_bytes(data, Path::new("fuzz.frs"));
+    let _ = fastretrain_core::state::State::from_payload(data, Path::new("fuzz.frs"));
 });

@@ -10,7 +10,7 @@ scripts/bench/recipe-table.sh). The columns are the recipe's tensors in order: `
 then the 320-, 160-, 96- and 64-channel stage outputs.
 
 Each row is the closed-form ridge head fastretrain fits (bias input, ±1 targets, λ by GCV over
-10⁻³…10⁴ in half decades, the same formula as src/solver.rs), computed here in NumPy from the
+10⁻³…10⁴ in half decades, the same formula as crates/core/src/solver.rs), computed here in NumPy from the
 stored features: signed square root and flips are applied to the stored values, so a row's
 features are exactly what `learn` with that recipe folds in. Also: the best λ of the grid in
 hindsight (test accuracy), and λ by 5-fold cross-validation (folds as `fit --folds 5`).

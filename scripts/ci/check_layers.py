@@ -1,18 +1,30 @@
 #!/usr/bin/env python3
-"""Fails when a module of src/ uses another that uses it back, directly or through others.
+"""Checks the layers (docs/ARCHITECTURE.md): between crates, that each crate depends only on
+those below it and the core names no inference or training engine; within each crate, that no
+module uses another that uses it back, directly or through others.
 
-A module is a file under src/ (src/a/b.rs and src/a/b/mod.rs are `a::b`); a module uses every
-module it names as `crate::…` outside comments, in `use` lines or in paths. Children may use
-their parent module's items (`super::`) as part of it: a folder module and its files count as
-one node when `--folders` is given (the default reads files).
+A module is a file under a crate's src/ (src/a/b.rs and src/a/b/mod.rs are `a::b`); a module
+uses every module it names as `crate::…` outside comments, in `use` lines or in paths. Children
+may use their parent module's items (`super::`) as part of it.
 
-Usage: scripts/ci/check_layers.py [--graph]   (exit 1 and the cycles, or exit 0)
+Usage: scripts/ci/check_layers.py [--graph]   (exit 1 and what is wrong, or exit 0)
 """
 import os
 import re
 import sys
+import tomllib
 
-ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "src")
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The crates from the bottom up: each may depend on those before it, never on one after it.
+# `banned`: crates (dependency names) it must neither depend on nor name in its code.
+ENGINES = ["tract-onnx", "tract-core", "tract-nnef", "tract-linalg", "tract-hir", "burn", "ort",
+           "prost", "pyo3"]
+CRATES = [
+    {"package": "fastretrain-core", "dir": "crates/core", "banned": ENGINES},
+    {"package": "fastretrain", "dir": ".", "banned": ["pyo3"]},
+    {"package": "fastretrain-python", "dir": "python", "banned": []},
+]
+ROOT = None  # the src/ folder of the crate being read
 PATH = re.compile(r"\bcrate::((?:[a-z_][a-z0-9_]*::)*[A-Za-z_][A-Za-z0-9_]*)")
 USE_GROUP = re.compile(r"\bcrate::((?:[a-z_][a-z0-9_]*::)*)\{([^}]*)\}", re.S)
 
@@ -100,19 +112,53 @@ def cycles(edges):
     return out
 
 
+def crate_problems(index, crate):
+    """What is wrong between `crate` and the others: its Cargo.toml and the crates its code names."""
+    problems = []
+    manifest = tomllib.load(open(os.path.join(CHECKOUT, crate["dir"], "Cargo.toml"), "rb"))
+    deps = set()
+    for table in ("dependencies", "dev-dependencies", "build-dependencies"):
+        deps |= set(manifest.get(table, {}))
+    for target in manifest.get("target", {}).values():
+        for table in ("dependencies", "dev-dependencies", "build-dependencies"):
+            deps |= set(target.get(table, {}))
+    above = {c["package"] for c in CRATES[index + 1:]}
+    for dep in sorted(deps & (above | set(crate["banned"]))):
+        problems.append(f"{crate['package']} depends on {dep}")
+    banned_names = [d.replace("-", "_") for d in sorted(above | set(crate["banned"]))]
+    src = os.path.join(CHECKOUT, crate["dir"], "src")
+    for folder, _, files in os.walk(src):
+        for f in sorted(files):
+            if f.endswith(".rs"):
+                path = os.path.join(folder, f)
+                text = code(path)
+                for name in banned_names:
+                    if re.search(r"\b" + name + r"::", text):
+                        problems.append(f"{os.path.relpath(path, CHECKOUT)} names {name}")
+    return problems
+
+
 def main():
-    edges = graph()
-    if "--graph" in sys.argv:
-        for m in sorted(edges):
-            print(f"{m} -> {', '.join(sorted(edges[m])) or '(nothing)'}")
-    found = cycles(edges)
-    if not found:
-        print(f"no import cycles among {len(edges)} modules")
-        return 0
-    for component in found:
-        inner = [f"{a} -> {b}" for a in component for b in sorted(edges[a]) if b in component]
-        print("import cycle among " + ", ".join(component) + ": " + "; ".join(inner))
-    return 1
+    global ROOT
+    failed = False
+    for index, crate in enumerate(CRATES):
+        ROOT = os.path.join(CHECKOUT, crate["dir"], "src")
+        for problem in crate_problems(index, crate):
+            print(problem)
+            failed = True
+        edges = graph()
+        if "--graph" in sys.argv:
+            for m in sorted(edges):
+                print(f"{crate['package']}: {m} -> {', '.join(sorted(edges[m])) or '(nothing)'}")
+        found = cycles(edges)
+        for component in found:
+            inner = [f"{a} -> {b}" for a in component for b in sorted(edges[a]) if b in component]
+            print(f"{crate['package']}: import cycle among " + ", ".join(component) + ": "
+                  + "; ".join(inner))
+            failed = True
+        if not found:
+            print(f"{crate['package']}: no import cycles among {len(edges)} modules")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Reads (and writes) fastretrain feature stores (src/store.rs) in NumPy, independently of the Rust code:
+"""Reads (and writes) fastretrain feature stores (crates/core/src/store/) in NumPy, independently of the Rust code:
 header (magic, version, postcard header, crc32), then chunks (CHNK, meta, rows, crc32, meta,
 features). Used by the peers (scikit-learn) so that they fit on exactly our features."""
 import struct

@@ -313,7 +313,8 @@ impl Head {
     }
 }
 
-pub(crate) fn argmax(v: &[f64]) -> usize {
+/// Index of the largest value (the last of equals); 0 for an empty slice.
+pub fn argmax(v: &[f64]) -> usize {
     v.iter()
         .enumerate()
         .max_by(|a, b| a.1.total_cmp(b.1))

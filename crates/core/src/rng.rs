@@ -20,7 +20,6 @@ impl SplitMix64 {
     }
 
     /// A uniformly shuffled copy of `0..n` (Fisher–Yates; the training schedule's draws).
-    #[cfg(feature = "train")]
     pub fn permutation(&mut self, n: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..n).collect();
         for i in (1..n).rev() {

@@ -8,6 +8,8 @@
 //! fixed to a batch of one (faster per image than batching in tract 0.23) and the plan is
 //! optimised once.
 
+mod automatic;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -22,6 +24,7 @@ use crate::onnx::{
     image_input, show_dims,
 };
 use crate::spec::{InputSpec, Layout, ModelSpec, Preset};
+pub use automatic::automatic_tensors;
 
 /// The transform of the automatic recipe: none. On the full Fashion-MNIST the signed square
 /// root gave +0.5 points to the penultimate tensor alone but −0.1 to the automatic recipe's
@@ -339,7 +342,7 @@ pub struct Backbone {
 pub struct LoadOptions {
     /// The features to read: a tensor name or a recipe's descriptor
     /// ([`FeatureRecipe::parse`]); default: the spec's recipe, else the automatic one
-    /// ([`crate::feature_recipe::automatic_tensors`] with [`DEFAULT_TRANSFORM`]).
+    /// ([`automatic_tensors`] with [`DEFAULT_TRANSFORM`]).
     pub feature_tensor: Option<String>,
     /// Replaces the recipe's transform.
     pub transform: Option<Transform>,
@@ -442,11 +445,7 @@ impl Backbone {
             (Some(descriptor), _, _) => FeatureRecipe::parse(descriptor)?,
             (None, Some(recipe), _) => recipe,
             (None, None, Some(h)) => FeatureRecipe::new(
-                crate::feature_recipe::automatic_tensors(
-                    graph_of(&proto, model)?,
-                    &h.input,
-                    AUTOMATIC_STAGES,
-                ),
+                automatic_tensors(graph_of(&proto, model)?, &h.input, AUTOMATIC_STAGES),
                 DEFAULT_TRANSFORM,
                 DEFAULT_AUGMENT,
             )?,

@@ -181,6 +181,7 @@ fn still_at(_file: &File, _path: &Path) -> bool {
     true
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
+/// Lower-case hexadecimal of `bytes` (how digests are printed and stored in JSON).
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

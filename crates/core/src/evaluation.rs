@@ -1,5 +1,5 @@
 //! Accuracy, per-class accuracy and the confusion matrix of a head, on images (through the
-//! backbone, see [`crate::retrainer`]) or on stored features.
+//! backbone, by the `fastretrain` crate's `retrainer`) or on stored features.
 
 use std::time::Instant;
 

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// The λ of `grid` whose score is lowest (the first of equals); `grid` is not empty.
-pub(crate) fn lowest_scoring(grid: &[f64], scores: &[f64]) -> f64 {
+pub fn lowest_scoring(grid: &[f64], scores: &[f64]) -> f64 {
     grid[scores
         .iter()
         .enumerate()
@@ -745,7 +745,7 @@ fn solve_with_factor(factor: &Mat<f64>, rhs: MatRef<'_, f64>) -> Mat<f64> {
 }
 
 /// A batch as `X = [H, 1]` (b × (d+1)) and ±1 targets `T` (b × c). Rejects NaN/Inf.
-pub(crate) fn batch_matrices<F: Copy + Into<f64>>(
+pub fn batch_matrices<F: Copy + Into<f64>>(
     features: &[F],
     labels: &[usize],
     dim: usize,

@@ -80,14 +80,16 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    /// An I/O failure on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
             error: source,
         }
     }
 
-    pub(crate) fn data(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+    /// Unusable data at `path` (a sample file, a label list, a data folder), with the reason.
+    pub fn data(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::Data {
             path: path.into(),
             reason: reason.into(),
