@@ -9,22 +9,32 @@
 //! optimised once.
 
 mod automatic;
+mod engine;
+mod make_spec;
+mod plan;
+mod runner;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 
 pub use crate::durable::Fingerprint;
 use crate::error::{Error, Result};
-use crate::feature_recipe::{AUTOMATIC_STAGES, Augment, FeatureRecipe, Transform, apply_transform};
+use crate::feature_recipe::{AUTOMATIC_STAGES, Augment, FeatureRecipe, Transform};
 pub use crate::onnx::{DenseHeadInfo, find_dense_head, read_model_file};
 use crate::onnx::{
-    check_input, check_spec_file, dims, forget_intermediate_shapes, graph_of, graph_of_mut,
-    image_input, show_dims,
+    check_input, check_spec_file, forget_intermediate_shapes, graph_of, graph_of_mut, image_input,
 };
-use crate::spec::{InputSpec, Layout, ModelSpec, Preset};
+use crate::spec::{Layout, ModelSpec};
 pub use automatic::automatic_tensors;
+pub use engine::{
+    ENGINES_BUILT, Engine, MAX_THREADS, engine, set_engine, set_threads, single_threaded, threads,
+};
+pub use make_spec::{SpecRequest, make_spec};
+pub use plan::{MatrixProduct, PlanStep};
+use runner::{Assembly, Plan, RunState};
+pub use runner::{NodeTime, Runner};
 
 /// The transform of the automatic recipe: none. On the full Fashion-MNIST the signed square
 /// root gave +0.5 points to the penultimate tensor alone but −0.1 to the automatic recipe's
@@ -35,295 +45,6 @@ pub const DEFAULT_AUGMENT: Augment = Augment::None;
 
 /// The tract release Cargo.toml pins.
 const TRACT_VERSION: &str = "0.23.9";
-
-static THREADS: OnceLock<usize> = OnceLock::new();
-static ENGINE: OnceLock<(Engine, Option<PathBuf>)> = OnceLock::new();
-
-/// What runs the forward pass. Both give the same features (within 1e-4), so states,
-/// stores and packs do not record it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Engine {
-    /// tract, built in (the edge build).
-    #[default]
-    Tract,
-    /// onnxruntime's `libonnxruntime.so`, loaded at run time (cargo feature `onnxruntime`).
-    #[serde(rename = "onnxruntime")]
-    OnnxRuntime,
-}
-
-impl Engine {
-    pub fn parse(text: &str) -> Result<Self> {
-        match text.to_ascii_lowercase().as_str() {
-            "tract" => Ok(Engine::Tract),
-            "onnxruntime" | "ort" => Ok(Engine::OnnxRuntime),
-            _ => Err(Error::InvalidArgument(format!(
-                "unknown engine '{text}': tract or onnxruntime"
-            ))),
-        }
-    }
-}
-
-impl std::fmt::Display for Engine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Engine::Tract => "tract",
-            Engine::OnnxRuntime => "onnxruntime",
-        })
-    }
-}
-
-/// Sets the engine of every backbone loaded without [`LoadOptions::engine`], process-wide
-/// (the first call wins), and the onnxruntime library to load (else `$ORT_DYLIB_PATH`).
-pub fn set_engine(engine: Engine, onnxruntime_library: Option<PathBuf>) {
-    ENGINE.get_or_init(|| (engine, onnxruntime_library));
-}
-
-/// The engines this build can run.
-pub const ENGINES_BUILT: &[Engine] = &[
-    Engine::Tract,
-    #[cfg(feature = "onnxruntime")]
-    Engine::OnnxRuntime,
-];
-
-/// What [`set_engine`] chose (tract if it was not called).
-pub fn engine() -> Engine {
-    ENGINE.get().map_or(Engine::Tract, |(e, _)| *e)
-}
-
-/// The most threads the backbone may be given: more than any board or desktop has cores, far
-/// fewer than make a thread pool fail to start (each thread takes a stack and a guard page:
-/// 100,000 of them exhausted memory and tract's pool panicked).
-pub const MAX_THREADS: usize = 256;
-
-/// Sets how many cores the backbone uses, process-wide (the first call wins): a single image
-/// runs on that many threads of tract's matrix products; streams of images
-/// ([`crate::features::FeatureExtractor`]) run that many images at once instead. Clamped to
-/// 1..=[`MAX_THREADS`] (the CLI and Python refuse values outside it before calling this).
-pub fn set_threads(threads: usize) {
-    let threads = threads.clamp(1, MAX_THREADS);
-    THREADS.get_or_init(|| {
-        if threads > 1 {
-            tract_linalg::multithread::set_default_executor(
-                tract_linalg::multithread::Executor::multithread(threads),
-            );
-        }
-        threads
-    });
-}
-
-/// What [`set_threads`] chose (1 if it was not called).
-pub fn threads() -> usize {
-    THREADS.get().copied().unwrap_or(1)
-}
-
-/// Runs `f` with tract's matrix products on the calling thread only, whatever
-/// [`set_threads`] chose: for work that is already spread over threads one image each.
-pub fn single_threaded<R>(f: impl FnOnce() -> R) -> R {
-    tract_linalg::multithread::multithread_tract_scope(
-        tract_linalg::multithread::Executor::SingleThread,
-        f,
-    )
-}
-
-/// One forward-pass context of a [`Backbone`] (tract's run state, kept between images).
-/// Runners of one backbone share its plan and can work in parallel threads.
-pub struct Runner {
-    state: RunState,
-    input_shape: [usize; 4],
-    model_path: PathBuf,
-    assembly: Arc<Assembly>,
-}
-
-/// One run's input as tract's tensor (`model` for the message).
-fn input_tensor(shape: &[usize; 4], input: &[f32], model: &Path) -> Result<Tensor> {
-    Tensor::from_shape(shape, input).map_err(|e| Error::Model {
-        path: model.into(),
-        reason: format!("bad input tensor: {e}"),
-    })
-}
-
-/// A run context of the backbone's engine.
-enum RunState {
-    Tract(TypedSimpleState),
-    #[cfg(feature = "onnxruntime")]
-    OnnxRuntime(crate::onnxruntime_engine::OrtRunner),
-}
-
-/// The prepared model of the backbone's engine.
-enum Plan {
-    Tract(Arc<TypedRunnableModel>),
-    #[cfg(feature = "onnxruntime")]
-    OnnxRuntime(Arc<crate::onnxruntime_engine::OrtModel>),
-}
-
-/// How the plan's outputs become one feature vector: each output's shape (batch first) and
-/// values per image, pooled or not, then the recipe's transform.
-#[derive(Debug)]
-struct Assembly {
-    recipe: FeatureRecipe,
-    layout: Layout,
-    shapes: Vec<Vec<usize>>,
-    values: Vec<usize>,
-}
-
-impl Assembly {
-    fn new(recipe: FeatureRecipe, layout: Layout, shapes: Vec<Vec<usize>>) -> Self {
-        let values = shapes.iter().map(|s| recipe.values_of(s, layout)).collect();
-        Assembly {
-            recipe,
-            layout,
-            shapes,
-            values,
-        }
-    }
-
-    /// Values of one image's feature vector.
-    fn dim(&self) -> usize {
-        self.values.iter().sum()
-    }
-}
-
-impl std::fmt::Debug for Runner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runner")
-            .field("model_path", &self.model_path)
-            .finish()
-    }
-}
-
-impl Runner {
-    /// Runs one preprocessed input (see [`crate::preprocess::Preprocessor`]; the backbone's
-    /// batch of them back to back) and writes their features into `out`.
-    pub fn features_into(&mut self, input: &[f32], out: &mut [f32]) -> Result<()> {
-        let fail = |reason: String| Error::Model {
-            path: self.model_path.clone(),
-            reason,
-        };
-        match &mut self.state {
-            RunState::Tract(state) => {
-                let tensor = input_tensor(&self.input_shape, input, &self.model_path)?;
-                let outputs = state
-                    .run(tvec!(tensor.into()))
-                    .map_err(|e| fail(format!("inference failed: {e:#}")))?;
-                let views = outputs
-                    .iter()
-                    .map(|output| {
-                        let view = output
-                            .to_plain_array_view::<f32>()
-                            .map_err(|e| fail(format!("feature tensor is not f32: {e}")))?;
-                        view.to_slice()
-                            .ok_or_else(|| fail("feature tensor is not contiguous".into()))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                self.assembly
-                    .assemble(&views, self.input_shape[0], out, &self.model_path)
-            }
-            #[cfg(feature = "onnxruntime")]
-            RunState::OnnxRuntime(runner) => {
-                let (assembly, batch, path) =
-                    (&self.assembly, self.input_shape[0], &self.model_path);
-                runner.run(self.input_shape, input, |outputs| {
-                    let views: Vec<&[f32]> = outputs.iter().map(|(_, v)| *v).collect();
-                    assembly.assemble(&views, batch, out, path)
-                })
-            }
-        }
-    }
-}
-
-/// The time one operation of tract's plan took, summed over the profiled runs
-/// ([`crate::benchmark::profile_forward`]: milliseconds per run).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct NodeTime {
-    pub node: String,
-    pub op: String,
-    pub seconds: f64,
-}
-
-impl Runner {
-    /// Runs `input` `runs` times, timing each operation of tract's plan (`bench --profile`);
-    /// in plan order. Empty for onnxruntime (its own profiler says the same).
-    pub fn profile(&mut self, input: &[f32], runs: usize) -> Result<Vec<NodeTime>> {
-        #[cfg_attr(not(feature = "onnxruntime"), allow(irrefutable_let_patterns))]
-        let RunState::Tract(state) = &mut self.state else {
-            return Ok(Vec::new());
-        };
-        let fail = |reason: String| Error::Model {
-            path: self.model_path.clone(),
-            reason,
-        };
-        let mut times: Vec<NodeTime> = Vec::new();
-        let mut index = std::collections::HashMap::new();
-        for _ in 0..runs {
-            let tensor = input_tensor(&self.input_shape, input, &self.model_path)?;
-            state
-                .run_plan_with_eval(tvec!(tensor.into()), |session, op_state, node, inputs| {
-                    let started = std::time::Instant::now();
-                    let outputs =
-                        tract_onnx::tract_core::plan::eval(session, op_state, node, inputs);
-                    let i = *index.entry(node.id).or_insert_with(|| {
-                        times.push(NodeTime {
-                            node: node.name.clone(),
-                            op: node.op.name().to_string(),
-                            seconds: 0.0,
-                        });
-                        times.len() - 1
-                    });
-                    times[i].seconds += started.elapsed().as_secs_f64();
-                    outputs
-                })
-                .map_err(|e| fail(format!("inference failed: {e:#}")))?;
-        }
-        Ok(times)
-    }
-}
-
-impl Assembly {
-    /// Pools and concatenates one run's outputs (`batch` images each) into `out`, one row per
-    /// image, then applies the recipe's transform.
-    fn assemble(
-        &self,
-        outputs: &[&[f32]],
-        batch: usize,
-        out: &mut [f32],
-        model: &Path,
-    ) -> Result<()> {
-        let got: usize = outputs.iter().map(|o| o.len()).sum();
-        let expected: usize = self
-            .shapes
-            .iter()
-            .map(|s| s.iter().product::<usize>())
-            .sum();
-        if out.len() != self.dim() * batch || outputs.len() != self.shapes.len() || got != expected
-        {
-            return Err(Error::FeatureDim {
-                what: model.display().to_string(),
-                expected: out.len(),
-                got: self.dim() * batch,
-            });
-        }
-        let mut offset = 0;
-        for ((data, shape), &values) in outputs.iter().zip(&self.shapes).zip(&self.values) {
-            let per_image = data.len() / batch;
-            for (image, rows) in data.chunks(per_image).zip(out.chunks_mut(self.dim())) {
-                crate::feature_recipe::pool_into(
-                    image,
-                    shape,
-                    !self.recipe.is_plain(),
-                    self.layout,
-                    &mut rows[offset..offset + values],
-                );
-            }
-            offset += values;
-        }
-        if self.recipe.transform != Transform::None {
-            out.chunks_mut(self.dim())
-                .for_each(|row| apply_transform(self.recipe.transform, row));
-        }
-        Ok(())
-    }
-}
 
 pub struct Backbone {
     plan: Plan,
@@ -683,7 +404,7 @@ fn onnxruntime_plan(
     crate::onnx::set_float_outputs(graph, &recipe.tensors);
     let bytes = prost::Message::encode_to_vec(&proto);
     drop(proto);
-    let library = ENGINE.get().and_then(|(_, library)| library.as_deref());
+    let library = engine::onnxruntime_library();
     let ort = crate::onnxruntime_engine::OrtModel::new(bytes, input, model, library)?;
     let zeros = vec![0.0; input_shape.iter().product()];
     let shapes = ort.runner(1)?.run(input_shape, &zeros, |outputs| {
@@ -749,128 +470,8 @@ fn assembly_of(
     Ok(Assembly::new(recipe, layout, shapes))
 }
 
-/// One operation of the optimised plan, as `bench --plan` lists it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PlanStep {
-    pub node: String,
-    pub op: String,
-    /// tract's one-line description of the op (shapes, strides…).
-    pub info: String,
-    /// The shape of its first input.
-    pub input: Vec<usize>,
-    /// For a depthwise convolution: the data layout it runs in and the kernel that computes it
-    /// on this machine.
-    pub kernel: Option<String>,
-    /// An activation fused into the op, as tract describes it (our tract-core patch fuses a
-    /// ReLU6 into a channel-last depthwise convolution: "clamped to [0, 6]").
-    pub fused_clamp: Option<String>,
-    /// For a matrix product (a convolution run as one): its shape and tract's kernel for it.
-    pub product: Option<MatrixProduct>,
-}
-
-/// A matrix product of the plan, C (m×n) = A (m×k) · B (k×n) then its fused operations, and
-/// the kernel tract picked for it on this machine (e.g. `fma_mmm_f32_16x6`).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct MatrixProduct {
-    pub m: usize,
-    pub k: usize,
-    pub n: usize,
-    /// Whether C's m axis is contiguous (the tile's columns are whole vectors): the stores'
-    /// speed depends on it (vendor/README.md, the column-stores patch).
-    pub m_contiguous: bool,
-    pub kernel: String,
-}
-
-fn matrix_product(node: &TypedNode) -> Option<MatrixProduct> {
-    use tract_onnx::tract_core::ops::matmul::optimized::{OptMatMul, ProtoFusedSpec};
-    let product = node.op_as::<OptMatMul>()?;
-    let shape = product.c_fact.shape.as_concrete()?;
-    let k = product.micro_ops.iter().find_map(|op| match op {
-        ProtoFusedSpec::AddMatMul { geo, .. } => geo.k.as_i64().map(|k| k as usize),
-        _ => None,
-    })?;
-    // The m axis is contiguous when every axis after it spans one item.
-    let m_contiguous = product
-        .c_m_axis
-        .is_some_and(|axis| shape[axis + 1..].iter().all(|&d| d == 1));
-    Some(MatrixProduct {
-        m: product.c_m_axis.map_or(1, |axis| shape[axis]),
-        k,
-        n: product.c_n_axis.map_or(1, |axis| shape[axis]),
-        m_contiguous,
-        kernel: product.mmm.first()?.name().to_string(),
-    })
-}
-
-/// What runs a depthwise convolution whose input has `shape` (batch first) and whose
-/// description is `info` (tract drops a batch axis of 1: HWC or CHW then): channel-last (the
-/// channels axis last, as after tract's axis changes) takes the `depthwise_c` kernel; channel-first the `depthwise_w` one, which is
-/// vectorised only along contiguous rows (stride 1), else tract-core's scalar loop.
-fn depthwise_kernel(shape: &[usize], info: &str) -> String {
-    use tract_linalg::routines::{Func, best_for};
-    let isa = tract_linalg::isa::native();
-    let routine = |func| {
-        best_for(func, tract_onnx::prelude::DatumType::F32, &isa).map(|r| r.name().to_string())
-    };
-    // The spatial axes are the equal pair (square inputs); the channels sit after them or before.
-    let channel_last = match shape {
-        [_, h, w, c] | [h, w, c] => h == w && w != c,
-        _ => false,
-    };
-    let stride_one = info.contains("strides: 1,1");
-    match (channel_last, stride_one) {
-        (true, _) => format!(
-            "channel-last: {}",
-            routine(Func::DepthwiseC).unwrap_or_else(|| "generic loop (no kernel)".into())
-        ),
-        (false, true) => format!(
-            "channel-first: {}",
-            routine(Func::DepthwiseW).unwrap_or_else(|| "scalar loop (no kernel)".into())
-        ),
-        (false, false) => "channel-first, stride > 1: scalar loop".into(),
-    }
-}
-
-/// The recipe of a loaded backbone.
 impl Backbone {
-    /// The operations of tract's optimised plan in run order (empty for onnxruntime, whose
-    /// plan is its own).
-    pub fn plan_steps(&self) -> Vec<PlanStep> {
-        #[cfg_attr(not(feature = "onnxruntime"), allow(irrefutable_let_patterns))]
-        let Plan::Tract(plan) = &self.plan else {
-            return Vec::new();
-        };
-        let model = plan.model();
-        plan.order_without_consts()
-            .iter()
-            .map(|&id| {
-                let node = &model.nodes[id];
-                let op = node.op.name().to_string();
-                let info = node.op.info().unwrap_or_default().join("; ");
-                let input = node
-                    .inputs
-                    .first()
-                    .and_then(|i| model.outlet_fact(*i).ok())
-                    .and_then(|f| f.shape.as_concrete().map(<[usize]>::to_vec))
-                    .unwrap_or_default();
-                let kernel = (op == "DepthWiseConv").then(|| depthwise_kernel(&input, &info));
-                let fused_clamp = info
-                    .split("; ")
-                    .find(|part| part.starts_with("clamped"))
-                    .map(str::to_string);
-                PlanStep {
-                    node: node.name.clone(),
-                    op,
-                    info,
-                    input,
-                    kernel,
-                    fused_clamp,
-                    product: matrix_product(node),
-                }
-            })
-            .collect()
-    }
-
+    /// The recipe of a loaded backbone.
     pub fn recipe(&self) -> &FeatureRecipe {
         &self.assembly.recipe
     }
@@ -888,116 +489,4 @@ fn input_shape(spec: &ModelSpec) -> [usize; 4] {
         Layout::Nchw => [1, 3, spec.input.height, spec.input.width],
         Layout::Nhwc => [1, spec.input.height, spec.input.width, 3],
     }
-}
-
-/// What `fastretrain spec` needs to know beyond the model itself.
-#[derive(Debug, Clone)]
-pub struct SpecRequest {
-    pub preset: Preset,
-    /// Input side for a model whose spatial size is not fixed in the graph (default 224).
-    pub size: Option<usize>,
-    /// Layout, when the graph does not tell (no axis of 3 channels at 1 or 3).
-    pub layout: Option<Layout>,
-    pub feature_tensor: Option<String>,
-}
-
-/// Writes the spec of `model` from its graph: sha256, input name, layout and size read from
-/// the graph, preprocessing from the preset, and the feature tensor and its size found by
-/// loading the model with that spec (so the spec is known to work).
-pub fn make_spec(model: &Path, request: &SpecRequest) -> Result<ModelSpec> {
-    let (bytes, sha256) = read_model_file(model)?;
-    let proto = crate::onnx::parse_model(&bytes, model)?;
-    drop(bytes);
-    let bad = |reason: String| Error::Model {
-        path: model.into(),
-        reason,
-    };
-    let graph = graph_of(&proto, model)?;
-    let input = image_input(graph, model)?;
-    let dims = dims(input).unwrap_or_else(|| vec![None; 4]);
-    if dims.len() != 4 {
-        return Err(bad(format!(
-            "input '{}' has shape {}; fastretrain feeds images as a 4-D tensor (NCHW or NHWC)",
-            input.name,
-            show_dims(&dims)
-        )));
-    }
-    let layout = match (request.layout, dims[1], dims[3]) {
-        (Some(layout), _, _) => layout,
-        (None, Some(3), _) => Layout::Nchw,
-        (None, _, Some(3)) => Layout::Nhwc,
-        _ => {
-            return Err(bad(format!(
-                "cannot tell the layout of input '{}' {} (no axis of 3 colour channels): \
-                 pass --layout NCHW or NHWC",
-                input.name,
-                show_dims(&dims)
-            )));
-        }
-    };
-    let (h, w) = match layout {
-        Layout::Nchw => (dims[2], dims[3]),
-        Layout::Nhwc => (dims[1], dims[2]),
-    };
-    let size = match (h, w, request.size) {
-        (Some(h), Some(w), _) if h != w => {
-            return Err(bad(format!(
-                "input '{}' is {h}×{w}; fastretrain feeds square inputs (centre crop)",
-                input.name
-            )));
-        }
-        (Some(h), Some(_), Some(size)) if size as i64 != h => {
-            return Err(Error::InvalidArgument(format!(
-                "{}: the input is fixed at {h}×{h} in the graph; for a {size}×{size} input \
-                 write a copy with `fastretrain resize-input --model {} --size {size} --out …` \
-                 (it writes that copy's spec too)",
-                model.display(),
-                model.display()
-            )));
-        }
-        (Some(h), Some(_), _) => h as usize,
-        (_, _, Some(size)) => size,
-        _ => 224,
-    };
-    let (channels, preprocess) = request.preset.preprocess(size);
-    let mut spec = ModelSpec {
-        name: model
-            .file_stem()
-            .map_or("model".into(), |s| s.to_string_lossy().into_owned()),
-        file: model.file_name().map(|f| f.to_string_lossy().into_owned()),
-        sha256: Some(sha256),
-        input: InputSpec {
-            name: Some(input.name.clone()),
-            layout,
-            channels,
-            height: size,
-            width: size,
-        },
-        preprocess,
-        feature_tensor: request.feature_tensor.clone(),
-        feature_tensors: None,
-        feature_transform: None,
-        augment: None,
-        feature_dim: None,
-    };
-    drop(proto);
-    let backbone = Backbone::load_with(
-        model,
-        Some(spec.clone()),
-        &LoadOptions {
-            feature_tensor: request.feature_tensor.clone(),
-            ..LoadOptions::default()
-        },
-    )?;
-    let recipe = backbone.recipe();
-    if recipe.is_plain() {
-        spec.feature_tensor = Some(recipe.tensors[0].clone());
-    } else {
-        spec.feature_tensor = None;
-        spec.feature_tensors = Some(recipe.tensors.clone());
-        spec.feature_transform = Some(recipe.transform);
-        spec.augment = (recipe.augment != Augment::None).then_some(recipe.augment);
-    }
-    spec.feature_dim = Some(backbone.feature_dim());
-    Ok(spec)
 }

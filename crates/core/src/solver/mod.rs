@@ -1,5 +1,6 @@
-//! The exact streaming head solver (PAPER.md §1): Gram statistics and the ridge / Moore–Penrose
-//! solve, with λ chosen by generalised cross-validation.
+//! The exact streaming head solver (the recomputation of dense layers by a Moore–Penrose
+//! inverse, Yang et al., TPAMI 2019): Gram statistics and the ridge / Moore–Penrose solve, with
+//! λ chosen by generalised cross-validation.
 //!
 //! With `x = [h; 1]` and one-hot targets `t ∈ {−1, +1}^c`, the statistics are
 //! `G = Σ x xᵀ`, `B = Σ x tᵀ`, the sample count `n` and `Σ‖t‖²`. They are sums over samples,
@@ -7,15 +8,21 @@
 //! label (its column starts as `−Σx`, the bias column of G) are all exact. Memory is
 //! O(d² + d·c) whatever the number of samples. Everything is f64; the hot update is a
 //! rank-k update of the lower triangle (faer), which is the only part held in memory
-//! ([`LowerPanels`]).
+//! (`panels`).
+//!
+//! This file keeps the statistics and their stored form; `solve` holds the ridge solve,
+//! `gcv` the λ search, `panels` the packed triangle.
 
-use faer::dyn_stack::{MemBuffer, MemStack};
-use faer::linalg::cholesky::llt::{factor as llt_factor, solve as llt_solve};
-use faer::linalg::evd::tridiag;
+mod gcv;
+mod panels;
+mod solve;
+
 use faer::linalg::matmul::matmul;
-use faer::linalg::qr::no_pivoting::factor::recommended_block_size;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 use serde::{Deserialize, Serialize};
+
+pub use gcv::{CrossValidation, LambdaSearch};
+use panels::LowerPanels;
 
 use crate::error::{Error, Result};
 
@@ -60,27 +67,6 @@ pub struct GramRecord {
     pub samples: f64,
     pub target_sq: f64,
     pub class_counts: Vec<f64>,
-}
-
-/// Result of a λ search.
-#[derive(Debug, Clone, Serialize)]
-pub struct LambdaSearch {
-    pub grid: Vec<f64>,
-    pub gcv: Vec<f64>,
-    pub best: f64,
-}
-
-/// Result of a K-fold cross-validation search ([`crate::fitting::cross_validate`]).
-#[derive(Debug, Clone, Serialize)]
-pub struct CrossValidation {
-    pub folds: usize,
-    /// Samples in each fold.
-    pub fold_samples: Vec<f64>,
-    pub grid: Vec<f64>,
-    /// Mean squared error of the held-out targets per λ (over all samples and classes);
-    /// +∞ where a fold's `G + λI` is not positive definite.
-    pub error: Vec<f64>,
-    pub best: f64,
 }
 
 impl GramStats {
@@ -306,202 +292,6 @@ impl GramStats {
         Ok(())
     }
 
-    /// G as a full symmetric matrix (lower triangle mirrored).
-    pub fn gram(&self) -> Mat<f64> {
-        let p = self.p();
-        Mat::from_fn(p, p, |i, j| {
-            let (r, c) = if i >= j { (i, j) } else { (j, i) };
-            self.gram.get(r, c)
-        })
-    }
-
-    pub fn cross(&self) -> MatRef<'_, f64> {
-        MatRef::from_column_major_slice(&self.cross, self.p(), self.labels.len())
-    }
-
-    fn check_solvable(&self) -> Result<()> {
-        if self.samples <= 0.0 {
-            return Err(Error::Solver(
-                "no samples learned yet: nothing to fit".into(),
-            ));
-        }
-        if self.labels.is_empty() {
-            return Err(Error::Solver(
-                "no labels learned yet: nothing to fit".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Squared error of `w` ((d+1) × c) on the samples of these statistics:
-    /// `Σ‖t − [x,1]W‖² = Σ‖t‖² − 2 tr(WᵀB) + tr(WᵀGW)`, exactly, from the statistics alone.
-    /// `g` is [`Self::gram`], made once by a caller that scores many W.
-    pub fn squared_error(&self, g: MatRef<'_, f64>, w: MatRef<'_, f64>) -> f64 {
-        let mut gw = Mat::<f64>::zeros(self.p(), w.ncols());
-        faer::linalg::matmul::matmul(gw.as_mut(), faer::Accum::Replace, g, w, 1.0, Par::rayon(0));
-        let cross = self.cross();
-        let (mut wgw, mut wb) = (0.0, 0.0);
-        for j in 0..w.ncols() {
-            for i in 0..self.p() {
-                wgw += w[(i, j)] * gw[(i, j)];
-                wb += w[(i, j)] * cross[(i, j)];
-            }
-        }
-        (self.target_sq - 2.0 * wb + wgw).max(0.0)
-    }
-
-    /// `W = (G + λI)⁻¹ B` by Cholesky; (d+1) × c.
-    pub fn solve(&self, lambda: f64) -> Result<Mat<f64>> {
-        self.solve_for(lambda, self.cross())
-    }
-
-    /// Per-class sums `Σ_{samples of class k} x`, (d+1) × c: from `B = 2S − Σx 1ᵀ`.
-    pub fn class_sums(&self) -> Mat<f64> {
-        let sum = self.sum_x();
-        let cross = self.cross();
-        Mat::from_fn(self.p(), self.labels.len(), |i, k| {
-            (cross[(i, k)] + sum[i]) / 2.0
-        })
-    }
-
-    /// `(G + λI)⁻¹ R` by Cholesky for any right-hand side R with d+1 rows.
-    pub fn solve_for(&self, lambda: f64, rhs: MatRef<'_, f64>) -> Result<Mat<f64>> {
-        self.check_solvable()?;
-        if !(lambda.is_finite() && lambda >= 0.0) {
-            return Err(Error::InvalidArgument(format!(
-                "λ must be a finite number ≥ 0, got {lambda}"
-            )));
-        }
-        let mut factor = Mat::zeros(self.p(), self.p());
-        if !self.cholesky_shifted(lambda, &mut factor) {
-            return Err(Error::Solver(format!(
-                "G + λI is not positive definite at λ = {lambda}; use a larger --lambda"
-            )));
-        }
-        Ok(solve_with_factor(&factor, rhs))
-    }
-
-    /// Writes the Cholesky factor L of `G + λI` into the lower triangle of `factor` (the upper
-    /// triangle is left as it was and never read); false when `G + λI` is not positive
-    /// definite. One (d+1)² buffer, filled straight from the stored lower triangle: no
-    /// mirrored copy of G and no second matrix for the factor (the refit's peak memory).
-    fn cholesky_shifted(&self, lambda: f64, factor: &mut Mat<f64>) -> bool {
-        let p = self.p();
-        self.gram.copy_lower_into(factor.as_mut());
-        for j in 0..p {
-            factor[(j, j)] += lambda;
-        }
-        let par = Par::rayon(0);
-        let mut scratch = MemBuffer::new(llt_factor::cholesky_in_place_scratch::<f64>(
-            p,
-            par,
-            Default::default(),
-        ));
-        llt_factor::cholesky_in_place(
-            factor.as_mut(),
-            Default::default(),
-            par,
-            MemStack::new(&mut scratch),
-            Default::default(),
-        )
-        .is_ok()
-    }
-
-    /// Generalised cross-validation score for each λ:
-    /// `GCV(λ) = (RSS/(n·c)) / (1 − df/n)²` with `df = Σ Λᵢ/(Λᵢ+λ)` (eigenvalues Λ of G) and
-    /// `RSS = Σ‖t‖² − tr(WᵀB) − λ‖W‖²` for `W = (G + λI)⁻¹B` (since `GW = B − λW`).
-    ///
-    /// Memory is what decides the method: the eigenvalues alone need no eigenvector matrix,
-    /// and each λ's W comes from a Cholesky factor in one reused buffer, so the search holds
-    /// one (d+1)² matrix beside G where a full eigendecomposition held three or more (learn's
-    /// peak on a board, docs/FOOTPRINT.md); the eigenvalues are taken from that same buffer
-    /// before the first factorisation. A λ at which `G + λI` is numerically not positive
-    /// definite scores +∞.
-    pub fn gcv(&self, grid: &[f64]) -> Result<LambdaSearch> {
-        self.check_solvable()?;
-        if grid.is_empty() || grid.iter().any(|l| !(l.is_finite() && *l > 0.0)) {
-            return Err(Error::InvalidArgument(
-                "the λ grid must hold positive finite numbers".into(),
-            ));
-        }
-        let p = self.p();
-        let mut factor = Mat::zeros(p, p);
-        let eig: Vec<f64> = self
-            .eigenvalues_in(&mut factor)?
-            .into_iter()
-            .map(|v| v.max(0.0))
-            .collect();
-        let (n, c) = (self.samples, self.labels.len() as f64);
-        let cross = self.cross();
-        let gcv: Vec<f64> = grid
-            .iter()
-            .map(|&lambda| {
-                if !self.cholesky_shifted(lambda, &mut factor) {
-                    return f64::INFINITY;
-                }
-                let w = solve_with_factor(&factor, cross);
-                let (mut wb, mut ww) = (0.0, 0.0);
-                for j in 0..w.ncols() {
-                    for i in 0..p {
-                        wb += w[(i, j)] * cross[(i, j)];
-                        ww += w[(i, j)] * w[(i, j)];
-                    }
-                }
-                let df: f64 = eig.iter().map(|e| e / (e + lambda)).sum();
-                let rss = (self.target_sq - wb - lambda * ww).max(0.0);
-                let denom = 1.0 - df / n;
-                if denom <= 0.0 {
-                    f64::INFINITY
-                } else {
-                    (rss / (n * c)) / (denom * denom)
-                }
-            })
-            .collect();
-        if gcv.iter().all(|score| score.is_infinite()) {
-            return Err(Error::Solver(format!(
-                "G + λI is not positive definite at any λ of the grid (up to {:e}): statistics \
-                 with noise added (differential privacy) need a grid reaching above the noise",
-                grid.iter().copied().fold(0.0, f64::max)
-            )));
-        }
-        let best = lowest_scoring(grid, &gcv);
-        Ok(LambdaSearch {
-            grid: grid.to_vec(),
-            gcv,
-            best,
-        })
-    }
-
-    /// The eigenvalues of G, worked out in `buffer` ((d+1)², overwritten): G's lower triangle
-    /// is reduced to tridiagonal form in place (faer), and the tridiagonal matrix's eigenvalues
-    /// found by the implicit QL algorithm in O(d) more memory. faer's eigenvalue routine
-    /// copies the matrix first: one more (d+1)² matrix at the refit's peak (docs/FOOTPRINT.md).
-    fn eigenvalues_in(&self, buffer: &mut Mat<f64>) -> Result<Vec<f64>> {
-        let p = self.p();
-        self.gram.copy_lower_into(buffer.as_mut());
-        let par = Par::rayon(0);
-        let block = recommended_block_size::<f64>(p, p);
-        let mut householder = Mat::<f64>::zeros(block, p - 1);
-        let mut scratch = MemBuffer::new(tridiag::tridiag_in_place_scratch::<f64>(
-            p,
-            par,
-            Default::default(),
-        ));
-        tridiag::tridiag_in_place(
-            buffer.as_mut(),
-            householder.as_mut(),
-            par,
-            MemStack::new(&mut scratch),
-            Default::default(),
-        );
-        let mut diagonal: Vec<f64> = (0..p).map(|i| buffer[(i, i)]).collect();
-        let mut off_diagonal: Vec<f64> = (0..p)
-            .map(|i| if i + 1 < p { buffer[(i + 1, i)] } else { 0.0 })
-            .collect();
-        tridiagonal_eigenvalues(&mut diagonal, &mut off_diagonal)?;
-        Ok(diagonal)
-    }
-
     pub fn to_record(&self) -> GramRecord {
         let p = self.p();
         let mut gram_lower = Vec::with_capacity(p * (p + 1) / 2);
@@ -564,184 +354,6 @@ impl GramStats {
             class_counts: r.class_counts,
         })
     }
-}
-
-/// The lower triangle of a symmetric p × p matrix in column panels of [`PANEL`] columns: panel
-/// k holds columns `j0 = k·PANEL .. j0 + w` from row `j0` down, as a dense (p − j0) × w column-
-/// major block. It holds about half of a full matrix (13 MB → 6.6 MB for 1,280 features, the
-/// largest thing `learn` keeps besides the model), yet each panel is a plain matrix, so a
-/// batch's `XᵀX` is one dense product per panel. The w × w diagonal blocks are stored whole;
-/// the values above their diagonal are scratch, never read.
-#[derive(Debug, Clone)]
-struct LowerPanels {
-    p: usize,
-    /// Offset of each panel in `values`, and the total length at the end.
-    starts: Vec<usize>,
-    values: Vec<f64>,
-}
-
-/// Columns per panel: the storage beyond the triangle is p·PANEL/2 values (0.3 MB at 1,281).
-const PANEL: usize = 64;
-
-impl LowerPanels {
-    fn zeros(p: usize) -> Self {
-        let mut starts = Vec::with_capacity(p.div_ceil(PANEL) + 1);
-        let mut len = 0;
-        for j0 in (0..p).step_by(PANEL) {
-            starts.push(len);
-            len += (p - j0) * PANEL.min(p - j0);
-        }
-        starts.push(len);
-        LowerPanels {
-            p,
-            starts,
-            values: vec![0.0; len],
-        }
-    }
-
-    /// Index of (r, c) for r ≥ c, or any (r, c) inside a diagonal block.
-    fn index(&self, r: usize, c: usize) -> usize {
-        let j0 = c / PANEL * PANEL;
-        self.starts[c / PANEL] + (c - j0) * (self.p - j0) + (r - j0)
-    }
-
-    fn get(&self, r: usize, c: usize) -> f64 {
-        self.values[self.index(r, c)]
-    }
-
-    /// Column j from the diagonal down (p − j values), contiguous in its panel.
-    fn column_from_diagonal(&self, j: usize) -> &[f64] {
-        let i = self.index(j, j);
-        &self.values[i..i + self.p - j]
-    }
-
-    fn column_from_diagonal_mut(&mut self, j: usize) -> &mut [f64] {
-        let i = self.index(j, j);
-        let len = self.p - j;
-        &mut self.values[i..i + len]
-    }
-
-    /// The panels as matrices: (first column, the (p − j0) × w block).
-    fn panels_mut(&mut self) -> impl Iterator<Item = (usize, MatMut<'_, f64>)> {
-        let p = self.p;
-        let mut rest = self.values.as_mut_slice();
-        (0..p).step_by(PANEL).map(move |j0| {
-            let (w, rows) = (PANEL.min(p - j0), p - j0);
-            let (panel, tail) = std::mem::take(&mut rest).split_at_mut(rows * w);
-            rest = tail;
-            (j0, MatMut::from_column_major_slice_mut(panel, rows, w))
-        })
-    }
-
-    /// `G ← G + sign · XᵀX` for a batch X (b × p): one product per panel.
-    fn add_gram_of(&mut self, x: MatRef<'_, f64>, sign: f64, par: Par) {
-        let p = self.p;
-        for (j0, panel) in self.panels_mut() {
-            let w = panel.ncols();
-            matmul(
-                panel,
-                Accum::Add,
-                x.subcols(j0, p - j0).transpose(),
-                x.subcols(j0, w),
-                sign,
-                par,
-            );
-        }
-    }
-
-    /// Writes the lower triangle into `out` (p × p); its upper triangle is left as it was.
-    fn copy_lower_into(&self, mut out: MatMut<'_, f64>) {
-        for j in 0..self.p {
-            for (i, v) in self.column_from_diagonal(j).iter().enumerate() {
-                out[(j + i, j)] = *v;
-            }
-        }
-    }
-}
-
-/// Replaces `d` (the diagonal of a symmetric tridiagonal matrix, whose off-diagonal `e[i]`
-/// couples rows i and i + 1; `e` is overwritten) with its eigenvalues, unordered: the implicit
-/// QL algorithm with Wilkinson shifts (Numerical Recipes' `tqli`, without eigenvectors).
-fn tridiagonal_eigenvalues(d: &mut [f64], e: &mut [f64]) -> Result<()> {
-    let n = d.len();
-    // An off-diagonal element below ε‖T‖ is dropped, even where the diagonal beside it is tiny
-    // too (the null space of a G learned from fewer samples than features, where a test
-    // relative to the neighbours never passes): that perturbs the eigenvalues by at most ε‖T‖,
-    // the accuracy of any backward-stable method, and far below the smallest λ of the grid.
-    let norm = (0..n).map(|i| d[i].abs() + e[i].abs()).fold(0.0, f64::max);
-    for l in 0..n {
-        let mut iterations = 0;
-        loop {
-            // The first negligible off-diagonal element at or after l splits the matrix.
-            let mut m = l;
-            while m + 1 < n {
-                if e[m].abs() <= f64::EPSILON * norm {
-                    break;
-                }
-                m += 1;
-            }
-            if m == l {
-                break;
-            }
-            iterations += 1;
-            if iterations > 60 {
-                return Err(Error::Solver(
-                    "eigenvalues of G did not converge (60 QL iterations)".into(),
-                ));
-            }
-            let mut g = (d[l + 1] - d[l]) / (2.0 * e[l]);
-            let mut r = g.hypot(1.0);
-            g = d[m] - d[l] + e[l] / (g + r.copysign(g));
-            let (mut s, mut c, mut p) = (1.0, 1.0, 0.0);
-            let mut deflated = false;
-            for i in (l..m).rev() {
-                let f = s * e[i];
-                let b = c * e[i];
-                r = f.hypot(g);
-                e[i + 1] = r;
-                if r == 0.0 {
-                    // Underflow: the matrix splits at i + 1; start over from l.
-                    d[i + 1] -= p;
-                    e[m] = 0.0;
-                    deflated = true;
-                    break;
-                }
-                s = f / r;
-                c = g / r;
-                g = d[i + 1] - p;
-                r = (d[i] - g) * s + 2.0 * c * b;
-                p = s * r;
-                d[i + 1] = g + p;
-                g = c * r - b;
-            }
-            if deflated {
-                continue;
-            }
-            d[l] -= p;
-            e[l] = g;
-            e[m] = 0.0;
-        }
-    }
-    Ok(())
-}
-
-impl PartialEq for LowerPanels {
-    fn eq(&self, other: &Self) -> bool {
-        self.p == other.p
-            && (0..self.p).all(|j| self.column_from_diagonal(j) == other.column_from_diagonal(j))
-    }
-}
-
-/// `(L Lᵀ)⁻¹ R` for the Cholesky factor L in the lower triangle of `factor`.
-fn solve_with_factor(factor: &Mat<f64>, rhs: MatRef<'_, f64>) -> Mat<f64> {
-    let mut w = rhs.to_owned();
-    llt_solve::solve_in_place(
-        factor.as_ref(),
-        w.as_mut(),
-        Par::rayon(0),
-        MemStack::new(&mut MemBuffer::new(faer::dyn_stack::StackReq::EMPTY)),
-    );
-    w
 }
 
 /// A batch as `X = [H, 1]` (b × (d+1)) and ±1 targets `T` (b × c). Rejects NaN/Inf.
