@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::feature_recipe::{AUTOMATIC_STAGES, Augment, FeatureRecipe, Transform};
 pub use crate::onnx::{DenseHeadInfo, find_dense_head, read_model_file};
 use crate::onnx::{
-    check_input, check_spec_file, forget_intermediate_shapes, graph_of, graph_of_mut, image_input,
+    check_input, check_spec_file, forget_intermediate_shapes, graph_of, graph_of_mut,
 };
 use crate::spec::{Layout, ModelSpec};
 pub use automatic::automatic_tensors;
@@ -400,7 +400,7 @@ fn onnxruntime_plan(
     feature_tensor: &str,
 ) -> Result<(Plan, Assembly)> {
     let graph = graph_of_mut(&mut proto, model)?;
-    let input = image_input(graph, model)?.name.clone();
+    let input = crate::onnx::image_input(graph, model)?.name.clone();
     crate::onnx::set_float_outputs(graph, &recipe.tensors);
     let bytes = prost::Message::encode_to_vec(&proto);
     drop(proto);
