@@ -5,13 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tract_onnx::pb::{
-    NodeProto, TensorProto, tensor_proto::DataType, tensor_shape_proto, type_proto,
-};
+use tract_onnx::pb::{NodeProto, TensorProto, tensor_shape_proto, type_proto};
 
 use super::graph::{HeadForm, Param};
 use super::{EpochMetrics, RetrainJob, RetrainOptions, Trainer};
 use crate::error::{Error, Result};
+use crate::onnx::build::{float_tensor, int_attribute};
 use crate::onnx::{
     graph_of_mut, parse_model, read_model_file, set_input_size, set_metadata, write_model_with_spec,
 };
@@ -158,13 +157,8 @@ pub struct RetrainOutput {
 }
 
 fn float_initializer(p: &Param) -> TensorProto {
-    TensorProto {
-        name: p.name.clone(),
-        dims: p.dims.iter().map(|&d| d as i64).collect(),
-        data_type: DataType::Float as i32,
-        raw_data: p.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ..TensorProto::default()
-    }
+    let dims: Vec<i64> = p.dims.iter().map(|&d| d as i64).collect();
+    float_tensor(&p.name, &dims, p.values.iter().copied())
 }
 
 /// Writes the retrained ONNX (+ spec) to `job.out` and the edge state to `job.out` with
@@ -222,12 +216,7 @@ pub(super) fn write(
         }
         node.attribute
             .retain(|a| !matches!(a.name.as_str(), "transA" | "transB" | "alpha" | "beta"));
-        node.attribute.push(tract_onnx::pb::AttributeProto {
-            name: "transB".into(),
-            r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
-            i: 1,
-            ..Default::default()
-        });
+        node.attribute.push(int_attribute("transB", 1));
     }
     // The graph's output (the head's, or a Softmax's after it) has the data's classes.
     let scores: Vec<&String> = std::iter::once(&head_output)

@@ -2,6 +2,8 @@
 //! spec against the graph, and writing a model with its spec. Everything here reads or writes
 //! the protobuf; running a model is [`crate::backbone`]'s.
 
+pub(crate) mod build;
+
 use std::path::{Path, PathBuf};
 
 use prost::Message;
