@@ -3,140 +3,27 @@
 //! newer ones, so each op runs one way), the initializers of trainable layers turned into
 //! parameters and every other initializer or `Constant` into a constant.
 
+mod assemble;
+mod attributes;
+
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions, PadMode};
 use tract_onnx::pb::{
-    AttributeProto, ModelProto, NodeProto, TensorProto, tensor_proto::DataType, tensor_shape_proto,
-    type_proto,
+    ModelProto, TensorProto, tensor_proto::DataType, tensor_shape_proto, type_proto,
+};
+
+use attributes::{
+    attribute, constant_node, constant_of, float, has_auto_pad, int, ints, optional_input,
+    param_inputs, string, window,
 };
 
 use super::ops::{Op, Unary};
 use super::value::{Binary, Ints};
-use super::{Constant, ConvLayer, Graph, HeadForm, Node, Param, SUPPORTED_OPS};
+use super::{Constant, Graph, Node, Param, SUPPORTED_OPS};
 use crate::error::{Error, Result};
 use crate::onnx::{float_values, graph_of};
-
-fn attribute<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
-    node.attribute.iter().find(|a| a.name == name)
-}
-
-fn ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
-    attribute(node, name).map(|a| a.ints.clone())
-}
-
-fn int(node: &NodeProto, name: &str, default: i64) -> i64 {
-    attribute(node, name).map_or(default, |a| a.i)
-}
-
-fn float(node: &NodeProto, name: &str, default: f64) -> f64 {
-    attribute(node, name).map_or(default, |a| a.f as f64)
-}
-
-fn string(node: &NodeProto, name: &str) -> Option<String> {
-    attribute(node, name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
-}
-
-/// Input `k` of `n`, unless absent (missing or named "").
-fn optional_input(n: &NodeProto, k: usize) -> Option<&String> {
-    n.input.get(k).filter(|s| !s.is_empty())
-}
-
-/// Whether a window op pads by `auto_pad` (SAME_UPPER, ...), which is not supported.
-fn has_auto_pad(n: &NodeProto) -> bool {
-    attribute(n, "auto_pad").is_some_and(|a| !a.s.is_empty() && a.s != b"NOTSET")
-}
-
-/// The integers of an int64 / int32 tensor.
-fn int_values(t: &TensorProto) -> Option<Vec<i64>> {
-    let width = match DataType::try_from(t.data_type).ok()? {
-        DataType::Int64 => 8,
-        DataType::Int32 => 4,
-        _ => return None,
-    };
-    if !t.raw_data.is_empty() {
-        if !t.raw_data.len().is_multiple_of(width) {
-            return None;
-        }
-        return Some(
-            t.raw_data
-                .chunks_exact(width)
-                .map(|b| match width {
-                    8 => i64::from_le_bytes(b.try_into().expect("8 bytes")),
-                    _ => i32::from_le_bytes(b.try_into().expect("4 bytes")) as i64,
-                })
-                .collect(),
-        );
-    }
-    Some(if width == 8 {
-        t.int64_data.clone()
-    } else {
-        t.int32_data.iter().map(|&v| v as i64).collect()
-    })
-}
-
-/// An initializer (or a `Constant`'s tensor) as a constant; None for other element types.
-fn constant_of(t: &TensorProto) -> Option<Constant> {
-    let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
-    let count: usize = dims.iter().product();
-    if let Some(values) = float_values(t) {
-        return (values.len() == count).then_some(Constant::Floats { values, dims });
-    }
-    let values = int_values(t)?;
-    (values.len() == count).then_some(Constant::Ints(Ints { values, dims }))
-}
-
-/// The tensor a `Constant` node holds (any of its attribute forms).
-fn constant_node(n: &NodeProto) -> Option<Constant> {
-    let a = n.attribute.first()?;
-    match a.name.as_str() {
-        "value" => a.t.as_ref().and_then(constant_of),
-        "value_float" => Some(Constant::Floats {
-            values: vec![a.f],
-            dims: vec![],
-        }),
-        "value_floats" => Some(Constant::Floats {
-            values: a.floats.clone(),
-            dims: vec![a.floats.len()],
-        }),
-        "value_int" => Some(Constant::Ints(Ints {
-            values: vec![a.i],
-            dims: vec![],
-        })),
-        "value_ints" => Some(Constant::Ints(Ints::vector(a.ints.clone()))),
-        _ => None,
-    }
-}
-
-/// Strides, (begin, end) padding and dilations of a 2-d window op (Conv, pooling) with ONNX's
-/// defaults; None unless the attributes are 2-d.
-#[allow(clippy::type_complexity)]
-fn window(n: &NodeProto) -> Option<([usize; 2], [(usize, usize); 2], [usize; 2])> {
-    let pads = ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
-    let strides = ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
-    let dilations = ints(n, "dilations").unwrap_or_else(|| vec![1, 1]);
-    if pads.len() != 4 || strides.len() != 2 || dilations.len() != 2 {
-        return None;
-    }
-    let u = |v: i64| v.max(0) as usize;
-    let at_least_one = |v: &[i64]| [v[0].max(1) as usize, v[1].max(1) as usize];
-    Some((
-        at_least_one(&strides),
-        [(u(pads[0]), u(pads[2])), (u(pads[1]), u(pads[3]))],
-        at_least_one(&dilations),
-    ))
-}
-
-/// The ops whose initializer inputs (at these positions) are trained parameters.
-fn param_inputs(op_type: &str) -> &'static [usize] {
-    match op_type {
-        "Conv" | "Gemm" => &[1, 2],
-        "BatchNormalization" => &[1, 2, 3, 4],
-        "MatMul" => &[1],
-        _ => &[],
-    }
-}
 
 impl Graph {
     /// Reads the graph of `proto` (`path` is for messages).
@@ -602,112 +489,5 @@ impl Graph {
             });
         }
         Self::assemble(nodes, params, constants, input, declared_batch, graph, path)
-    }
-
-    /// The head, the tail after it, the conv layers and when each value can be freed.
-    fn assemble(
-        nodes: Vec<Node>,
-        params: Vec<Param>,
-        constants: HashMap<String, Constant>,
-        input: String,
-        declared_batch: Option<usize>,
-        graph: &tract_onnx::pb::GraphProto,
-        path: &Path,
-    ) -> Result<Self> {
-        let bad = |reason: String| Error::Model {
-            path: path.into(),
-            reason,
-        };
-        let head_node = nodes
-            .iter()
-            .rposition(|n| matches!(n.op, Op::Gemm { .. }))
-            .ok_or_else(|| Error::NoDenseHead { path: path.into() })?;
-        // After the head only a Softmax / LogSoftmax / Identity chain to the graph's output.
-        let mut last = nodes[head_node].outputs[0].clone();
-        let mut tail_outputs = Vec::new();
-        for n in &nodes[head_node + 1..] {
-            let chained = n.inputs.first() == Some(&last)
-                && matches!(n.op, Op::Softmax { .. } | Op::Unary(Unary::Identity));
-            if !chained {
-                return Err(bad(format!(
-                    "node '{}' follows the last dense layer ('{}'): `retrain` needs the dense \
-                     head to be the last layer (a Softmax or LogSoftmax after it is kept)",
-                    n.name, nodes[head_node].name
-                )));
-            }
-            last = n.outputs[0].clone();
-            tail_outputs.push(last.clone());
-        }
-        let graph_outputs: HashSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
-        if !graph_outputs.contains(last.as_str()) {
-            return Err(bad(format!(
-                "the last dense layer ('{}') is not the graph's output: `retrain` needs the \
-                 dense head to be the last layer",
-                nodes[head_node].name
-            )));
-        }
-        let head_form =
-            if graph.node.iter().any(|n| {
-                n.op_type == "MatMul" && n.output.first() == Some(&nodes[head_node].outputs[0])
-            }) {
-                HeadForm::MatMul { add_output: None }
-            } else if graph.node.iter().any(|n| {
-                n.op_type == "Add" && n.output.first() == Some(&nodes[head_node].outputs[0])
-            }) {
-                HeadForm::MatMul {
-                    add_output: Some(nodes[head_node].outputs[0].clone()),
-                }
-            } else {
-                HeadForm::Gemm
-            };
-        let feature_tensor = nodes[head_node].inputs[0].clone();
-        let conv_layers = nodes
-            .iter()
-            .filter_map(|n| match &n.op {
-                Op::Conv { weight, bias, .. } => {
-                    let mut params: Vec<usize> = std::iter::once(*weight).chain(*bias).collect();
-                    let bn_node = nodes.iter().position(|m| {
-                        matches!(m.op, Op::BatchNorm { .. }) && m.inputs[0] == n.outputs[0]
-                    });
-                    if let Some(b) = bn_node
-                        && let Op::BatchNorm { scale, bias, .. } = nodes[b].op
-                    {
-                        params.extend([scale, bias]);
-                    }
-                    Some(ConvLayer {
-                        name: n.name.clone(),
-                        params,
-                        bn_node,
-                    })
-                }
-                _ => None,
-            })
-            .collect();
-        // Free each value after its last use.
-        let mut last_use: HashMap<&str, usize> = HashMap::new();
-        for (i, n) in nodes.iter().enumerate() {
-            for input in &n.inputs {
-                last_use.insert(input.as_str(), i);
-            }
-        }
-        let mut drop_after = vec![Vec::new(); nodes.len()];
-        for (name, i) in last_use {
-            if name != feature_tensor && !name.is_empty() {
-                drop_after[i].push(name.to_string());
-            }
-        }
-        Ok(Graph {
-            nodes,
-            params,
-            constants,
-            input,
-            declared_batch,
-            feature_tensor,
-            head_node,
-            head_form,
-            tail_outputs,
-            conv_layers,
-            drop_after,
-        })
     }
 }
