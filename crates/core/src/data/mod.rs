@@ -1,0 +1,320 @@
+//! Where samples come from: an image folder in torchvision's ImageFolder layout
+//! (`root/<label>/*.png|jpg`) or a pair of IDX files (the MNIST / Fashion-MNIST format,
+//! optionally gzip-compressed). Both stream: one image in memory at a time.
+
+mod folder;
+mod idx;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::preprocess::{Pixels, decode_image_file};
+use folder::dotted;
+pub use folder::{ImageFolder, UnreadImages};
+pub use idx::{IdxSource, default_idx_labels};
+
+/// One labelled (or unlabelled) image.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Where it came from: a file path, or `file#index` for IDX records.
+    pub id: String,
+    pub label: Option<String>,
+    pub pixels: Pixels,
+}
+
+impl Sample {
+    /// The label, or an error naming the sample (learning and evaluating need one).
+    pub fn require_label(&self) -> Result<&str> {
+        self.label
+            .as_deref()
+            .ok_or_else(|| Error::InvalidArgument(format!("{}: sample has no label", self.id)))
+    }
+}
+
+/// How to open a data path.
+#[derive(Debug, Clone, Default)]
+pub struct DataOptions {
+    /// IDX labels file; derived from the images file name when absent.
+    pub idx_labels: Option<PathBuf>,
+    /// Names for IDX label numbers, one per line; `labels.txt` beside the images by default.
+    pub label_names: Option<PathBuf>,
+    /// Stop after this many samples.
+    pub limit: Option<usize>,
+    /// Read one contiguous part of the source (after `limit`), for spreading a data set over
+    /// machines: the parts' states merge into the state of the whole.
+    pub shard: Option<Shard>,
+}
+
+/// Part `index` (0-based) of `count` contiguous parts of a source of n records: records
+/// `index·n/count .. (index+1)·n/count`. A shard is recorded in states as its own source
+/// (`<source>#shard i/k`), so each part resumes on its own and shards of one source merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// A shard `index` of `count`; refused unless `index < count`.
+    pub fn new(index: usize, count: usize) -> Result<Self> {
+        if count == 0 || index >= count {
+            return Err(Error::InvalidArgument(format!(
+                "shard {index}/{count} does not exist: shards are numbered 0 … count − 1"
+            )));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// `"i/k"`, as the command line writes it.
+    pub fn parse(text: &str) -> Result<Self> {
+        let parsed = text
+            .split_once('/')
+            .and_then(|(i, k)| Some((i.trim().parse().ok()?, k.trim().parse().ok()?)));
+        let Some((index, count)) = parsed else {
+            return Err(Error::InvalidArgument(format!(
+                "a shard is written i/k (part i of k, from 0), got '{text}'"
+            )));
+        };
+        Self::new(index, count)
+    }
+
+    /// The records of a source of `len` records that this shard holds.
+    pub fn range(&self, len: usize) -> std::ops::Range<usize> {
+        // u128: index · len cannot overflow.
+        let at = |i: usize| (i as u128 * len as u128 / self.count as u128) as usize;
+        at(self.index)..at(self.index + 1)
+    }
+}
+
+/// The mark that [`DataSource::id`] puts between a source and its shard.
+const SHARD_MARK: &str = "#shard ";
+
+/// The source a source id names, without its shard: equal for every shard of one source.
+pub fn unsharded_id(id: &str) -> &str {
+    id.split_once(SHARD_MARK).map_or(id, |(base, _)| base)
+}
+
+/// Whether two ids are parts of one source that cannot both be in a state: the whole and a
+/// shard, or shards of different counts (their records overlap).
+pub fn overlapping_sources(a: &str, b: &str) -> bool {
+    // The shard count of an id ("k" of "#shard i/k"), None for a whole source.
+    let count = |id: &str| {
+        id.split_once(SHARD_MARK)
+            .and_then(|(_, shard)| shard.split_once('/'))
+            .map(|(_, k)| k.to_string())
+    };
+    a != b && unsharded_id(a) == unsharded_id(b) && count(a) != count(b)
+}
+
+/// A streamed data set.
+pub enum DataSource {
+    Folder(ImageFolder),
+    Idx(IdxSource),
+    /// Samples handed over by the caller (a list of image files, images in memory).
+    List(SampleList),
+    /// One shard of a source: the records before it already passed over.
+    Shard {
+        inner: Box<DataSource>,
+        shard: Shard,
+        remaining: usize,
+    },
+}
+
+/// Samples that come from the caller rather than a path: each is produced when it is read
+/// (a file decoded, an image copied out of a caller's array), so a long list streams like a
+/// folder does. Its id names it in the state's source records.
+pub struct SampleList {
+    id: String,
+    len: usize,
+    items: Box<dyn Iterator<Item = Result<Sample>> + Send>,
+}
+
+impl SampleList {
+    /// `len` samples yielded by `items`; `id` names the list in the state (a digest of its
+    /// content makes a re-read list resume like a re-read folder).
+    pub fn new(
+        id: String,
+        len: usize,
+        items: impl Iterator<Item = Result<Sample>> + Send + 'static,
+    ) -> Self {
+        SampleList {
+            id,
+            len,
+            items: Box::new(items),
+        }
+    }
+
+    /// Image files with their labels (None: unlabelled, for predicting).
+    pub fn files(id: String, files: Vec<(PathBuf, Option<String>)>) -> Result<Self> {
+        for (path, label) in &files {
+            if let Some(label) = label {
+                check_label(label, path)?;
+            }
+        }
+        let len = files.len();
+        let items = files.into_iter().map(|(path, label)| {
+            Ok(Sample {
+                id: path.display().to_string(),
+                label,
+                pixels: decode_image_file(&path)?,
+            })
+        });
+        Ok(Self::new(id, len, items))
+    }
+}
+
+impl DataSource {
+    /// A folder is read as ImageFolder; a file as IDX images.
+    pub fn open(path: &Path, options: &DataOptions) -> Result<Self> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        let source = if meta.is_dir() {
+            DataSource::Folder(ImageFolder::open(path, options.limit)?)
+        } else {
+            DataSource::Idx(IdxSource::open(path, options)?)
+        };
+        match options.shard {
+            Some(shard) => source.into_shard(shard),
+            None => Ok(source),
+        }
+    }
+
+    /// This source's part `shard` (its earlier records passed over now).
+    pub fn into_shard(mut self, shard: Shard) -> Result<Self> {
+        let range = shard.range(self.len());
+        self.skip_records(range.start)?;
+        Ok(DataSource::Shard {
+            inner: Box::new(self),
+            shard,
+            remaining: range.len(),
+        })
+    }
+
+    /// Number of samples that will be yielded.
+    pub fn len(&self) -> usize {
+        match self {
+            DataSource::Folder(f) => f.files.len(),
+            DataSource::Idx(i) => i.count,
+            DataSource::List(l) => l.len,
+            DataSource::Shard { remaining, .. } => *remaining,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What the source leaves out and a user should hear about: one line per label of an
+    /// image folder whose files include types the decoders do not read.
+    pub fn warnings(&self) -> Vec<String> {
+        match self {
+            DataSource::Folder(f) => f
+                .unread()
+                .iter()
+                .map(|u| {
+                    format!(
+                        "{}: label '{}': {} image(s) left out, of types this build does not \
+                         decode ({}); convert them to PNG or JPEG to learn from them",
+                        f.root.display(),
+                        u.label,
+                        u.count,
+                        dotted(&u.types)
+                    )
+                })
+                .collect(),
+            DataSource::Shard { inner, .. } => inner.warnings(),
+            DataSource::Idx(_) | DataSource::List(_) => Vec::new(),
+        }
+    }
+
+    /// A stable name for this source, recorded in states: its canonical path.
+    pub fn id(&self) -> String {
+        let path = match self {
+            DataSource::Folder(f) => &f.root,
+            DataSource::Idx(i) => &i.images_path,
+            DataSource::List(l) => return l.id.clone(),
+            DataSource::Shard { inner, shard, .. } => {
+                return format!("{}{SHARD_MARK}{}/{}", inner.id(), shard.index, shard.count);
+            }
+        };
+        std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.clone())
+            .display()
+            .to_string()
+    }
+
+    /// Passes over the next `n` records without decoding images (resuming a source).
+    pub fn skip_records(&mut self, n: usize) -> Result<()> {
+        match self {
+            DataSource::Folder(f) => {
+                f.next = (f.next + n).min(f.files.len());
+                Ok(())
+            }
+            DataSource::Idx(i) => i.skip_records(n),
+            DataSource::List(l) => {
+                // A list has no index to seek: its skipped items are produced and dropped.
+                for _ in 0..n {
+                    l.items.next();
+                }
+                Ok(())
+            }
+            DataSource::Shard {
+                inner, remaining, ..
+            } => {
+                let n = n.min(*remaining);
+                *remaining -= n;
+                inner.skip_records(n)
+            }
+        }
+    }
+}
+
+impl Iterator for DataSource {
+    type Item = Result<Sample>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            DataSource::Folder(f) => f.next(),
+            DataSource::Idx(i) => i.next(),
+            DataSource::List(l) => l.items.next(),
+            DataSource::Shard {
+                inner, remaining, ..
+            } => {
+                *remaining = remaining.checked_sub(1)?;
+                inner.next()
+            }
+        }
+    }
+}
+
+/// Labels are free text (unicode, separators) but must be printable: no control characters,
+/// not empty, at most 256 bytes.
+pub fn check_label(label: &str, path: &Path) -> Result<()> {
+    if label.is_empty() || label.len() > 256 || label.chars().any(char::is_control) {
+        return Err(Error::data(
+            path,
+            format!(
+                "label {label:?} is not usable: labels must be 1 to 256 bytes without control characters"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A label names file: one name per line (label number = line number, from 0), blank lines
+/// ignored.
+pub fn read_label_names(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let names: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    if names.is_empty() {
+        return Err(Error::data(path, "label names file is empty"));
+    }
+    for name in &names {
+        check_label(name, path)?;
+    }
+    Ok(names)
+}
