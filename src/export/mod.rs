@@ -44,6 +44,7 @@ pub struct ExportReport {
     pub nodes_removed: usize,
 }
 
+/// Appends `Gemm(x, W, b)` (and the activation) for weights stored (inputs + 1) × outputs,
 /// row major, bias last; returns the output tensor name.
 fn append_dense(graph: &mut GraphProto, prefix: &str, x: &str, layer: &DenseLayer, output: &str) {
     let (inputs, outputs) = (layer.inputs, layer.outputs);

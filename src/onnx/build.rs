@@ -6,6 +6,7 @@ use tract_onnx::pb::{
     tensor_proto::DataType,
 };
 
+/// A float32 initializer of shape `dims`, its values little-endian in `raw_data`.
 pub(crate) fn float_tensor(
     name: &str,
     dims: &[i64],
@@ -20,6 +21,7 @@ pub(crate) fn float_tensor(
     }
 }
 
+/// A node of the default domain with one output (attributes are pushed by the caller).
 pub(crate) fn node(op: &str, name: &str, inputs: &[&str], output: &str) -> NodeProto {
     NodeProto {
         op_type: op.into(),
@@ -30,6 +32,7 @@ pub(crate) fn node(op: &str, name: &str, inputs: &[&str], output: &str) -> NodeP
     }
 }
 
+/// An attribute holding a list of integers.
 pub(crate) fn ints_attribute(name: &str, values: &[i64]) -> AttributeProto {
     AttributeProto {
         name: name.into(),
@@ -39,6 +42,7 @@ pub(crate) fn ints_attribute(name: &str, values: &[i64]) -> AttributeProto {
     }
 }
 
+/// An attribute holding one integer.
 pub(crate) fn int_attribute(name: &str, value: i64) -> AttributeProto {
     AttributeProto {
         name: name.into(),
@@ -48,8 +52,7 @@ pub(crate) fn int_attribute(name: &str, value: i64) -> AttributeProto {
     }
 }
 
-/// Appends `Gemm(x, W, b)` (and the activation) for weights stored (inputs + 1) × outputs,
-
+/// A 1-D int64 initializer (shapes, axes, slice bounds).
 pub(crate) fn int64_tensor(name: &str, values: &[i64]) -> TensorProto {
     TensorProto {
         name: name.into(),

@@ -75,7 +75,7 @@ impl Op {
                 let x = float(0)?;
                 let dims = x.dims();
                 let a = axis_index(*axis, dims.len())?;
-                let sizes: Vec<usize> = match ints_input(&inputs, 1)? {
+                let sizes: Vec<usize> = match ints_input(inputs, 1)? {
                     Some(s) => s.values.iter().map(|&v| v.max(0) as usize).collect(),
                     None => {
                         let each = dims[a].div_ceil((*outputs).max(1));
@@ -100,8 +100,8 @@ impl Op {
             Op::Slice => {
                 let starts = input(1)?.ints()?.values;
                 let ends = input(2)?.ints()?.values;
-                let axes = ints_input(&inputs, 3)?.map(|a| a.values);
-                let steps = ints_input(&inputs, 4)?.map(|s| s.values);
+                let axes = ints_input(inputs, 3)?.map(|a| a.values);
+                let steps = ints_input(inputs, 4)?.map(|s| s.values);
                 match input(0)? {
                     Value::Ints(i) if i.dims.len() == 1 => {
                         let (s, e, step) = slice_bounds(
@@ -134,7 +134,7 @@ impl Op {
                 }
             }
             Op::Squeeze | Op::Unsqueeze => {
-                let axes_given = ints_input(&inputs, 1)?.map(|a| a.values);
+                let axes_given = ints_input(inputs, 1)?.map(|a| a.values);
                 let (dims, value) = match input(0)? {
                     Value::Ints(i) => (i.dims.clone(), Value::Ints(i)),
                     Value::Float(x) => (x.dims(), Value::Float(x)),
