@@ -223,3 +223,35 @@ pub fn assert_photo_features_match_onnxruntime(
         );
     }
 }
+
+/// root/<x|y>/*.png from the shipped photos: the first four are "x", the rest "y".
+pub fn photo_folder(dir: &Path) -> PathBuf {
+    let root = dir.join("photos");
+    let mut photos: Vec<PathBuf> = std::fs::read_dir(data("images"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    photos.sort();
+    for (i, p) in photos.iter().enumerate() {
+        let label = if i < 4 { "x" } else { "y" };
+        std::fs::create_dir_all(root.join(label)).unwrap();
+        std::fs::copy(p, root.join(label).join(p.file_name().unwrap())).unwrap();
+    }
+    root
+}
+
+/// The 16×16 toy CNN (scripts/models/make_tiny_models.py) as a command-line argument.
+pub fn tiny_model() -> String {
+    data("models/tiny_cnn.onnx").display().to_string()
+}
+
+/// A refused command: exit code 2, one `error: ` line containing `needle`, no panic.
+pub fn assert_error(out: &Output, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert!(err.starts_with("error: "), "stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(needle), "expected '{needle}' in: {err}");
+}
