@@ -255,3 +255,15 @@ pub fn assert_error(out: &Output, needle: &str) {
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     assert!(err.contains(needle), "expected '{needle}' in: {err}");
 }
+
+/// A file of the exporter zoo (tests/data/zoo, scripts/models/make_zoo.py).
+pub fn zoo(rel: &str) -> PathBuf {
+    data("zoo").join(rel)
+}
+
+/// Runs the binary in `dir` and returns its stdout; fails the test if the command failed.
+pub fn run_ok(dir: &Path, args: &[&str]) -> String {
+    let out = run(dir, args);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    stdout(&out)
+}
