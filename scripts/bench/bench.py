@@ -399,7 +399,7 @@ def write_report(a, r):
          f"the peer, {a.rounds} rounds; figures are medians. Ratio = peer time / our time "
          "(> 1: we are faster). This is a shared 2-core VM: timings vary run to run; compare "
          "rows of the same run, not runs.", "",
-         "Columns: **before** = the build before issue 17 (tract 0.23.9 as published); "
+         "Columns: **before** = the build before the tract patches (tract 0.23.9 as published); "
          "**tract** = this build's default engine (tract with our patches: x86 depthwise kernel, direct stem, whole-column stores, ReLU6 fused into depthwise, stem tails in vectors; "
          "vendor/README.md); **ort engine** = this build with `--engine onnxruntime` (the same "
          "libonnxruntime.so Python loads); **onnxruntime** = Python's onnxruntime, the peer. "

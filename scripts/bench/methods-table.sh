@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates docs/METHODS.md (issue 3): extracts Fashion-MNIST features into f32 feature stores
+# Regenerates docs/METHODS.md: extracts Fashion-MNIST features into f32 feature stores
 # (resumable: a killed run continues), converts them to f16, then compares the fitting methods,
 # f16 vs f32 and scikit-learn on them (scripts/bench/methods_table.py).
 # Env: FASHION_DIR (default /usr/share/datasets/fashion-mnist, Debian's dataset-fashion-mnist),

@@ -130,12 +130,12 @@ def main():
     n_train = len(read_store(stores["f32"][0])[1])
     n_test = len(read_store(stores["f32"][1])[1])
     lines = [
-        "# Fitting methods compared (issue 3)",
+        "# Fitting methods compared",
         "",
         f"Fashion-MNIST, MobileNetV2 penultimate features (1,280) of **{n_train:,} training** and "
         f"**{n_test:,} test** images, extracted once by `fastretrain extract` into feature stores; "
         "every method below fits from the same store and is evaluated on the test store "
-        "(`fastretrain eval --store`). Machine: 2 cores (see `../shared` env notes). "
+        "(`fastretrain eval --store`). Machine: 2 cores. "
         f"Regenerate with `{a.command}` (it extracts the stores if missing, then runs "
         "`scripts/bench/methods_table.py`).",
         "",
@@ -145,7 +145,7 @@ def main():
         "`model.fit` alone and their RSS the whole Python process (which holds the feature "
         "matrix). " + TIMING_NOTE,
         "",
-        "The methods (PAPER.md §1–§2; `fastretrain fit --method …`): **gram** solves "
+        "The methods (Yang et al., TPAMI 2019, and Zhang, Yang & Wu, 2020; `fastretrain fit --method …`): **gram** solves "
         "`(G + λI)W = B` once from the streamed Gram statistics; **block-rls** keeps "
         "`K = (G + λI)⁻¹` in f64 and updates K and W per batch of 64 (a head after every batch, "
         "no d³ solve; equal to gram after the last batch); **step** is the first paper version's "

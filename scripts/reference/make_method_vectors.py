@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference vectors for the fitting methods (PAPER.md §1-§2), computed with NumPy alone, in the
+"""Reference vectors for the fitting methods (the closed-form head and the recomputation of hidden layers, Yang et al., TPAMI 2019), computed with NumPy alone, in the
 papers' own matrix forms on the whole sample matrix (no Gram streaming, no Woodbury tricks), so
 that they check fastretrain's streamed implementations independently.
 
