@@ -3,7 +3,9 @@
 
 mod common;
 
+use fastretrain::head::Head;
 use fastretrain::solver::{GramStats, default_lambda_grid};
+use ndarray::{Array2, ShapeBuilder};
 
 struct Reference {
     features: Vec<f32>,
@@ -61,6 +63,75 @@ fn streamed_solution_equals_numpy_ridge() {
     let w = row_major(stats.solve(lambda).unwrap().as_ref());
     let err = common::relative_error(&w, &common::f64s(&r.json["weights_gcv"]));
     assert!(err < 1e-6, "GCV λ: relative error {err}");
+}
+
+/// Rows given as a column-major ndarray (as a Fortran-ordered NumPy array arrives) with their
+/// labels by name give NumPy's ridge too; the head built from NumPy's weights through ndarray
+/// scores rows as NumPy's `[x, 1] · W` does.
+#[test]
+fn rows_from_ndarray_views_equal_numpy_ridge_and_scores() {
+    let r = reference();
+    let n = r.labels.len();
+    let column_major = Array2::from_shape_fn((n, r.dim).f(), |(i, j)| r.features[i * r.dim + j]);
+    assert!(
+        column_major.as_slice().is_none(),
+        "the view is not row major"
+    );
+    let names: Vec<String> = r.labels.iter().map(|l| l.to_string()).collect();
+    let mut stats = GramStats::new(r.dim);
+    for k in 0..10 {
+        stats.label_index(&k.to_string());
+    }
+    // Two batches, the second split off the same view.
+    let half = n / 2;
+    stats
+        .learn_rows(column_major.slice(ndarray::s![..half, ..]), &names[..half])
+        .unwrap();
+    stats
+        .learn_rows(column_major.slice(ndarray::s![half.., ..]), &names[half..])
+        .unwrap();
+    let w = row_major(stats.solve(1.0).unwrap().as_ref());
+    let numpy = common::f64s(&r.json["weights_lambda_1"]);
+    let err = common::relative_error(&w, &numpy);
+    assert!(err < 1e-6, "λ = 1 from ndarray rows: relative error {err}");
+
+    // A batch with one NaN changes nothing, not even the labels.
+    let mut bad = column_major.slice(ndarray::s![..4, ..]).to_owned();
+    bad[(2, 5)] = f32::NAN;
+    let before = stats.clone();
+    let new_labels = ["new", "new", "new", "new"];
+    assert!(stats.learn_rows(bad.view(), &new_labels).is_err());
+    assert_eq!(stats, before);
+
+    let labels: Vec<String> = (0..10).map(|k| k.to_string()).collect();
+    let weights = Array2::from_shape_vec((r.dim + 1, 10), numpy.clone()).unwrap();
+    let head = Head::from_weights(weights.view(), r.dim, labels, 1.0, n as f64).unwrap();
+    assert_eq!(head.weights_matrix().shape(), (r.dim + 1, 10));
+    for row in [0, 17, n - 1] {
+        let x = &r.features[row * r.dim..(row + 1) * r.dim];
+        let scores = head.scores(x).unwrap();
+        for (c, score) in scores.iter().enumerate() {
+            let expected: f64 = numpy[r.dim * 10 + c]
+                + x.iter()
+                    .enumerate()
+                    .map(|(i, &v)| v as f64 * numpy[i * 10 + c])
+                    .sum::<f64>();
+            assert!((score - expected).abs() <= 1e-9 * expected.abs().max(1.0));
+        }
+    }
+    // Weights of the wrong shape or duplicated labels are refused.
+    let twice = vec!["a".to_string(), "a".to_string()];
+    assert!(Head::from_weights(weights.view(), r.dim, twice, 1.0, 0.0).is_err());
+    assert!(
+        Head::from_weights(
+            weights.view(),
+            r.dim + 1,
+            (0..10).map(|k| k.to_string()).collect(),
+            1.0,
+            0.0
+        )
+        .is_err()
+    );
 }
 
 #[test]

@@ -13,7 +13,7 @@ use fastretrain::Error as LibError;
 use fastretrain::backbone::Backbone;
 use fastretrain::data::Shard;
 use fastretrain::fitting::{self, FitOptions, Method, parse_widths};
-use fastretrain::head::{Activation, Head, LambdaSource, MethodName};
+use fastretrain::head::{Activation, Head};
 use fastretrain::recompute::RecomputeOptions;
 use fastretrain::retrainer::{LearnOptions, Retrainer as LibRetrainer};
 use fastretrain::state::State;
@@ -354,37 +354,9 @@ impl Retrainer {
         lam: f64,
         samples: f64,
     ) -> PyResult<()> {
-        let w = weights.as_array();
-        let mut unique = labels.clone();
-        unique.sort();
-        unique.dedup();
-        if labels.is_empty() || unique.len() != labels.len() {
-            return Err(PyValueError::new_err(
-                "a head needs at least one label, each named once",
-            ));
-        }
-        let shape = w.dim();
-        let weights: Vec<f64> = w.iter().copied().collect(); // row major, as a head keeps them
+        let weights = weights.as_array().to_owned();
         self.with(py, move |r| {
-            let dim = r.dim();
-            if shape != (dim + 1, labels.len()) {
-                return Err(LibError::InvalidArgument(format!(
-                    "head weights must be (dim + 1) × labels = ({}, {}), got {shape:?}",
-                    dim + 1,
-                    labels.len(),
-                )));
-            }
-            let head = Head {
-                dim,
-                labels,
-                hidden: Vec::new(),
-                weights,
-                lambda: lam,
-                lambda_source: LambdaSource::Fixed,
-                fitted_samples: samples,
-                method: MethodName::Gram,
-            };
-            head.validate().map_err(LibError::InvalidArgument)?;
+            let head = Head::from_weights(weights.view(), r.dim(), labels, lam, samples)?;
             r.state_mut().head = Some(head);
             Ok(())
         })

@@ -1,7 +1,7 @@
 //! `Statistics`: the exact streaming ridge statistics of feature arrays (the engine under
 //! `fastretrain.RidgeHead`), with their bytes for a fleet's server to add up.
 
-use numpy::ndarray::{Array2, ArrayView2};
+use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArray2};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -10,12 +10,6 @@ use pyo3::types::PyBytes;
 use fastretrain::solver::{GramRecord, GramStats, default_lambda_grid};
 
 use crate::{StateError, postcard_bytes, postcard_from, to_py};
-
-/// Rows of a float64 C-contiguous array as one slice (the Python layer converts).
-pub(crate) fn rows<'a>(x: &'a ArrayView2<'a, f64>) -> PyResult<&'a [f64]> {
-    x.as_slice()
-        .ok_or_else(|| PyValueError::new_err("features must be a C-contiguous float64 array"))
-}
 
 /// Exact streaming ridge statistics of labelled feature rows (`G = Σ x xᵀ`, `B = Σ x tᵀ` with
 /// `x = [h; 1]` and ±1 one-hot targets), as kept in a state.
@@ -227,19 +221,14 @@ impl Statistics {
                 labels.len()
             )));
         }
-        let data = rows(&x)?;
-        // New labels are added only if the whole batch is accepted.
-        let mut stats = self.inner.clone();
-        let columns: Vec<usize> = labels.iter().map(|l| stats.label_index(l)).collect();
+        let stats = &mut self.inner;
         py.detach(|| {
             if forget {
-                stats.forget(data, &columns, "rows")
+                stats.forget_rows(x, &labels)
             } else {
-                stats.accumulate(data, &columns, "rows")
+                stats.learn_rows(x, &labels)
             }
         })
-        .map_err(to_py)?;
-        self.inner = stats;
-        Ok(())
+        .map_err(to_py)
     }
 }

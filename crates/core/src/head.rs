@@ -2,6 +2,8 @@
 //! dense layers `h ← g([h, 1] · Wᵢ)` (heads refit by recomputation, PAPER.md §2). Scores are
 //! the head's raw outputs (targets were ±1), highest first.
 
+use nalgebra::{DMatrixView, DVector, DVectorView, Dyn};
+use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -113,17 +115,35 @@ pub struct DenseLayer {
 impl DenseLayer {
     /// `g([x, 1] · W)` for one row.
     pub fn forward(&self, x: &[f64], out: &mut [f64]) {
-        let m = self.outputs;
-        out.copy_from_slice(&self.weights[self.inputs * m..]);
-        for (i, &v) in x.iter().enumerate() {
-            for (o, w) in out.iter_mut().zip(&self.weights[i * m..(i + 1) * m]) {
-                *o += v * w;
-            }
-        }
+        out.copy_from_slice(affine(&self.weights, self.inputs, self.outputs, x).as_slice());
         for o in out.iter_mut() {
             *o = self.activation.apply(*o);
         }
     }
+}
+
+/// The weights of a layer kept as (inputs + 1) × outputs, row major, the last row the bias,
+/// seen in place as a nalgebra matrix of that shape (no copy).
+pub fn weights_view(
+    weights: &[f64],
+    inputs: usize,
+    outputs: usize,
+) -> DMatrixView<'_, f64, Dyn, Dyn> {
+    DMatrixView::from_slice_with_strides(weights, inputs + 1, outputs, outputs, 1)
+}
+
+/// `[x, 1] · W` for one row `x` and weights as [`weights_view`] sees them.
+fn affine(weights: &[f64], inputs: usize, outputs: usize, x: &[f64]) -> DVector<f64> {
+    let w = weights_view(weights, inputs, outputs);
+    // Wᵀ x + bias, as a matrix–vector product over W's first `inputs` rows.
+    let mut out = w.row(inputs).transpose();
+    out.gemv_tr(
+        1.0,
+        &w.rows(0, inputs),
+        &DVectorView::from_slice(x, inputs),
+        1.0,
+    );
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,17 +272,10 @@ impl Head {
     }
 
     /// The output layer's scores for a row of its input (hidden activations or features).
-    fn output_scores(&self, x: impl ExactSizeIterator<Item = f64>) -> Vec<f64> {
-        let c = self.classes();
-        let m = x.len();
-        let mut out = self.weights[m * c..].to_vec(); // bias row
-        for (i, h) in x.enumerate() {
-            let row = &self.weights[i * c..(i + 1) * c];
-            for (o, w) in out.iter_mut().zip(row) {
-                *o += h * w;
-            }
-        }
-        out
+    fn output_scores(&self, x: &[f64]) -> Vec<f64> {
+        affine(&self.weights, x.len(), self.classes(), x)
+            .data
+            .into()
     }
 
     /// Raw scores for one feature vector.
@@ -274,16 +287,13 @@ impl Head {
                 got: features.len(),
             });
         }
-        if self.hidden.is_empty() {
-            return Ok(self.output_scores(features.iter().map(|&v| v as f64)));
-        }
         let mut x: Vec<f64> = features.iter().map(|&v| v as f64).collect();
         for layer in &self.hidden {
             let mut out = vec![0.0; layer.outputs];
             layer.forward(&x, &mut out);
             x = out;
         }
-        Ok(self.output_scores(x.into_iter()))
+        Ok(self.output_scores(&x))
     }
 
     /// Index of the best-scoring label.
@@ -306,10 +316,49 @@ impl Head {
             .collect())
     }
 
-    /// The output layer's weights as a nalgebra matrix ((m + 1) × c), for callers that work
-    /// in nalgebra.
-    pub fn weights_matrix(&self) -> nalgebra::DMatrix<f64> {
-        nalgebra::DMatrix::from_row_slice(self.output_inputs() + 1, self.classes(), &self.weights)
+    /// A linear head solved elsewhere (a fleet's server): `weights` is (dim + 1) × labels, the
+    /// last row the bias, for features of `dim` values; each label named once.
+    pub fn from_weights(
+        weights: ArrayView2<'_, f64>,
+        dim: usize,
+        labels: Vec<String>,
+        lambda: f64,
+        fitted_samples: f64,
+    ) -> Result<Head> {
+        let mut unique = labels.clone();
+        unique.sort();
+        unique.dedup();
+        if labels.is_empty() || unique.len() != labels.len() {
+            return Err(Error::InvalidArgument(
+                "a head needs at least one label, each named once".into(),
+            ));
+        }
+        let shape = weights.dim();
+        if shape != (dim + 1, labels.len()) {
+            return Err(Error::InvalidArgument(format!(
+                "head weights must be (dim + 1) × labels = ({}, {}), got {shape:?}",
+                dim + 1,
+                labels.len(),
+            )));
+        }
+        let head = Head {
+            dim,
+            labels,
+            hidden: Vec::new(),
+            weights: weights.iter().copied().collect(), // row major, as a head keeps them
+            lambda,
+            lambda_source: LambdaSource::Fixed,
+            fitted_samples,
+            method: MethodName::Gram,
+        };
+        head.validate().map_err(Error::InvalidArgument)?;
+        Ok(head)
+    }
+
+    /// The output layer's weights as a nalgebra matrix ((m + 1) × c, the last row the bias),
+    /// viewed in place.
+    pub fn weights_matrix(&self) -> DMatrixView<'_, f64, Dyn, Dyn> {
+        weights_view(&self.weights, self.output_inputs(), self.classes())
     }
 }
 

@@ -19,6 +19,7 @@ mod solve;
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
+use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
 pub use gcv::{CrossValidation, LambdaSearch};
@@ -137,6 +138,71 @@ impl GramStats {
         what: &str,
     ) -> Result<()> {
         self.fold(features, labels, what, 1.0)
+    }
+
+    /// Folds labelled rows in: `rows` is n × dim in any memory layout (a NumPy array's view, a
+    /// transposed matrix), `labels` the n labels by name; a label not seen before gets a
+    /// column. All or nothing: a batch of the wrong shape or with NaN/Inf changes nothing, not
+    /// even the labels.
+    pub fn learn_rows<F: Copy + Into<f64>>(
+        &mut self,
+        rows: ArrayView2<'_, F>,
+        labels: &[impl AsRef<str>],
+    ) -> Result<()> {
+        self.fold_rows(rows, labels, 1.0)
+    }
+
+    /// Removes labelled rows folded in before (exact unlearning), as [`Self::learn_rows`] adds
+    /// them; refused whole, as [`Self::forget`] is.
+    pub fn forget_rows<F: Copy + Into<f64>>(
+        &mut self,
+        rows: ArrayView2<'_, F>,
+        labels: &[impl AsRef<str>],
+    ) -> Result<()> {
+        self.fold_rows(rows, labels, -1.0)
+    }
+
+    fn fold_rows<F: Copy + Into<f64>>(
+        &mut self,
+        rows: ArrayView2<'_, F>,
+        labels: &[impl AsRef<str>],
+        sign: f64,
+    ) -> Result<()> {
+        let (n, d) = rows.dim();
+        if d != self.dim {
+            return Err(Error::FeatureDim {
+                what: "rows".into(),
+                expected: self.dim,
+                got: d,
+            });
+        }
+        if labels.len() != n {
+            return Err(Error::InvalidArgument(format!(
+                "{n} rows but {} labels",
+                labels.len()
+            )));
+        }
+        let copied: Vec<F>;
+        let data = match rows.as_slice() {
+            Some(row_major) => row_major,
+            None => {
+                copied = rows.iter().copied().collect();
+                &copied
+            }
+        };
+        // New labels are added only if the whole batch is accepted.
+        let mut stats = self.clone();
+        let columns: Vec<usize> = labels
+            .iter()
+            .map(|l| stats.label_index(l.as_ref()))
+            .collect();
+        if sign > 0.0 {
+            stats.accumulate(data, &columns, "rows")?;
+        } else {
+            stats.forget(data, &columns, "rows")?;
+        }
+        *self = stats;
+        Ok(())
     }
 
     /// Removes a batch that was folded in before (exact unlearning): subtracts its `x xᵀ` and
