@@ -246,8 +246,9 @@ impl Retrainer {
             && !(mu > 0.0 && mu <= 1.0)
         {
             return Err(Error::InvalidArgument(format!(
-                "the forgetting factor μ (--decay) must be in (0, 1], got {mu}"
-            )));
+                "the forgetting factor μ must be in (0, 1], got {mu}"
+            ))
+            .for_setting("decay"));
         }
         let source_id = source.id();
         self.state.check_no_overlap(&source_id)?;

@@ -48,7 +48,8 @@ create_exception!(
 /// The library's error as the matching Python exception, with its message.
 pub(crate) fn to_py(e: LibError) -> PyErr {
     let message = e.to_string();
-    match e {
+    // An error caused by a setting is raised as what it is (the keyword names the setting).
+    match e.cause() {
         LibError::Io { .. }
         | LibError::Image { .. }
         | LibError::Data { .. }

@@ -95,6 +95,21 @@ fn parse_engine(text: &str) -> std::result::Result<backbone::Engine, String> {
 }
 
 /// Runs the command; `Ok(false)` means a check failed (exit code 1).
+/// What the command line adds to a library error: the flag that sets what caused it (the
+/// library's messages speak of settings, not of flags).
+pub fn flag_hint(error: &anyhow::Error) -> String {
+    use fastretrain::Error;
+    let Some(error) = error.downcast_ref::<Error>() else {
+        return String::new();
+    };
+    match (error, error.cause()) {
+        (Error::Setting { setting, .. }, _) => format!(" (--{setting})"),
+        (_, Error::NoDenseHead { .. }) => " (--feature-tensor NAME)".into(),
+        (_, Error::Locked { .. }) => " (or drop --no-wait to wait for it)".into(),
+        _ => String::new(),
+    }
+}
+
 pub fn run(cli: Cli) -> Result<bool> {
     let threads = cli
         .threads

@@ -127,16 +127,23 @@ impl Trainer {
         labels: Vec<String>,
         options: RetrainOptions,
     ) -> Result<Self> {
-        if options.batch == 0 || options.epochs == 0 {
-            return Err(Error::InvalidArgument(
-                "--batch and --epochs must be at least 1".into(),
-            ));
+        if options.batch == 0 {
+            return Err(
+                Error::InvalidArgument("the batch must hold at least 1 image".into())
+                    .for_setting("batch"),
+            );
+        }
+        if options.epochs == 0 {
+            return Err(
+                Error::InvalidArgument("at least 1 epoch must run".into()).for_setting("epochs")
+            );
         }
         if !(0.0..1.0).contains(&options.momentum) {
             return Err(Error::InvalidArgument(format!(
-                "--momentum must be in [0, 1), got {}",
+                "the momentum must be in [0, 1), got {}",
                 options.momentum
-            )));
+            ))
+            .for_setting("momentum"));
         }
         let spec = if options.size == spec.input.height && options.size == spec.input.width {
             spec.clone()
@@ -179,8 +186,9 @@ impl Trainer {
         let rows = graph::to_f32(self.forward_all(set, true)?)?;
         if !rows.iter().all(|v| v.is_finite()) {
             return Err(Error::NonFiniteFeatures {
-                what: "retrain features (the network diverged: lower --lr)".into(),
-            });
+                what: "retrain features (the network diverged: lower the learning rate)".into(),
+            }
+            .for_setting("lr"));
         }
         Ok(rows)
     }
@@ -357,8 +365,9 @@ impl Trainer {
         };
         if !mean_loss.is_finite() {
             return Err(Error::InvalidArgument(format!(
-                "epoch {epoch}: the loss became {mean_loss} (diverged); lower --lr"
-            )));
+                "epoch {epoch}: the loss became {mean_loss} (diverged); lower the learning rate"
+            ))
+            .for_setting("lr"));
         }
         for i in changed {
             self.graph.params[i].values = graph::to_f32(weights[i].clone())?;
@@ -445,9 +454,11 @@ pub fn retrain(
     let mut metrics: Vec<EpochMetrics> = Vec::new();
     let mut last_refit: Option<Refit> = None;
     let start = if job.resume {
-        let checkpoint = Checkpoint::load(&job.checkpoint)?;
-        checkpoint.check(model_sha256, &trainer)?;
-        checkpoint.restore(&mut trainer)?;
+        // Any failure here is one of resuming: starting again without it is the way out.
+        let resuming = |e: Error| e.for_setting("resume");
+        let checkpoint = Checkpoint::load(&job.checkpoint).map_err(resuming)?;
+        checkpoint.check(model_sha256, &trainer).map_err(resuming)?;
+        checkpoint.restore(&mut trainer).map_err(resuming)?;
         metrics = checkpoint.metrics.clone();
         for m in &metrics {
             on_epoch(m)?;

@@ -59,7 +59,7 @@ impl Checkpoint {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let bad = |reason: &str| Error::Data {
             path: path.into(),
-            reason: format!("{reason}; start again without --resume"),
+            reason: format!("{reason}; start again without resuming"),
         };
         if bytes.len() >= 8
             && bytes[..6] == CHECKPOINT_MAGIC[..6]
@@ -90,7 +90,7 @@ impl Checkpoint {
         let differs = |what: &str| {
             Err(Error::InvalidArgument(format!(
                 "the checkpoint was made with another {what}; resume with the same model, data \
-                 and options, or start again without --resume"
+                 and options, or start again without resuming"
             )))
         };
         if self.model_sha256 != model_sha256 {
@@ -118,7 +118,7 @@ impl Checkpoint {
             .or_else(|| find(&format!("{}.bias", trainer.graph.head_node_name())));
         let (Some(head_w), Some(head_b)) = (head_w, head_b) else {
             return Err(Error::InvalidArgument(
-                "the checkpoint has no dense head; start again without --resume".into(),
+                "the checkpoint has no dense head; start again without resuming".into(),
             ));
         };
         trainer
@@ -127,14 +127,14 @@ impl Checkpoint {
         if trainer.graph.params.len() != self.params.len() {
             return Err(Error::InvalidArgument(
                 "the checkpoint's parameters do not match the model; start again without \
-                 --resume"
+                 resuming"
                     .into(),
             ));
         }
         for p in &mut trainer.graph.params {
             let saved = find(&p.name).ok_or_else(|| {
                 Error::InvalidArgument(format!(
-                    "the checkpoint lacks parameter '{}'; start again without --resume",
+                    "the checkpoint lacks parameter '{}'; start again without resuming",
                     p.name
                 ))
             })?;

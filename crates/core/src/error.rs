@@ -1,4 +1,6 @@
-//! The library's one error type. Every message names the file (or input) and what to do about it.
+//! The library's one error type. Every message names the file (or input) and what to do about
+//! it, in the library's terms: an error caused by a setting carries the setting's name
+//! ([`Error::Setting`]), and a front end (the CLI, Python) adds how its users set it.
 
 use std::path::PathBuf;
 
@@ -6,6 +8,7 @@ use std::path::PathBuf;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     // The cause is part of the message (not a `#[source]`), so that it is printed once.
     #[error("{}: {error}", path.display())]
@@ -26,7 +29,7 @@ pub enum Error {
     },
     #[error(
         "{}: no dense head found (no Gemm/MatMul whose weight is an initializer); \
-         pass --feature-tensor NAME to choose the feature tensor explicitly",
+         name the feature tensor to read explicitly",
         path.display()
     )]
     NoDenseHead { path: PathBuf },
@@ -69,12 +72,19 @@ pub enum Error {
     #[error("label '{label}' is not known to this state (known: {known})")]
     UnknownLabel { label: String, known: String },
     #[error(
-        "{}: another fastretrain process is writing this state; wait for it or drop --no-wait",
+        "{}: another fastretrain process is writing this state; try again when it has finished",
         path.display()
     )]
     Locked { path: PathBuf },
     #[error("{0}")]
     Solver(String),
+    /// `error`, caused by the value of the setting `setting` (named as the CLI's flag is,
+    /// without dashes: `lambda`, `decay`, `labels`, …).
+    #[error("{error}")]
+    Setting {
+        setting: &'static str,
+        error: Box<Error>,
+    },
     #[error("{0}")]
     InvalidArgument(String),
 }
@@ -85,6 +95,22 @@ impl Error {
         Error::Io {
             path: path.into(),
             error: source,
+        }
+    }
+
+    /// This error, marked as caused by the setting `setting` (see [`Error::Setting`]).
+    pub fn for_setting(self, setting: &'static str) -> Self {
+        Error::Setting {
+            setting,
+            error: Box::new(self),
+        }
+    }
+
+    /// The error itself, without the setting that caused it.
+    pub fn cause(&self) -> &Error {
+        match self {
+            Error::Setting { error, .. } => error.cause(),
+            other => other,
         }
     }
 

@@ -48,8 +48,9 @@ impl RecomputeOptions {
     pub fn validate(&self) -> Result<()> {
         if self.hidden.is_empty() || self.hidden.iter().any(|&w| w == 0 || w > 1 << 16) {
             return Err(Error::InvalidArgument(
-                "recompute needs at least one hidden layer of width 1 to 65536 (--hidden)".into(),
-            ));
+                "recompute needs at least one hidden layer of width 1 to 65536".into(),
+            )
+            .for_setting("hidden"));
         }
         if self.activation.inverse(0.5).is_none() && self.iterations > 0 {
             return Err(Error::InvalidArgument(format!(

@@ -81,8 +81,9 @@ impl IdxSource {
             None => default_idx_labels(images_path).ok_or_else(|| {
                 Error::data(
                     images_path,
-                    "cannot tell which labels file goes with these IDX images; pass --labels",
+                    "cannot tell which labels file goes with these IDX images; name it",
                 )
+                .for_setting("labels")
             })?,
         };
         let mut labels = open_maybe_gz(&labels_path)?;

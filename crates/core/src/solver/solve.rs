@@ -78,8 +78,9 @@ impl GramStats {
         let mut factor = Mat::zeros(self.p(), self.p());
         if !self.cholesky_shifted(lambda, &mut factor) {
             return Err(Error::Solver(format!(
-                "G + λI is not positive definite at λ = {lambda}; use a larger --lambda"
-            )));
+                "G + λI is not positive definite at λ = {lambda}; use a larger λ"
+            ))
+            .for_setting("lambda"));
         }
         Ok(solve_with_factor(&factor, rhs))
     }
