@@ -88,8 +88,8 @@ impl Streamed {
             resumed_after: self.resumed_after,
             samples: self.samples,
             skipped: self.skipped,
-            total_samples: state.stats.samples(),
-            labels: state.stats.labels().to_vec(),
+            total_samples: state.stats().samples(),
+            labels: state.stats().labels().to_vec(),
             seconds_features: self.seconds_features,
             stages: self.stages,
             engine: self.engine,
@@ -146,9 +146,9 @@ impl Retrainer {
             feature_tensor: Some(
                 feature_tensor
                     .map(String::from)
-                    .unwrap_or_else(|| state.backbone.feature_tensor.clone()),
+                    .unwrap_or_else(|| state.backbone().feature_tensor.clone()),
             ),
-            for_state: Some((state_path.into(), state.backbone.clone())),
+            for_state: Some((state_path.into(), state.backbone().clone())),
             ..LoadOptions::default()
         };
         Backbone::load_with(&path, None, &options)
@@ -184,7 +184,7 @@ impl Retrainer {
             None => (0..classes).map(|i| i.to_string()).collect(),
         };
         let mut state = State::new(backbone.fingerprint().clone(), backbone.model_path());
-        state.head = Some(Head::identity(labels));
+        state.set_head(Head::identity(labels))?;
         Ok(Retrainer {
             extractor: FeatureExtractor::new(backbone)?,
             state,
@@ -206,7 +206,7 @@ impl Retrainer {
     }
 
     pub fn head(&self) -> Result<&Head> {
-        self.state.head.as_ref().ok_or_else(|| {
+        self.state.head().ok_or_else(|| {
             Error::Solver("the state has no head yet: run `learn` (or `fit`) first".into())
         })
     }
@@ -297,13 +297,14 @@ impl Retrainer {
                 .samples_and_mirrors_into(&pending, &mut features, mirrors)?;
             let mut labels = pending
                 .iter()
-                .map(|s| Ok(self.state.stats.label_index(s.require_label()?)))
+                .map(|s| Ok(self.state.label_index(s.require_label()?)))
                 .collect::<Result<Vec<_>>>()?;
             if mirrors {
                 labels.extend_from_within(..);
             }
             let folding = Instant::now();
-            self.fold_batch(&features, &labels, &source_id, options.decay)?;
+            self.state
+                .fold(&features, &labels, &source_id, options.decay)?;
             accumulate += folding.elapsed().as_secs_f64();
             samples += labels.len() as u64;
             samples_pending += labels.len() as u64;
@@ -338,31 +339,6 @@ impl Retrainer {
             stages,
             engine: self.extractor.backbone().engine_description(),
         })
-    }
-
-    /// Folds a batch into the statistics, first discounting the old ones by μ if decaying.
-    fn fold_batch(
-        &mut self,
-        batch: &[f32],
-        labels: &[usize],
-        source_id: &str,
-        decay: Option<f64>,
-    ) -> Result<()> {
-        if labels.is_empty() {
-            return Ok(());
-        }
-        if let Some(mu) = decay
-            && mu < 1.0
-        {
-            // Check the batch first: a rejected batch must not leave a discount behind.
-            let mut stats = self.state.stats.clone();
-            stats.decay(mu)?;
-            stats.accumulate(batch, labels, source_id)?;
-            self.state.stats = stats;
-            self.state.decayed = true;
-            return Ok(());
-        }
-        self.state.stats.accumulate(batch, labels, source_id)
     }
 
     /// Forgets the samples of `source` (exact unlearning, see [`State::forget`]): their
@@ -438,8 +414,8 @@ impl Retrainer {
         Ok(ForgetReport {
             source: source_id,
             forgotten,
-            total_samples: self.state.stats.samples(),
-            labels: self.state.stats.labels().to_vec(),
+            total_samples: self.state.stats().samples(),
+            labels: self.state.stats().labels().to_vec(),
             seconds: started.elapsed().as_secs_f64(),
             fit,
         })

@@ -177,7 +177,8 @@ fn several_threads_give_the_one_thread_result() {
             ],
         ));
         evals.push((eval["accuracy"].clone(), eval["confusion"].clone()));
-        let stats = State::load(&state).unwrap().stats;
+        let loaded = State::load(&state).unwrap();
+        let stats = loaded.stats();
         assert_eq!(stats.samples(), 150.0);
         grams.push((stats.gram(), stats.labels().to_vec()));
     }

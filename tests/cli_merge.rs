@@ -55,10 +55,10 @@ fn merged_states_equal_learning_the_union() {
     assert!(merged.status.success(), "{}", stderr(&merged));
     let m = State::load(&dir.join("merged.frs")).unwrap();
     let u = State::load(&dir.join("union.frs")).unwrap();
-    let (hm, hu) = (m.head.unwrap(), u.head.unwrap());
+    let (hm, hu) = (m.head().unwrap(), u.head().unwrap());
     assert_eq!(hm.labels, hu.labels);
     assert!(common::relative_error(&hm.weights, &hu.weights) < 1e-9);
-    assert_eq!(m.stats.samples(), 8.0);
+    assert_eq!(m.stats().samples(), 8.0);
 }
 
 /// `learn --shard i/k` on k "machines" (IDX, so shards cut a stream), then `merge`: the
@@ -117,9 +117,9 @@ fn shards_of_a_source_merge_into_the_whole_and_resume() {
         State::load(&dir.join("merged.frs")).unwrap(),
         State::load(&dir.join("whole.frs")).unwrap(),
     );
-    assert_eq!(m.stats.samples(), 130.0);
-    assert_eq!(m.stats.class_counts().iter().sum::<f64>(), 130.0);
-    let (gm, gw) = (m.stats.gram(), w.stats.gram());
+    assert_eq!(m.stats().samples(), 130.0);
+    assert_eq!(m.stats().class_counts().iter().sum::<f64>(), 130.0);
+    let (gm, gw) = (m.stats().gram(), w.stats().gram());
     let scale = (0..gw.nrows())
         .map(|i| gw[(i, i)].abs())
         .fold(0.0, f64::max);
@@ -131,7 +131,7 @@ fn shards_of_a_source_merge_into_the_whole_and_resume() {
             );
         }
     }
-    assert!(common::relative_error(&m.head.unwrap().weights, &w.head.unwrap().weights) < 1e-9);
+    assert!(common::relative_error(&m.head().unwrap().weights, &w.head().unwrap().weights) < 1e-9);
     // The whole source into a state holding a shard of it, or shards of another count:
     // records would count twice. Shard numbers outside 0..k and bad syntax are refused.
     let refused_learn = |state: &str, extra: &[&str], needle: &str| {
@@ -217,5 +217,5 @@ fn shards_of_a_source_merge_into_the_whole_and_resume() {
     );
     assert!(distinct.status.success(), "{}", stderr(&distinct));
     let both = State::load(&dir.join("distinct.frs")).unwrap();
-    assert_eq!(both.stats.samples(), 43.0 + 20.0);
+    assert_eq!(both.stats().samples(), 43.0 + 20.0);
 }

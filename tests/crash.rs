@@ -73,9 +73,11 @@ fn killed_learning_always_leaves_a_loadable_state_and_resumes_exactly() {
                 let loaded = State::load(&state)
                     .unwrap_or_else(|e| panic!("after kill {kills}: state does not load: {e}"));
                 checked += 1;
-                let consumed = loaded.sources.first().map_or(0, |s| s.consumed);
-                assert_eq!(loaded.stats.samples() as u64, consumed, "counts disagree");
-                assert!(consumed.is_multiple_of(64) || consumed == expected.stats.samples() as u64);
+                let consumed = loaded.sources().first().map_or(0, |s| s.consumed);
+                assert_eq!(loaded.stats().samples() as u64, consumed, "counts disagree");
+                assert!(
+                    consumed.is_multiple_of(64) || consumed == expected.stats().samples() as u64
+                );
             }
             if let Some(status) = finished {
                 assert!(status.success());
@@ -85,7 +87,7 @@ fn killed_learning_always_leaves_a_loadable_state_and_resumes_exactly() {
                     expected_digest,
                     "round {rounds}: resumed statistics differ"
                 );
-                assert_eq!(done.sources, expected.sources);
+                assert_eq!(done.sources(), expected.sources());
                 exact += 1;
                 break;
             }

@@ -94,8 +94,8 @@ fn concurrent_learners_lose_no_update() {
         assert!(a.status.success(), "{}", stderr(&a));
         assert!(b.status.success(), "{}", stderr(&b));
         let merged = State::load(&state).unwrap();
-        assert_eq!(merged.stats.samples(), 3000.0, "an update was lost");
-        assert_eq!(merged.sources.len(), 2);
+        assert_eq!(merged.stats().samples(), 3000.0, "an update was lost");
+        assert_eq!(merged.sources().len(), 2);
     }
 }
 
@@ -140,5 +140,5 @@ fn no_wait_fails_clearly_while_another_writer_holds_the_lock() {
     drop(lock);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    assert_eq!(State::load(&state).unwrap().stats.samples(), 50.0);
+    assert_eq!(State::load(&state).unwrap().stats().samples(), 50.0);
 }

@@ -23,9 +23,9 @@ fn valid_state_bytes() -> Vec<u8> {
     let feats = [0.5f32, -1.0, 2.0, 1.5, 0.0, -0.5, 3.0, 1.0, 1.0];
     let labels: Vec<usize> = ["a", "b", "a"]
         .iter()
-        .map(|l| state.stats.label_index(l))
+        .map(|l| state.label_index(l))
         .collect();
-    state.stats.accumulate(&feats, &labels, "t").unwrap();
+    state.fold(&feats, &labels, "t", None).unwrap();
     state.record_source("src", 3, 3);
     state.fit(Some(1.0)).unwrap();
     state.to_bytes().unwrap()

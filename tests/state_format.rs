@@ -18,9 +18,9 @@ fn sample_state() -> State {
         "cat", "dog", "cat", "bird", "dog", "cat", "dog", "bird", "cat", "dog", "bird", "cat",
     ]
     .iter()
-    .map(|l| state.stats.label_index(l))
+    .map(|l| state.label_index(l))
     .collect();
-    state.stats.accumulate(&feats, &labels, "test").unwrap();
+    state.fold(&feats, &labels, "test", None).unwrap();
     state.record_source("somewhere", 12, 12);
     state.fit(None).unwrap();
     state
@@ -113,10 +113,10 @@ fn version_1_states_are_read_and_upgraded() {
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 1);
     let state = State::load(&path).unwrap();
-    let head = state.head.as_ref().expect("v1 state has a head");
+    let head = state.head().expect("v1 state has a head");
     assert!(head.hidden.is_empty());
     assert_eq!(head.method, fastretrain::head::MethodName::Gram);
-    assert!(!state.decayed);
+    assert!(!state.decayed());
     let upgraded = state.to_bytes().unwrap();
     assert_eq!(
         u32::from_le_bytes(upgraded[8..12].try_into().unwrap()),
@@ -138,7 +138,7 @@ fn head_only_read_equals_full_read_without_statistics() {
         let mut full = State::load(path).unwrap();
         full.drop_statistics();
         let head_only = State::load_head_only(path).unwrap();
-        assert!(head_only.head.is_some());
+        assert!(head_only.head().is_some());
         assert_eq!(head_only, full);
     }
     let bytes = state.to_bytes().unwrap();

@@ -162,8 +162,12 @@ fn fitting_from_the_store_equals_learning_from_images_and_f16_halves_the_bytes()
         State::load(&from_store).unwrap(),
     );
     assert_eq!(a.statistics_digest(), b.statistics_digest());
-    assert_eq!(a.sources, b.sources, "the store's read counts carry over");
-    assert_eq!(a.head.unwrap().weights, b.head.unwrap().weights);
+    assert_eq!(
+        a.sources(),
+        b.sources(),
+        "the store's read counts carry over"
+    );
+    assert_eq!(a.head().unwrap().weights, b.head().unwrap().weights);
 
     // f16: half the feature bytes, every value the f16 rounding of the f32 one.
     let f16_store = dir.join("f16.frf");
@@ -519,17 +523,18 @@ fn forget_removes_exactly_what_was_learned_and_decay_blocks_it() {
     ));
     assert_eq!(forgot["forgotten"], 3);
     let (x, y) = (State::load(&both).unwrap(), State::load(&only_a).unwrap());
-    assert_eq!(x.stats.labels(), y.stats.labels(), "label z is gone");
-    let (gx, gy) = (x.stats.to_record(), y.stats.to_record());
+    assert_eq!(x.stats().labels(), y.stats().labels(), "label z is gone");
+    let (gx, gy) = (x.stats().to_record(), y.stats().to_record());
     assert_eq!(gx.samples, gy.samples);
     let err = common::relative_error(&gx.gram_lower, &gy.gram_lower);
     assert!(err < 1e-9, "G after forget: {err:e}");
     let err = common::relative_error(&gx.cross, &gy.cross);
     assert!(err < 1e-9, "B after forget: {err:e}");
-    let err = common::relative_error(&x.head.unwrap().weights, &y.head.unwrap().weights);
+    let err = common::relative_error(&x.head().unwrap().weights, &y.head().unwrap().weights);
     assert!(err < 1e-6, "head after forget: {err:e}");
     assert_eq!(
-        x.sources, y.sources,
+        x.sources(),
+        y.sources(),
         "b's read record is dropped: learning it again reads it"
     );
 

@@ -12,9 +12,8 @@ use pyo3::prelude::*;
 use fastretrain::Error as LibError;
 use fastretrain::backbone::Backbone;
 use fastretrain::data::Shard;
-use fastretrain::fitting::{self, FitOptions, Method, parse_widths};
-use fastretrain::head::{Activation, Head};
-use fastretrain::recompute::RecomputeOptions;
+use fastretrain::fitting::{self, FitOptions, Method, MethodSettings};
+use fastretrain::head::Head;
 use fastretrain::retrainer::{LearnOptions, Retrainer as LibRetrainer};
 use fastretrain::state::State;
 use fastretrain::store::FeatureStore;
@@ -163,41 +162,27 @@ impl Retrainer {
         iterations: usize,
         seed: u64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let method = match method {
-            "gram" => Method::Gram,
-            "block-rls" => Method::BlockRls,
-            "step" => Method::Step { eta, passes },
-            "recompute" => Method::Recompute(RecomputeOptions {
-                hidden: parse_widths(hidden).map_err(to_py)?,
-                activation: Activation::parse(activation).map_err(to_py)?,
+        let method = Method::from_name(
+            method,
+            &MethodSettings {
+                eta,
+                passes,
+                hidden,
+                activation,
                 iterations,
                 seed,
-            }),
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "unknown method '{other}': use gram, block-rls, step or recompute"
-                )));
-            }
-        };
-        let report = self.with(py, |r| match store {
-            None if method == Method::Gram => r.fit(lam),
-            None => Err(LibError::InvalidArgument(
-                "this method streams stored features: give store= (made by `fastretrain extract`)"
-                    .into(),
-            )),
-            Some(path) => {
-                let store = FeatureStore::open(&path)?;
-                store.check_backbone(&r.state().backbone)?;
-                let options = FitOptions {
-                    method,
-                    lambda: lam,
-                    batch: batch.unwrap_or(fitting::DEFAULT_BATCH),
-                    ..FitOptions::default()
-                };
-                let (head, report) = fitting::fit(&store, &options)?;
-                r.state_mut().head = Some(head);
-                Ok(report)
-            }
+            },
+        )
+        .map_err(to_py)?;
+        let report = self.with(py, |r| {
+            let store = store.as_deref().map(FeatureStore::open).transpose()?;
+            let options = FitOptions {
+                method,
+                lambda: lam,
+                batch: batch.unwrap_or(fitting::DEFAULT_BATCH),
+                ..FitOptions::default()
+            };
+            r.state_mut().refit(store.as_ref(), &options)
         })?;
         json_to_py(py, &report)
     }
@@ -320,7 +305,7 @@ impl Retrainer {
 
     /// A copy of the statistics as a `Statistics` object (to send, merge or solve elsewhere).
     fn to_statistics(&self, py: Python<'_>) -> PyResult<Statistics> {
-        let inner = self.with(py, |r| Ok(r.state().stats.clone()))?;
+        let inner = self.with(py, |r| Ok(r.state().stats().clone()))?;
         Ok(Statistics { inner })
     }
 
@@ -336,7 +321,7 @@ impl Retrainer {
         let theirs = stats.inner.clone();
         let report = self.with(py, move |r| {
             let state = r.state_mut();
-            state.stats.merge(&theirs)?;
+            state.add_statistics(&theirs)?;
             state.fit(lam)
         })?;
         json_to_py(py, &report)
@@ -357,21 +342,20 @@ impl Retrainer {
         let weights = weights.as_array().to_owned();
         self.with(py, move |r| {
             let head = Head::from_weights(weights.view(), r.dim(), labels, lam, samples)?;
-            r.state_mut().head = Some(head);
-            Ok(())
+            r.state_mut().set_head(head)
         })
     }
 
     /// The backbone this state belongs to: `{"model_sha256", "feature_tensor", "feature_dim"}`.
     #[getter]
     fn fingerprint<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let fingerprint = self.with(py, |r| Ok(r.state().backbone.clone()))?;
+        let fingerprint = self.with(py, |r| Ok(r.state().backbone().clone()))?;
         json_to_py(py, &fingerprint)
     }
 
     /// G (full, (d+1)²), B ((d+1) × labels), per-label counts and the labels, as NumPy.
     fn statistics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let stats = self.with(py, |r| Ok(r.state().stats.clone()))?;
+        let stats = self.with(py, |r| Ok(r.state().stats().clone()))?;
         let g = stats.gram();
         let b = stats.cross();
         let dict = pyo3::types::PyDict::new(py);
@@ -397,7 +381,7 @@ impl Retrainer {
     fn labels(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         self.with(py, |r| {
             Ok(r.state()
-                .head
+                .head()
                 .as_ref()
                 .map(|h| h.labels.clone())
                 .unwrap_or_default())

@@ -143,7 +143,7 @@ impl ModelArgs {
         if self.feature_tensor.is_empty() && self.transform.is_none() && self.augment.is_none() {
             return Ok(None);
         }
-        let stated = FeatureRecipe::parse(&state.backbone.feature_tensor)?;
+        let stated = FeatureRecipe::parse(&state.backbone().feature_tensor)?;
         let tensors = match self.feature_tensor.as_slice() {
             [] => stated.tensors.clone(),
             [one] => FeatureRecipe::parse(one)?.tensors,

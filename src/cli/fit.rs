@@ -5,10 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use fastretrain::fitting;
-use fastretrain::fitting::{FitOptions, Method, parse_widths};
-use fastretrain::head::Activation;
-use fastretrain::recompute::RecomputeOptions;
+use fastretrain::fitting::{FitOptions, Method, MethodSettings};
 use fastretrain::state::State;
 use fastretrain::store::{FeatureStore, Precision};
 
@@ -64,22 +61,18 @@ pub(crate) struct FitArgs {
 }
 
 impl FitArgs {
-    fn method(&self) -> Result<Method> {
-        Ok(match self.method.as_str() {
-            "gram" => Method::Gram,
-            "block-rls" => Method::BlockRls,
-            "step" => Method::Step {
+    fn method(&self) -> fastretrain::Result<Method> {
+        Method::from_name(
+            &self.method,
+            &MethodSettings {
                 eta: self.eta,
                 passes: self.passes,
-            },
-            "recompute" => Method::Recompute(RecomputeOptions {
-                hidden: parse_widths(&self.hidden)?,
-                activation: Activation::parse(&self.activation)?,
+                hidden: &self.hidden,
+                activation: &self.activation,
                 iterations: self.iterations,
                 seed: self.seed,
-            }),
-            other => bail!("unknown method '{other}': use gram, block-rls, step or recompute"),
-        })
+            },
+        )
     }
 }
 
@@ -119,40 +112,27 @@ pub(crate) struct ConvertArgs {
 pub(crate) fn fit(a: FitArgs) -> Result<bool> {
     let method = a.method()?;
     let _lock = lock_state(&a.state, a.no_wait)?;
-    let (state, report) = match &a.store {
-        None => {
-            if method != Method::Gram {
-                bail!(
-                    "--method {} streams stored features: give --store FILE (made by `extract`)",
-                    a.method
-                );
-            }
-            let mut state = State::load(&a.state)?;
-            let report = state.fit(a.lambda)?;
-            (state, report)
-        }
-        Some(store_path) => {
-            let store = FeatureStore::open(store_path)?;
-            let mut state = if a.state.exists() {
-                let state = State::load(&a.state)?;
-                store.check_backbone(&state.backbone)?;
-                state
-            } else {
-                State::from_features(&store)?
-            };
-            let (head, report) = fitting::fit(
-                &store,
-                &FitOptions {
-                    method,
-                    lambda: a.lambda,
-                    batch: a.batch,
-                    folds: a.folds,
-                },
-            )?;
-            state.head = Some(head);
-            (state, report)
-        }
+    if a.store.is_none() && method != Method::Gram {
+        bail!(
+            "--method {} streams stored features: give --store FILE (made by `extract`)",
+            a.method
+        );
+    }
+    let store = a.store.as_deref().map(FeatureStore::open).transpose()?;
+    let mut state = match &store {
+        // A state made from the store alone when there is none yet.
+        Some(store) if !a.state.exists() => State::from_features(store)?,
+        _ => State::load(&a.state)?,
     };
+    let report = state.refit(
+        store.as_ref(),
+        &FitOptions {
+            method,
+            lambda: a.lambda,
+            batch: a.batch,
+            folds: a.folds,
+        },
+    )?;
     save_state(&state, &a.state)?;
     if a.json {
         print_json(&report)?;
@@ -194,8 +174,8 @@ pub(crate) fn merge(a: MergeArgs) -> Result<bool> {
         println!(
             "merged {} states: {} samples, {} labels; λ = {:.4}; saved {}",
             a.inputs.len(),
-            merged.stats.samples(),
-            merged.stats.labels().len(),
+            merged.stats().samples(),
+            merged.stats().labels().len(),
             report.lambda,
             a.out.display()
         );

@@ -165,11 +165,11 @@ pub(crate) fn forget(a: ForgetArgs) -> Result<bool> {
         (Some(path), None) => {
             let store = FeatureStore::open(path)?;
             let mut state = State::load(&a.state)?;
-            store.check_backbone(&state.backbone)?;
+            store.check_backbone(state.backbone())?;
             let fit = state.forget(&store, a.lambda)?;
             let report = Report {
                 forgotten: store.rows(),
-                total_samples: state.stats.samples(),
+                total_samples: state.stats().samples(),
                 fit,
             };
             (state, report)

@@ -131,12 +131,11 @@ pub(crate) fn eval(a: EvalArgs) -> Result<bool> {
                 .context("evaluating stored features needs the --state whose head to use")?;
             let state = State::load(state_path)?;
             // A state learned with mirrors scores the features of the images alone.
-            let mut features = state.backbone.clone();
+            let mut features = state.backbone().clone();
             features.feature_tensor = FeatureRecipe::without_augment(&features.feature_tensor)?;
             store.check_backbone(&features)?;
             let head = state
-                .head
-                .as_ref()
+                .head()
                 .context("the state has no head yet: run `learn` (or `fit`) first")?;
             evaluate_features(head, &store)?
         }
@@ -202,20 +201,20 @@ pub(crate) fn info(a: InfoArgs) -> Result<bool> {
     let state = State::load(&a.state)?;
     let report = InfoReport {
         format_version: fastretrain::state::FORMAT_VERSION,
-        model_path: state.model_path.display().to_string(),
-        backbone: &state.backbone,
-        samples: state.stats.samples(),
+        model_path: state.model_path().display().to_string(),
+        backbone: state.backbone(),
+        samples: state.stats().samples(),
         statistics_sha256: state.statistics_digest(),
         labels: state
-            .stats
+            .stats()
             .labels()
             .iter()
             .cloned()
-            .zip(state.stats.class_counts().iter().copied())
+            .zip(state.stats().class_counts().iter().copied())
             .collect(),
-        sources: &state.sources,
-        decayed: state.decayed,
-        head: state.head.as_ref().map(|h| HeadInfo {
+        sources: state.sources(),
+        decayed: state.decayed(),
+        head: state.head().map(|h| HeadInfo {
             method: h.method,
             hidden: h.hidden.iter().map(|l| l.outputs).collect(),
             classes: h.classes(),

@@ -326,7 +326,7 @@ pub fn export_with(
     out: &Path,
     flip_average: bool,
 ) -> Result<ExportReport> {
-    let head = state.head.as_ref().ok_or_else(|| {
+    let head = state.head().ok_or_else(|| {
         Error::Solver("the state has no head yet: run `learn` (or `fit`) first".into())
     })?;
     let (bytes, sha) = read_model_file(model)?;
@@ -338,14 +338,14 @@ pub fn export_with(
                 .into(),
         });
     }
-    if sha != state.backbone.model_sha256 {
+    if sha != state.backbone().model_sha256 {
         return Err(Error::BackboneMismatch {
             path: model.into(),
-            state: state.backbone.to_string(),
+            state: state.backbone().to_string(),
             model: format!("sha256 {}… (a different file)", &sha[..12]),
         });
     }
-    let recipe = FeatureRecipe::parse(&state.backbone.feature_tensor)?;
+    let recipe = FeatureRecipe::parse(&state.backbone().feature_tensor)?;
     let features = if recipe.is_plain() && !flip_average {
         ExportFeatures::plain(&recipe.tensors[0])
     } else {
@@ -355,7 +355,7 @@ pub fn export_with(
             model,
             None,
             &crate::backbone::LoadOptions {
-                feature_tensor: Some(state.backbone.feature_tensor.clone()),
+                feature_tensor: Some(state.backbone().feature_tensor.clone()),
                 ..Default::default()
             },
         )?;
@@ -381,7 +381,7 @@ pub fn export_with(
         ExportFeatures {
             tensors,
             transform: recipe.transform,
-            descriptor: state.backbone.feature_tensor.clone(),
+            descriptor: state.backbone().feature_tensor.clone(),
             flip_average: flip_average.then_some(width_axis),
         }
     };

@@ -223,10 +223,10 @@ impl Trainer {
         let dim = fingerprint.feature_dim;
         let mut state = State::new(fingerprint, Path::new(""));
         for label in &self.labels {
-            state.stats.label_index(label);
+            state.label_index(label);
         }
         for (chunk, targets) in rows.chunks(64 * dim).zip(set.targets.chunks(64)) {
-            state.stats.accumulate(chunk, targets, &set.source_id)?;
+            state.fold(chunk, targets, &set.source_id, None)?;
         }
         state.record_source(
             &set.source_id,
@@ -234,7 +234,7 @@ impl Trainer {
             set.samples.len() as u64,
         );
         let fit = state.fit(self.options.lambda)?;
-        let head = state.head.as_ref().expect("fit made a head");
+        let head = state.head().expect("fit made a head");
         let (weight_rows, bias) = gemm_of_head(&head.weights, dim, self.labels.len());
         self.graph.set_head(weight_rows, bias);
         let (w, b) = self.graph.head_params();
@@ -548,9 +548,11 @@ pub fn retrain(
                 || vec![0.0; classes],
                 |b| trainer.graph.params[b].values.clone(),
             );
-            if let Some(head) = r.state.head.as_mut() {
-                head.weights =
+            if let Some(head) = r.state.head() {
+                let mut sgd_head = head.clone();
+                sgd_head.weights =
                     head_of_gemm(&trainer.graph.params[w].values, &bias, feature_dim, classes);
+                r.state.set_head(sgd_head)?;
             }
             r
         }

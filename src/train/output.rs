@@ -250,8 +250,10 @@ pub(super) fn write(
     spec.name = format!("{} retrained ({})", spec.name, trainer.options.mode.name());
     let report = write_model_with_spec(&proto, spec, size, &job.out)?;
     let state_path = job.out.with_extension("frs");
-    state.backbone.model_sha256 = report.sha256.clone();
-    state.model_path = std::fs::canonicalize(&job.out).unwrap_or_else(|_| job.out.clone());
+    state.rebind(
+        report.sha256.clone(),
+        std::fs::canonicalize(&job.out).unwrap_or_else(|_| job.out.clone()),
+    );
     state.save(&state_path)?;
     Ok(RetrainOutput {
         model: report.out,

@@ -42,7 +42,46 @@ pub enum Method {
     Recompute(RecomputeOptions),
 }
 
+/// The settings of every method, as a front end collects them (the CLI's flags, Python's
+/// keywords); only the named method's are read.
+#[derive(Debug, Clone, Copy)]
+pub struct MethodSettings<'a> {
+    /// `step`: learning rate η and passes over the data.
+    pub eta: f64,
+    pub passes: usize,
+    /// `recompute`: hidden widths ("1024" or "512,256"), activation, iterations and the
+    /// seed of the initial weights.
+    pub hidden: &'a str,
+    pub activation: &'a str,
+    pub iterations: usize,
+    pub seed: u64,
+}
+
 impl Method {
+    /// The method called `name` (gram, block-rls, step, recompute) with its settings.
+    pub fn from_name(name: &str, settings: &MethodSettings<'_>) -> Result<Method> {
+        Ok(match name {
+            "gram" => Method::Gram,
+            "block-rls" => Method::BlockRls,
+            "step" => Method::Step {
+                eta: settings.eta,
+                passes: settings.passes,
+            },
+            "recompute" => Method::Recompute(RecomputeOptions {
+                hidden: parse_widths(settings.hidden)?,
+                activation: Activation::parse(settings.activation)?,
+                iterations: settings.iterations,
+                seed: settings.seed,
+            }),
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown method '{other}': use gram, block-rls, step or recompute"
+                ))
+                .for_setting("method"));
+            }
+        })
+    }
+
     pub fn name(&self) -> MethodName {
         match self {
             Method::Gram => MethodName::Gram,
