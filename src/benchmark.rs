@@ -33,12 +33,8 @@ pub fn time_forward(
 ) -> Result<ForwardTiming> {
     let parallel = parallel.max(1);
     let input = bench_input(backbone);
-    // One image on all of `threads()` cores when there is one lane; one core each otherwise.
-    let threads = if parallel == 1 {
-        crate::backbone::threads()
-    } else {
-        1
-    };
+    // One image on all of the backbone's cores when there is one lane; one core each otherwise.
+    let threads = if parallel == 1 { backbone.threads() } else { 1 };
     let mut lanes = (0..parallel)
         .map(|_| {
             Ok((
@@ -49,7 +45,7 @@ pub fn time_forward(
         .collect::<Result<Vec<_>>>()?;
     let mut pass = || -> Result<()> {
         if let [(runner, out)] = lanes.as_mut_slice() {
-            return runner.features_into(&input, out);
+            return backbone.on_its_threads(|| runner.features_into(&input, out));
         }
         std::thread::scope(|scope| {
             let workers: Vec<_> = lanes
@@ -90,7 +86,7 @@ pub fn profile_forward(
     runs: usize,
 ) -> Result<Vec<crate::backbone::NodeTime>> {
     let input = bench_input(backbone);
-    let mut runner = backbone.runner_on(crate::backbone::threads())?;
+    let mut runner = backbone.runner_on(backbone.threads())?;
     let mut out = vec![0.0; backbone.feature_dim()];
     for _ in 0..warmup {
         runner.features_into(&input, &mut out)?;

@@ -173,9 +173,10 @@ pub struct StageTimes {
 }
 
 impl FeatureExtractor {
-    /// An extractor with one worker per thread of [`crate::backbone::set_threads`].
+    /// An extractor with one worker per thread of the backbone ([`Backbone::threads`]).
     pub fn new(backbone: Backbone) -> Result<Self> {
-        Self::with_workers(backbone, crate::backbone::threads())
+        let workers = backbone.threads();
+        Self::with_workers(backbone, workers)
     }
 
     /// An extractor that computes up to `workers` (at least 1) images at once.
@@ -304,7 +305,10 @@ impl FeatureExtractor {
         }
         let model_path = self.backbone.model_path();
         if self.workers.is_empty() || samples.len() == 1 {
-            let (preprocess, forward) = self.lane.run(samples, out, model_path)?;
+            let lane = &mut self.lane;
+            let (preprocess, forward) = self
+                .backbone
+                .on_its_threads(|| lane.run(samples, out, model_path))?;
             self.times.preprocess += preprocess;
             self.times.forward += forward;
             return Ok(());

@@ -126,8 +126,22 @@ impl Retrainer {
         model: Option<&Path>,
         feature_tensor: Option<&str>,
     ) -> Result<Self> {
+        let options = LoadOptions {
+            feature_tensor: feature_tensor.map(String::from),
+            ..LoadOptions::default()
+        };
+        Self::open_with(state_path, model, &options)
+    }
+
+    /// [`Self::open`] with the backbone loaded by `options` (its threads, engine; its
+    /// `feature_tensor` replaces the state's).
+    pub fn open_with(
+        state_path: &Path,
+        model: Option<&Path>,
+        options: &LoadOptions,
+    ) -> Result<Self> {
         let state = State::load(state_path)?;
-        let backbone = Self::backbone_for(&state, state_path, model, feature_tensor)?;
+        let backbone = Self::backbone_with(&state, state_path, model, options)?;
         Self::new(backbone, state, state_path)
     }
 
@@ -138,18 +152,33 @@ impl Retrainer {
         model: Option<&Path>,
         feature_tensor: Option<&str>,
     ) -> Result<Backbone> {
+        let options = LoadOptions {
+            feature_tensor: feature_tensor.map(String::from),
+            ..LoadOptions::default()
+        };
+        Self::backbone_with(state, state_path, model, &options)
+    }
+
+    /// The backbone of a saved state, loaded by `options` (see [`Self::open_with`]).
+    pub fn backbone_with(
+        state: &State,
+        state_path: &Path,
+        model: Option<&Path>,
+        options: &LoadOptions,
+    ) -> Result<Backbone> {
         let path = match model {
             Some(path) => path.to_path_buf(),
             None => state.model_file(state_path)?,
         };
         let options = LoadOptions {
             feature_tensor: Some(
-                feature_tensor
-                    .map(String::from)
+                options
+                    .feature_tensor
+                    .clone()
                     .unwrap_or_else(|| state.backbone().feature_tensor.clone()),
             ),
             for_state: Some((state_path.into(), state.backbone().clone())),
-            ..LoadOptions::default()
+            ..options.clone()
         };
         Backbone::load_with(&path, None, &options)
     }
@@ -477,6 +506,15 @@ impl Retrainer {
     /// The feature dimension d.
     pub fn dim(&self) -> usize {
         self.extractor.dim()
+    }
+
+    /// Top-`k` labels of each sample, in order (images in memory:
+    /// [`crate::data::SampleList::from_images`]).
+    pub fn predict(&mut self, samples: &[Sample], k: usize) -> Result<Vec<Vec<Scored>>> {
+        let dim = self.dim().max(1);
+        let features = self.features(samples)?;
+        let head = self.head()?;
+        features.chunks(dim).map(|row| head.top_k(row, k)).collect()
     }
 
     /// Top-`k` labels of an image file.

@@ -2,7 +2,7 @@
 
 mod common;
 
-use fastretrain::backbone::{Backbone, find_dense_head};
+use fastretrain::backbone::{Backbone, LoadOptions, find_dense_head};
 use fastretrain::features::FeatureExtractor;
 
 #[test]
@@ -16,6 +16,31 @@ fn features_match_onnxruntime_on_real_photos() {
     assert_eq!(backbone.feature_dim(), 1280);
     let mut extractor = FeatureExtractor::new(backbone).unwrap();
     common::assert_photo_features_match_onnxruntime(&mut extractor, "tract");
+}
+
+/// Threads are a load option: two backbones of one process run on 1 and 2 cores (the
+/// extractor takes that many images at once) and both match onnxruntime.
+#[test]
+fn two_backbones_of_one_process_use_their_own_threads() {
+    let model = common::root().join("models/mobilenetv2.onnx");
+    for threads in [2, 1] {
+        let options = LoadOptions {
+            feature_tensor: Some("features".into()),
+            threads: Some(threads),
+            ..LoadOptions::default()
+        };
+        let backbone = Backbone::load_with(&model, None, &options).unwrap();
+        assert_eq!(backbone.threads(), threads);
+        let mut extractor = FeatureExtractor::new(backbone).unwrap();
+        assert_eq!(extractor.workers(), threads);
+        common::assert_photo_features_match_onnxruntime(&mut extractor, "tract");
+    }
+    let too_many = LoadOptions {
+        threads: Some(fastretrain::backbone::MAX_THREADS + 1),
+        ..LoadOptions::default()
+    };
+    let refused = Backbone::load_with(&model, None, &too_many).unwrap_err();
+    assert!(refused.to_string().contains("outside 1..=256"), "{refused}");
 }
 
 #[test]

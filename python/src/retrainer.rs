@@ -10,7 +10,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use fastretrain::Error as LibError;
-use fastretrain::backbone::Backbone;
+use fastretrain::backbone::{Backbone, LoadOptions};
 use fastretrain::data::Shard;
 use fastretrain::fitting::{self, FitOptions, Method, MethodSettings};
 use fastretrain::head::Head;
@@ -67,11 +67,16 @@ impl Retrainer {
         }
         let threads =
             threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        fastretrain::backbone::set_threads(threads);
+        // This retrainer's own: another in the same process may use another count.
+        let options = LoadOptions {
+            feature_tensor,
+            threads: Some(threads.min(max)),
+            ..LoadOptions::default()
+        };
         let inner = py
             .detach(|| match &state {
                 Some(path) if path.exists() => {
-                    LibRetrainer::open(path, model.as_deref(), feature_tensor.as_deref())
+                    LibRetrainer::open_with(path, model.as_deref(), &options)
                 }
                 _ => {
                     let model = model.as_deref().ok_or_else(|| {
@@ -81,7 +86,7 @@ impl Retrainer {
                                 .into(),
                         )
                     })?;
-                    LibRetrainer::fresh(Backbone::load(model, None, feature_tensor.as_deref())?)
+                    LibRetrainer::fresh(Backbone::load_with(model, None, &options)?)
                 }
             })
             .map_err(to_py)?;

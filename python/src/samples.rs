@@ -1,82 +1,16 @@
 //! Samples handed in from Python: NumPy image arrays, lists of files with labels, folders and
 //! IDX files, as the library's sample lists and data sources.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use numpy::PyReadonlyArrayDyn;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use sha2::{Digest, Sha256};
 
-use fastretrain::data::{DataOptions, DataSource, Sample, SampleList, check_label};
-use fastretrain::preprocess::Pixels;
+use fastretrain::data::{DataOptions, DataSource, Sample, SampleList};
 
 use crate::to_py;
-
-/// Images from NumPy: uint8, (n, h, w) grey or (n, h, w, 3) RGB.
-pub(crate) fn images_of(
-    images: &PyReadonlyArrayDyn<'_, u8>,
-) -> PyResult<(Vec<u8>, usize, usize, usize, usize)> {
-    let view = images.as_array();
-    let shape = view.shape().to_vec();
-    let (n, h, w, c) = match shape.as_slice() {
-        [n, h, w] => (*n, *h, *w, 1),
-        [n, h, w, 3] => (*n, *h, *w, 3),
-        [n, h, w, 1] => (*n, *h, *w, 1),
-        _ => {
-            return Err(PyValueError::new_err(format!(
-                "images must be uint8 of shape (n, height, width) or (n, height, width, 3), got {shape:?}"
-            )));
-        }
-    };
-    if h == 0 || w == 0 {
-        return Err(PyValueError::new_err("images must not be empty"));
-    }
-    Ok((view.iter().copied().collect(), n, h, w, c))
-}
-
-/// A [`SampleList`] over images copied out of a NumPy array, named by a digest of the pixels
-/// and labels (so the same arrays learned twice resume like the same folder would).
-pub(crate) fn image_list(
-    images: &PyReadonlyArrayDyn<'_, u8>,
-    labels: Option<Vec<String>>,
-) -> PyResult<(SampleList, usize)> {
-    let (pixels, n, h, w, c) = images_of(images)?;
-    if let Some(l) = &labels {
-        if l.len() != n {
-            return Err(PyValueError::new_err(format!(
-                "{n} images but {} labels",
-                l.len()
-            )));
-        }
-        // The same rule as for labels from folders and IDX files.
-        for label in l {
-            check_label(label, Path::new("images")).map_err(to_py)?;
-        }
-    }
-    let mut digest = Sha256::new();
-    digest.update(&pixels);
-    for l in labels.iter().flatten() {
-        digest.update(l.as_bytes());
-        digest.update([0]);
-    }
-    let id = format!("arrays:{:x}", digest.finalize());
-    let per = h * w * c;
-    let items = (0..n).map(move |i| {
-        let data = pixels[i * per..(i + 1) * per].to_vec();
-        Ok(Sample {
-            id: format!("image {i}"),
-            label: labels.as_ref().map(|l| l[i].clone()),
-            pixels: Pixels {
-                width: w,
-                height: h,
-                channels: c,
-                data,
-            },
-        })
-    });
-    Ok((SampleList::new(id, n, items), n))
-}
 
 pub(crate) fn file_list(paths: Vec<PathBuf>, labels: Option<Vec<String>>) -> PyResult<SampleList> {
     if let Some(l) = &labels
@@ -133,7 +67,9 @@ pub(crate) fn source_of(
             .map_err(to_py)
         }
         (None, Some(paths), None) => Ok(DataSource::List(file_list(paths, labels)?)),
-        (None, None, Some(images)) => Ok(DataSource::List(image_list(&images, labels)?.0)),
+        (None, None, Some(images)) => Ok(DataSource::List(
+            SampleList::from_images(images.as_array(), labels).map_err(to_py)?,
+        )),
         _ => Err(PyValueError::new_err(
             "give exactly one of: a source path, paths=[image files], images=uint8 array",
         )),

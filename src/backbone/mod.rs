@@ -56,6 +56,10 @@ pub struct Backbone {
     /// Class names stored in the model by `export` (metadata `fastretrain.labels`).
     labels: Option<Vec<String>>,
     input_shape: [usize; 4],
+    /// Cores this backbone uses, and tract's executor for them when they were given at load
+    /// (None: the process default, [`set_threads`]).
+    threads: usize,
+    executor: Option<tract_linalg::multithread::Executor>,
 }
 
 /// How to prepare the backbone; the default is what every command uses.
@@ -77,6 +81,11 @@ pub struct LoadOptions {
     pub model_output: bool,
     /// The engine; default: [`engine`] (what [`set_engine`] chose).
     pub engine: Option<Engine>,
+    /// Cores this backbone uses (1 to [`MAX_THREADS`]): a single image runs on that many
+    /// threads of tract's matrix products, a stream of images runs that many at once. Default:
+    /// the process default, [`threads`] (what [`set_threads`] chose). Two backbones of one
+    /// process may use different counts.
+    pub threads: Option<usize>,
 }
 
 impl std::fmt::Debug for Backbone {
@@ -217,7 +226,10 @@ impl Backbone {
                 "tensor '{feature_tensor}' has {feature_dim} values, the spec says {expected}"
             )));
         }
+        let (threads, executor) = threads_of(options)?;
         Ok(Backbone {
+            threads,
+            executor,
             plan,
             assembly: Arc::new(assembly),
             spec,
@@ -285,7 +297,10 @@ impl Backbone {
                 meta.fingerprint.feature_dim
             )));
         }
+        let (threads, executor) = threads_of(options)?;
         Ok(Backbone {
+            threads,
+            executor,
             plan: Plan::Tract(plan),
             assembly: Arc::new(assembly),
             input_shape: input_shape(&meta.spec),
@@ -383,7 +398,24 @@ impl Backbone {
     /// Runs one preprocessed input through a fresh [`Runner`] (for one-off calls; loops keep
     /// a runner).
     pub fn features_into(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
-        self.runner()?.features_into(input, out)
+        let mut runner = self.runner()?;
+        self.on_its_threads(|| runner.features_into(input, out))
+    }
+
+    /// The cores this backbone uses ([`LoadOptions::threads`]).
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `f` (forward passes of this backbone's runners) with tract's matrix products on
+    /// this backbone's threads, when they were given at load; else on the process default's.
+    pub fn on_its_threads<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.executor {
+            Some(executor) => {
+                tract_linalg::multithread::multithread_tract_scope(executor.clone(), f)
+            }
+            None => f(),
+        }
     }
 }
 
@@ -479,6 +511,28 @@ impl Backbone {
     /// The shape (batch first) of each tensor the recipe reads, in its order.
     pub fn output_shapes(&self) -> &[Vec<usize>] {
         &self.assembly.shapes
+    }
+}
+
+/// The thread count of `options` (checked) and tract's executor for it; the process default
+/// (no executor of its own) when none is given.
+fn threads_of(
+    options: &LoadOptions,
+) -> Result<(usize, Option<tract_linalg::multithread::Executor>)> {
+    match options.threads {
+        None => Ok((threads(), None)),
+        Some(n) if (1..=MAX_THREADS).contains(&n) => Ok((
+            n,
+            Some(if n == 1 {
+                tract_linalg::multithread::Executor::SingleThread
+            } else {
+                tract_linalg::multithread::Executor::multithread(n)
+            }),
+        )),
+        Some(n) => Err(
+            Error::InvalidArgument(format!("{n} threads is outside 1..={MAX_THREADS}"))
+                .for_setting("threads"),
+        ),
     }
 }
 

@@ -21,6 +21,8 @@ use burn::tensor::{DType, Device, Tensor, activation};
 use crate::backbone::Fingerprint;
 use crate::data::{DataSource, Sample};
 use crate::error::{Error, Result};
+use crate::head::weights_view;
+use crate::nalgebra::DMatrix;
 use crate::preprocess::Preprocessor;
 use crate::rng::SplitMix64;
 use crate::spec::{Layout, ModelSpec};
@@ -394,28 +396,21 @@ impl Trainer {
 /// The edge head's `(dim + 1) × classes` weights (last row the bias) as the network's dense
 /// layer: `classes × dim` rows (Gemm with transB) and the bias.
 fn gemm_of_head(weights: &[f64], dim: usize, classes: usize) -> (Vec<f32>, Vec<f32>) {
-    let mut rows = vec![0.0f32; classes * dim];
-    for c in 0..classes {
-        for i in 0..dim {
-            rows[c * dim + i] = weights[i * classes + c] as f32;
-        }
-    }
-    let bias = (0..classes)
-        .map(|c| weights[dim * classes + c] as f32)
-        .collect();
+    let w = weights_view(weights, dim, classes);
+    // Gemm's rows (transB) are the head's columns: W's first `dim` rows read column by column.
+    let rows = w.rows(0, dim).iter().map(|&v| v as f32).collect();
+    let bias = w.row(dim).iter().map(|&v| v as f32).collect();
     (rows, bias)
 }
 
 /// The inverse of [`gemm_of_head`].
 fn head_of_gemm(rows: &[f32], bias: &[f32], dim: usize, classes: usize) -> Vec<f64> {
-    let mut weights = vec![0.0f64; (dim + 1) * classes];
-    for c in 0..classes {
-        for i in 0..dim {
-            weights[i * classes + c] = rows[c * dim + i] as f64;
-        }
-        weights[dim * classes + c] = bias[c] as f64;
-    }
-    weights
+    // W ((dim + 1) × classes) is Gemm's rows as columns, then the bias as its last row.
+    let w = DMatrix::from_fn(dim + 1, classes, |i, c| {
+        f64::from(if i < dim { rows[c * dim + i] } else { bias[c] })
+    });
+    // The head keeps W row major: W's transpose, column major.
+    w.transpose().as_slice().to_vec()
 }
 
 /// Mean softmax cross-entropy of `logits` (N×C) against the class index of each row: the

@@ -2,7 +2,7 @@
 //! dense layers `h ← g([h, 1] · Wᵢ)` (heads refit by recomputation, PAPER.md §2). Scores are
 //! the head's raw outputs (targets were ±1), highest first.
 
-use nalgebra::{DMatrixView, DVector, DVectorView, Dyn};
+use nalgebra::{DMatrixView, Dyn};
 use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
@@ -115,7 +115,7 @@ pub struct DenseLayer {
 impl DenseLayer {
     /// `g([x, 1] · W)` for one row.
     pub fn forward(&self, x: &[f64], out: &mut [f64]) {
-        out.copy_from_slice(affine(&self.weights, self.inputs, self.outputs, x).as_slice());
+        out.copy_from_slice(&affine(&self.weights, self.outputs, x));
         for o in out.iter_mut() {
             *o = self.activation.apply(*o);
         }
@@ -132,17 +132,16 @@ pub fn weights_view(
     DMatrixView::from_slice_with_strides(weights, inputs + 1, outputs, outputs, 1)
 }
 
-/// `[x, 1] · W` for one row `x` and weights as [`weights_view`] sees them.
-fn affine(weights: &[f64], inputs: usize, outputs: usize, x: &[f64]) -> DVector<f64> {
-    let w = weights_view(weights, inputs, outputs);
-    // Wᵀ x + bias, as a matrix–vector product over W's first `inputs` rows.
-    let mut out = w.row(inputs).transpose();
-    out.gemv_tr(
-        1.0,
-        &w.rows(0, inputs),
-        &DVectorView::from_slice(x, inputs),
-        1.0,
-    );
+/// `[x, 1] · W` for one row `x` and weights stored as [`weights_view`] sees them. A plain
+/// loop: it runs on the board for every image, and nalgebra's product would add its code to
+/// the edge binary for no gain at this size.
+fn affine(weights: &[f64], outputs: usize, x: &[f64]) -> Vec<f64> {
+    let mut out = weights[x.len() * outputs..].to_vec(); // bias row
+    for (i, v) in x.iter().enumerate() {
+        for (o, w) in out.iter_mut().zip(&weights[i * outputs..(i + 1) * outputs]) {
+            *o += v * w;
+        }
+    }
     out
 }
 
@@ -273,9 +272,7 @@ impl Head {
 
     /// The output layer's scores for a row of its input (hidden activations or features).
     fn output_scores(&self, x: &[f64]) -> Vec<f64> {
-        affine(&self.weights, x.len(), self.classes(), x)
-            .data
-            .into()
+        affine(&self.weights, self.classes(), x)
     }
 
     /// Raw scores for one feature vector.

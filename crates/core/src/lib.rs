@@ -27,3 +27,7 @@ pub mod state;
 pub mod store;
 
 pub use error::{Error, Result};
+// The matrix types of the public API (feature rows and images as ndarray views, a head's
+// weights as a nalgebra view), re-exported so that callers name the same versions.
+pub use nalgebra;
+pub use ndarray;

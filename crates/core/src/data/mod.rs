@@ -7,6 +7,9 @@ mod idx;
 
 use std::path::{Path, PathBuf};
 
+use ndarray::ArrayViewD;
+use sha2::{Digest, Sha256};
+
 use crate::error::{Error, Result};
 use crate::preprocess::{Pixels, decode_image_file};
 use folder::dotted;
@@ -142,6 +145,62 @@ impl SampleList {
             len,
             items: Box::new(items),
         }
+    }
+
+    /// Images held in memory as one 8-bit array, (n, height, width) grey or
+    /// (n, height, width, channels) with 1 or 3 channels (a NumPy array, a camera's frames),
+    /// with their labels (None: unlabelled, for predicting). Named by a digest of the pixels and
+    /// labels, so the same images learned twice resume as the same folder would.
+    pub fn from_images(images: ArrayViewD<'_, u8>, labels: Option<Vec<String>>) -> Result<Self> {
+        let shape = images.shape().to_vec();
+        let (n, height, width, channels) = match shape.as_slice() {
+            [n, h, w] => (*n, *h, *w, 1),
+            [n, h, w, 3] => (*n, *h, *w, 3),
+            [n, h, w, 1] => (*n, *h, *w, 1),
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "images must be 8-bit of shape (n, height, width) or (n, height, width, 3), \
+                     got {shape:?}"
+                )));
+            }
+        };
+        if height == 0 || width == 0 {
+            return Err(Error::InvalidArgument("images must not be empty".into()));
+        }
+        if let Some(labels) = &labels {
+            if labels.len() != n {
+                return Err(Error::InvalidArgument(format!(
+                    "{n} images but {} labels",
+                    labels.len()
+                )));
+            }
+            // The same rule as for labels from folders and IDX files.
+            for label in labels {
+                check_label(label, Path::new("images"))?;
+            }
+        }
+        let pixels: Vec<u8> = images.iter().copied().collect();
+        let mut digest = Sha256::new();
+        digest.update(&pixels);
+        for label in labels.iter().flatten() {
+            digest.update(label.as_bytes());
+            digest.update([0]);
+        }
+        let id = format!("arrays:{:x}", digest.finalize());
+        let per_image = height * width * channels;
+        let items = (0..n).map(move |i| {
+            Ok(Sample {
+                id: format!("image {i}"),
+                label: labels.as_ref().map(|l| l[i].clone()),
+                pixels: Pixels {
+                    width,
+                    height,
+                    channels,
+                    data: pixels[i * per_image..(i + 1) * per_image].to_vec(),
+                },
+            })
+        });
+        Ok(SampleList::new(id, n, items))
     }
 
     /// Image files with their labels (None: unlabelled, for predicting).
