@@ -260,9 +260,25 @@ impl Retrainer {
         Ok(streamed.report(&self.state, fit))
     }
 
+    /// [`Self::learn`] for a device short of memory: streams `source`, then frees the backbone
+    /// (plan, weights, workers' buffers) before the refit, so that the network's memory and
+    /// the refit's never add up (docs/FOOTPRINT.md); returns the refit state. The CLI's `learn`.
+    pub fn learn_and_release(
+        mut self,
+        source: DataSource,
+        options: &LearnOptions,
+        progress: impl FnMut(usize),
+        checkpoint: impl FnMut(&State) -> Result<()>,
+    ) -> Result<(State, LearnReport)> {
+        let streamed = self.stream(source, options, progress, checkpoint)?;
+        let mut state = self.into_state();
+        let fit = state.fit(options.lambda)?;
+        let report = streamed.report(&state, fit);
+        Ok((state, report))
+    }
+
     /// [`Self::learn`] without the refit (`options.lambda` unused): for a caller that frees
-    /// the backbone first ([`Self::into_state`], then [`State::fit`]), so that the network's
-    /// memory and the refit's never add up (the CLI's `learn`, docs/FOOTPRINT.md).
+    /// the backbone first, as [`Self::learn_and_release`] does.
     pub fn stream(
         &mut self,
         mut source: DataSource,

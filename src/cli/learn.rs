@@ -109,7 +109,7 @@ pub(crate) fn release_freed_memory() {
 
 pub(crate) fn learn(a: LearnArgs) -> Result<bool> {
     let _lock = lock_state(&a.state, a.no_wait)?;
-    let mut retrainer = if a.state.exists() {
+    let retrainer = if a.state.exists() {
         open_retrainer(&a.state, &a.model)?
     } else {
         Retrainer::fresh(Backbone::load_with(
@@ -120,7 +120,7 @@ pub(crate) fn learn(a: LearnArgs) -> Result<bool> {
     };
     let source = a.data.open()?;
     let bar = progress_bar(source.len(), "learn");
-    let streamed = retrainer.stream(
+    let (state, report) = retrainer.learn_and_release(
         source,
         &LearnOptions {
             lambda: a.lambda,
@@ -138,11 +138,6 @@ pub(crate) fn learn(a: LearnArgs) -> Result<bool> {
         |state| state.save(&a.state),
     )?;
     bar.finish_and_clear();
-    // The refit needs only the statistics: the backbone (plan, weights, workers' buffers) is
-    // freed first, so that its memory and the refit's never add up (docs/FOOTPRINT.md).
-    let mut state = retrainer.into_state();
-    let fit = state.fit(a.lambda)?;
-    let report = streamed.report(&state, fit);
     save_state(&state, &a.state)?;
     if a.json {
         print_json(&report)?;
