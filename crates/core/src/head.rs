@@ -132,9 +132,8 @@ pub fn weights_view(
     DMatrixView::from_slice_with_strides(weights, inputs + 1, outputs, outputs, 1)
 }
 
-/// `[x, 1] · W` for one row `x` and weights stored as [`weights_view`] sees them. A plain
-/// loop: it runs on the board for every image, and nalgebra's product would add its code to
-/// the edge binary for no gain at this size.
+/// `[x, 1] · W` for one row `x` and weights stored as [`weights_view`] sees them: a plain
+/// loop over W's rows, each scaled by its input and added to the bias row.
 fn affine(weights: &[f64], outputs: usize, x: &[f64]) -> Vec<f64> {
     let mut out = weights[x.len() * outputs..].to_vec(); // bias row
     for (i, v) in x.iter().enumerate() {
