@@ -65,12 +65,14 @@ impl Retrainer {
                 "threads={n} is outside 1..={max}"
             )));
         }
-        let threads =
-            threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        // Default: one per core, at most the backbone's limit (a machine may have more).
+        let threads = threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(max))
+        });
         // This retrainer's own: another in the same process may use another count.
         let options = LoadOptions {
             feature_tensor,
-            threads: Some(threads.min(max)),
+            threads: Some(threads),
             ..LoadOptions::default()
         };
         let inner = py
