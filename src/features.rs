@@ -59,7 +59,7 @@ impl Lane {
         let started = Instant::now();
         self.preprocessor.tensor_into(pixels, &mut self.input);
         if self.mirror {
-            mirror_input(&mut self.input, self.input_shape, self.layout);
+            crate::feature_recipe::mirror(&mut self.input, self.input_shape, self.layout);
         }
         let preprocessed = Instant::now();
         self.runner.features_into(&self.input, out)?;
@@ -380,41 +380,6 @@ fn average_into(out: &mut [f32], other: &[f32]) {
     out.iter_mut()
         .zip(other)
         .for_each(|(o, m)| *o = 0.5 * (*o + m));
-}
-
-/// Reverses one image's input tensor along its width (the mirror image, left to right).
-fn mirror_input(input: &mut [f32], shape: [usize; 4], layout: Layout) {
-    match layout {
-        Layout::Nchw => input
-            .chunks_mut(shape[3].max(1))
-            .for_each(|row| row.reverse()),
-        Layout::Nhwc => {
-            let (width, channels) = (shape[2], shape[3]);
-            for row in input.chunks_mut((width * channels).max(1)) {
-                for j in 0..width / 2 {
-                    for c in 0..channels {
-                        row.swap(j * channels + c, (width - 1 - j) * channels + c);
-                    }
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mirroring_reverses_the_width_of_either_layout() {
-        // 2 channels × 1 row × 3 pixels, NCHW, then the same image NHWC.
-        let mut nchw = [1.0, 2.0, 3.0, 10.0, 20.0, 30.0];
-        mirror_input(&mut nchw, [1, 2, 1, 3], Layout::Nchw);
-        assert_eq!(nchw, [3.0, 2.0, 1.0, 30.0, 20.0, 10.0]);
-        let mut nhwc = [1.0, 10.0, 2.0, 20.0, 3.0, 30.0];
-        mirror_input(&mut nhwc, [1, 1, 3, 2], Layout::Nhwc);
-        assert_eq!(nhwc, [3.0, 30.0, 2.0, 20.0, 1.0, 10.0]);
-    }
 }
 
 /// What [`extract_to_store`] did.

@@ -192,11 +192,9 @@ impl Assembly {
         for ((data, shape), &values) in outputs.iter().zip(&self.shapes).zip(&self.values) {
             let per_image = data.len() / batch;
             for (image, rows) in data.chunks(per_image).zip(out.chunks_mut(self.dim())) {
-                crate::feature_recipe::pool_into(
+                self.recipe.pooling_of(shape, self.layout).pool_into(
                     image,
                     shape,
-                    !self.recipe.is_plain(),
-                    self.layout,
                     &mut rows[offset..offset + values],
                 );
             }

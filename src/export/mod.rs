@@ -19,7 +19,8 @@ use tract_onnx::pb::{
 use tract_onnx::prelude::{DatumExt, Framework, InferenceModelExt, TractResult, TypedModel};
 
 use crate::error::{Error, Result};
-use crate::feature_recipe::{FeatureRecipe, channel_axis};
+use crate::feature_recipe::FeatureRecipe;
+pub use crate::feature_recipe::Pooling;
 use crate::head::{Activation, DenseLayer, Head};
 use crate::onnx::build::{float_tensor, node, proto_opset};
 pub use crate::onnx::{LABELS_KEY, ResizeReport};
@@ -30,7 +31,7 @@ use crate::pack::PackMeta;
 use crate::spec::ModelSpec;
 use crate::state::{State, write_atomically};
 pub use original::{export_original, original_head};
-pub use recipe::{ExportFeatures, Pooling};
+pub use recipe::ExportFeatures;
 use recipe::{append_features, mirror_input};
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -364,20 +365,9 @@ pub fn export_with(
             .iter()
             .cloned()
             .zip(backbone.output_shapes())
-            .map(|(t, shape)| {
-                let pooling = match channel_axis(shape, backbone.spec().input.layout) {
-                    _ if recipe.is_plain() => Pooling::Flatten,
-                    Some(1) => Pooling::Nchw,
-                    Some(_) => Pooling::Nhwc,
-                    None => Pooling::Flatten,
-                };
-                (t, pooling)
-            })
+            .map(|(t, shape)| (t, recipe.pooling_of(shape, backbone.spec().input.layout)))
             .collect();
-        let width_axis = match backbone.spec().input.layout {
-            crate::spec::Layout::Nchw => 3,
-            crate::spec::Layout::Nhwc => 2,
-        };
+        let width_axis = backbone.spec().input.layout.width_axis();
         ExportFeatures {
             tensors,
             transform: recipe.transform,

@@ -3,19 +3,8 @@
 
 use tract_onnx::pb::GraphProto;
 
-use crate::feature_recipe::Transform;
+use crate::feature_recipe::{Pooling, Transform};
 use crate::onnx::build::{float_tensor, int_attribute, int64_tensor, ints_attribute, node};
-
-/// How one tensor of a feature recipe becomes part of the feature vector in the exported graph.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pooling {
-    /// Flattened after the batch axis.
-    Flatten,
-    /// Global average pool of an NCHW tensor.
-    Nchw,
-    /// Global average pool of an NHWC tensor (transposed to NCHW first).
-    Nhwc,
-}
 
 /// The feature part of an exported graph: the tensors read, how each is pooled, and the
 /// transform ([`crate::feature_recipe`]); `descriptor` is what the metadata records.

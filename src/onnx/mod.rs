@@ -278,9 +278,10 @@ pub(crate) fn check_input(
             ),
         });
     }
-    let (channel_axis, h_axis, w_axis, other) = match spec.input.layout {
-        Layout::Nchw => (1, 2, 3, "NHWC"),
-        Layout::Nhwc => (3, 1, 2, "NCHW"),
+    let (channel_axis, h_axis, w_axis) = spec.input.layout.axes();
+    let other = match spec.input.layout {
+        Layout::Nchw => "NHWC",
+        Layout::Nhwc => "NCHW",
     };
     let layout = spec.input.layout.name();
     if dims[channel_axis].is_some_and(|c| c != 3) {

@@ -158,13 +158,90 @@ impl FeatureRecipe {
         !self.pooled
     }
 
+    /// How a tensor of `shape` (batch first) enters the features: flattened in the plain
+    /// recipe and for tensors that are not 4-D, else averaged over the spatial axes found by
+    /// [`channel_axis`]. The runner's numbers and the exported graph both follow this.
+    pub fn pooling_of(&self, shape: &[usize], layout: Layout) -> Pooling {
+        match channel_axis(shape, layout) {
+            _ if !self.pooled => Pooling::Flatten,
+            Some(1) => Pooling::Nchw,
+            Some(_) => Pooling::Nhwc,
+            None => Pooling::Flatten,
+        }
+    }
+
     /// Values one image's `shape` (batch first) gives: a 4-D tensor's channels when pooled,
     /// else all its values.
     pub fn values_of(&self, shape: &[usize], layout: Layout) -> usize {
-        let batch = shape.first().copied().unwrap_or(1).max(1);
-        match channel_axis(shape, layout) {
-            Some(axis) if self.pooled => shape[axis],
-            _ => shape.iter().product::<usize>() / batch,
+        self.pooling_of(shape, layout).values_of(shape)
+    }
+}
+
+/// How one tensor of a feature recipe becomes part of the feature vector
+/// ([`FeatureRecipe::pooling_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// Flattened after the batch axis.
+    Flatten,
+    /// Global average pool of an NCHW tensor.
+    Nchw,
+    /// Global average pool of an NHWC tensor.
+    Nhwc,
+}
+
+impl Pooling {
+    /// Values one image's `shape` (batch first) gives.
+    pub fn values_of(self, shape: &[usize]) -> usize {
+        match self {
+            Pooling::Nchw => shape[1],
+            Pooling::Nhwc => shape[3],
+            Pooling::Flatten => {
+                shape.iter().product::<usize>() / shape.first().copied().unwrap_or(1).max(1)
+            }
+        }
+    }
+
+    /// Writes one image's values of a tensor of `shape` (batch first; `values` is that
+    /// image's part) into `out`: the mean over the spatial axes, or the values as they are.
+    pub fn pool_into(self, values: &[f32], shape: &[usize], out: &mut [f32]) {
+        match self {
+            Pooling::Nchw => {
+                let plane = shape[2] * shape[3];
+                for (o, channel) in out.iter_mut().zip(values.chunks(plane)) {
+                    *o = (channel.iter().map(|&v| f64::from(v)).sum::<f64>() / plane as f64) as f32;
+                }
+            }
+            Pooling::Nhwc => {
+                let channels = shape[3];
+                let pixels = shape[1] * shape[2];
+                let mut sums = vec![0.0f64; channels];
+                for pixel in values.chunks(channels) {
+                    sums.iter_mut()
+                        .zip(pixel)
+                        .for_each(|(s, &v)| *s += f64::from(v));
+                }
+                for (o, s) in out.iter_mut().zip(sums) {
+                    *o = (s / pixels as f64) as f32;
+                }
+            }
+            Pooling::Flatten => out.copy_from_slice(values),
+        }
+    }
+}
+
+/// Reverses one image's input tensor of `shape` (4-D, batch 1) along the width axis of
+/// `layout`: the mirror image, left to right. Learning with `augment: hflip` adds these as
+/// samples, prediction with flips averages them; an export feeds its graph the same mirror
+/// along [`Layout::width_axis`].
+pub fn mirror(input: &mut [f32], shape: [usize; 4], layout: Layout) {
+    let axis = layout.width_axis();
+    let width = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product::<usize>().max(1);
+    for row in input.chunks_mut((width * inner).max(1)) {
+        for j in 0..width / 2 {
+            for k in 0..inner {
+                row.swap(j * inner + k, (width - 1 - j) * inner + k);
+            }
         }
     }
 }
@@ -186,33 +263,6 @@ pub fn channel_axis(shape: &[usize], layout: Layout) -> Option<usize> {
             Layout::Nhwc => 3,
         },
     })
-}
-
-/// Writes one image's values of a tensor of `shape` (batch first; `values` is that image's
-/// part) into `out`: the mean over the spatial axes for a pooled 4-D tensor, else the values.
-pub fn pool_into(values: &[f32], shape: &[usize], pooled: bool, layout: Layout, out: &mut [f32]) {
-    match channel_axis(shape, layout) {
-        Some(1) if pooled => {
-            let plane = shape[2] * shape[3];
-            for (o, channel) in out.iter_mut().zip(values.chunks(plane)) {
-                *o = (channel.iter().map(|&v| f64::from(v)).sum::<f64>() / plane as f64) as f32;
-            }
-        }
-        Some(_) if pooled => {
-            let channels = shape[3];
-            let pixels = shape[1] * shape[2];
-            let mut sums = vec![0.0f64; channels];
-            for pixel in values.chunks(channels) {
-                sums.iter_mut()
-                    .zip(pixel)
-                    .for_each(|(s, &v)| *s += f64::from(v));
-            }
-            for (o, s) in out.iter_mut().zip(sums) {
-                *o = (s / pixels as f64) as f32;
-            }
-        }
-        _ => out.copy_from_slice(values),
-    }
 }
 
 #[cfg(test)]
@@ -267,10 +317,10 @@ mod tests {
         // One image, 2 channels, 2×2: NCHW then the same values NHWC.
         let nchw = [1.0, 2.0, 3.0, 4.0, 10.0, 20.0, 30.0, 40.0];
         let mut out = [0.0; 2];
-        pool_into(&nchw, &[1, 2, 2, 2], true, Layout::Nchw, &mut out);
+        Pooling::Nchw.pool_into(&nchw, &[1, 2, 2, 2], &mut out);
         assert_eq!(out, [2.5, 25.0]);
         let nhwc = [1.0, 10.0, 2.0, 20.0, 3.0, 30.0, 4.0, 40.0];
-        pool_into(&nhwc, &[1, 2, 2, 2], true, Layout::Nhwc, &mut out);
+        Pooling::Nhwc.pool_into(&nhwc, &[1, 2, 2, 2], &mut out);
         assert_eq!(out, [2.5, 25.0]);
         // The shape decides where it can: 3 channels of 2×2 are NCHW whatever the input says.
         let recipe =
@@ -282,5 +332,24 @@ mod tests {
             FeatureRecipe::plain("a").values_of(&[1, 3, 2, 2], Layout::Nchw),
             12
         );
+        assert_eq!(
+            FeatureRecipe::plain("a").pooling_of(&[1, 3, 2, 2], Layout::Nchw),
+            Pooling::Flatten
+        );
+    }
+
+    #[test]
+    fn mirroring_reverses_the_width_of_either_layout() {
+        // 2 channels × 1 row × 3 pixels, NCHW, then the same image NHWC.
+        let mut nchw = [1.0, 2.0, 3.0, 10.0, 20.0, 30.0];
+        mirror(&mut nchw, [1, 2, 1, 3], Layout::Nchw);
+        assert_eq!(nchw, [3.0, 2.0, 1.0, 30.0, 20.0, 10.0]);
+        let mut nhwc = [1.0, 10.0, 2.0, 20.0, 3.0, 30.0];
+        mirror(&mut nhwc, [1, 1, 3, 2], Layout::Nhwc);
+        assert_eq!(nhwc, [3.0, 30.0, 2.0, 20.0, 1.0, 10.0]);
+        // Two rows of 2×2 NHWC pixels: each row reversed on its own.
+        let mut rows = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+        mirror(&mut rows, [1, 2, 2, 2], Layout::Nhwc);
+        assert_eq!(rows, [3.0, 4.0, 1.0, 2.0, 7.0, 8.0, 5.0, 6.0]);
     }
 }

@@ -62,6 +62,19 @@ impl Layout {
             Layout::Nhwc => "NHWC",
         }
     }
+
+    /// The axes of a 4-D input in this layout: (channels, height, width).
+    pub fn axes(self) -> (usize, usize, usize) {
+        match self {
+            Layout::Nchw => (1, 2, 3),
+            Layout::Nhwc => (3, 1, 2),
+        }
+    }
+
+    /// The axis a mirror image (left to right) reverses.
+    pub fn width_axis(self) -> usize {
+        self.axes().2
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
