@@ -8,7 +8,7 @@
 //! `max` CPU offers SVE, whose emulation made this test ~6× slower (4 images: 77.6 s against
 //! 12.7 s), and the boards this is for have NEON kernels, not SVE.
 
-mod common;
+use crate::common;
 
 use common::s;
 

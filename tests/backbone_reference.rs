@@ -1,6 +1,6 @@
 //! tract features on real photos equal onnxruntime's (reference: scripts/reference/make_test_vectors.py).
 
-mod common;
+use crate::common;
 
 use fastretrain::backbone::{Backbone, LoadOptions, find_dense_head};
 use fastretrain::features::FeatureExtractor;

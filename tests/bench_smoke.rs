@@ -3,7 +3,7 @@
 //! writing its report into a temporary folder. The Python side runs in the venv
 //! `scripts/ci/venv.sh` makes (or `FASTRETRAIN_PYTHON`).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

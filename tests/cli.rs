@@ -2,7 +2,7 @@
 //! learn / predict / eval / info / fit chain, threads, mirrors and image types it cannot read.
 //! Merging and shards: tests/cli_merge.rs; bad input: tests/cli_errors.rs.
 
-mod common;
+use crate::common;
 
 use common::{assert_error, json_of, photo_folder, run, stderr, stdout, tiny_model};
 use fastretrain::state::State;

@@ -1,7 +1,7 @@
 //! Bad input to the `fastretrain` binary: exit code 2, a clear one-line message, no panic,
 //! and no change to an existing state.
 
-mod common;
+use crate::common;
 
 use common::{assert_error, json_of, photo_folder, run, stderr, tiny_model};
 

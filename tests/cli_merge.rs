@@ -1,7 +1,7 @@
 //! End-to-end tests of `merge`: merged states equal learning the union, and shards of one
 //! source merge into the whole and resume.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -5,7 +5,7 @@
 //! (CRASH_KILLS=1000). Model: CRASH_MODEL (default the tiny test CNN, so that a thousand runs
 //! take minutes; `models/mobilenetv2.onnx` works too, with CRASH_LIMIT to keep runs short).
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::Instant;

@@ -1,7 +1,7 @@
 //! Durability: a full disk while saving leaves the old state intact; two processes learning
 //! into one state lose no update (writer lock); `--no-wait` fails clearly.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::Command;

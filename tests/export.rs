@@ -2,7 +2,7 @@
 //! with tract (run independently of fastretrain's head code) for a linear head and a head with
 //! hidden layers; bad input leaves nothing behind.
 
-mod common;
+use crate::common;
 
 use common::s;
 

@@ -6,7 +6,7 @@
 //! makes, or the interpreter `FASTRETRAIN_PYTHON` names; preprocessing on that side is
 //! scripts/reference/reference.py's, not ours.
 
-mod common;
+use crate::common;
 
 use common::s;
 

@@ -3,7 +3,7 @@
 //! clear error on any input, never panic. CI runs these (PROPTEST_CASES raises the count);
 //! coverage-guided cargo-fuzz targets for the same decoders live in fuzz/.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

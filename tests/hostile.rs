@@ -4,7 +4,7 @@
 //! existing state untouched. Unusual but valid images must be accepted.
 //! The messages are written to target/hostile-report.md (copied into docs/TRUST.md).
 
-mod common;
+use crate::common;
 
 use common::s;
 

@@ -1,7 +1,7 @@
 //! IDX streaming: the shipped subset, the full Fashion-MNIST from Debian's
 //! `dataset-fashion-mnist` (installed by .ci/run), and files with lying headers.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! shipped training images: block-rls equals the one-shot ridge solution within 1e-9, and step
 //! and recompute match the same update, step for step, within 1e-6.
 
-mod common;
+use crate::common;
 
 use fastretrain::fitting::{self, BlockRls, FitOptions, Method, StepFit};
 use fastretrain::head::{Activation, Head};

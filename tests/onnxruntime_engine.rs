@@ -4,7 +4,7 @@
 //! onnxruntime PyPI wheel ships (the test venv's, scripts/ci/venv.sh), or $ORT_DYLIB_PATH.
 #![cfg(feature = "onnxruntime")]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

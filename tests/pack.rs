@@ -2,7 +2,7 @@
 //! interchangeable with the ONNX file they were packed from (states, predictions), packs of
 //! other families and layouts, and damaged or mismatched packs refused with a clear message.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! (in a fresh folder where `tests/` is the repository's): every command must do what the
 //! README says, and a line whose comment says it fails must fail with a clear message.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -4,7 +4,7 @@
 //! tensors. (States made before recipes read their one tensor as it is:
 //! tests/backbone_reference.rs.)
 
-mod common;
+use crate::common;
 
 use fastretrain::backbone::{Backbone, LoadOptions, automatic_tensors};
 use fastretrain::feature_recipe::{AUTOMATIC_STAGES, Augment, FeatureRecipe, Transform};

@@ -8,7 +8,7 @@
 
 #![cfg(feature = "train")]
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The streamed Gram solver equals NumPy's ridge on the full matrix (reference:
 //! scripts/reference/make_test_vectors.py, onnxruntime features of the 2,000 shipped training images).
 
-mod common;
+use crate::common;
 
 use fastretrain::head::Head;
 use fastretrain::solver::{GramStats, default_lambda_grid};

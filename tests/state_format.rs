@@ -1,6 +1,6 @@
 //! The state file: round trip, and every kind of damage is a clear error, never a panic.
 
-mod common;
+use crate::common;
 
 use fastretrain::error::Error;
 use fastretrain::state::Fingerprint;

@@ -2,7 +2,7 @@
 //! safety of `extract` (SIGKILL and truncation at any byte), f16 vs f32, fitting from the
 //! store equals learning from images, forget and decay, and bad input.
 
-mod common;
+use crate::common;
 
 use common::s;
 

@@ -2,7 +2,7 @@
 //! directory and after a move, a folder with one label, a CSV given as data, and a state used
 //! with another model (zoo models, tests/data/zoo).
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -7,7 +7,7 @@
 
 #![cfg(feature = "train")]
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

@@ -4,7 +4,7 @@
 //! gets its spec from `fastretrain spec`, runs every command, and matches the independent PIL +
 //! onnxruntime + NumPy references of scripts/reference/make_zoo_reference.py.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

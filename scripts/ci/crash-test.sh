@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CRASH_KILLS="${1:-1000}"
 [ -n "${2:-}" ] && export CRASH_MODEL="$(realpath "$2")"
-cargo test --release --test crash -- --nocapture 2>&1 | grep -E "crash test:|test result|panicked|error"
+cargo test --release --test tests crash:: -- --nocapture 2>&1 | grep -E "crash test:|test result|panicked|error"
