@@ -12,7 +12,6 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tract_onnx::WithOnnx;
 use tract_onnx::prelude::*;
 
@@ -56,8 +55,7 @@ pub fn encode(meta: &PackMeta, model: &TypedModel, path: &Path) -> Result<Vec<u8
     file.extend_from_slice(&meta);
     file.extend_from_slice(&(tar.len() as u64).to_le_bytes());
     file.extend_from_slice(&tar);
-    let digest = Sha256::digest(&file);
-    file.extend_from_slice(&digest);
+    crate::durable::append_checksum(&mut file);
     Ok(file)
 }
 
@@ -71,10 +69,9 @@ pub(crate) fn read_pack(bytes: &[u8], path: &Path) -> Result<(PackMeta, TypedMod
     if bytes.len() < MAGIC.len() + 8 + 8 + 32 {
         return Err(bad("is truncated"));
     }
-    let (body, digest) = bytes.split_at(bytes.len() - 32);
-    if Sha256::digest(body).as_slice() != digest {
+    let Some(body) = crate::durable::strip_checksum(bytes) else {
         return Err(bad("is damaged or truncated (checksum mismatch)"));
-    }
+    };
     let mut at = MAGIC.len();
     let take = |at: &mut usize| -> Result<&[u8]> {
         let len = body

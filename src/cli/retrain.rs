@@ -1,13 +1,26 @@
 //! `fastretrain retrain`: the desktop full retraining (cargo feature `train`). Without the
 //! feature the command exists and says how to get it.
 
+#[cfg(feature = "train")]
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
 
+#[cfg(feature = "train")]
 use super::common::DataArgs;
 
+/// Without the `train` feature the command takes whatever follows it and says how to get a
+/// build that trains: the user learns that before fixing options this build cannot use, and
+/// the edge binary does not carry their parser.
+#[cfg(not(feature = "train"))]
+#[derive(Args)]
+pub struct RetrainArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    _options: Vec<std::ffi::OsString>,
+}
+
+#[cfg(feature = "train")]
 #[derive(Args)]
 pub struct RetrainArgs {
     /// ONNX model to retrain (default: models/mobilenetv2.onnx); its spec JSON must be beside it.

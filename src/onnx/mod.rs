@@ -7,13 +7,12 @@ pub(crate) mod build;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
-use sha2::{Digest, Sha256};
 use tract_onnx::pb::{
     GraphProto, ModelProto, StringStringEntryProto, TensorProto, ValueInfoProto,
     tensor_proto::DataType, tensor_shape_proto, type_proto,
 };
 
-use crate::durable::{hex, write_atomically};
+use crate::durable::write_atomically;
 use crate::error::{Error, Result};
 use crate::spec::{Layout, ModelSpec};
 
@@ -94,7 +93,7 @@ pub fn read_model_bytes(model: &Path) -> Result<Vec<u8>> {
 
 /// The sha256 (hex) that identifies a model file's bytes in fingerprints and specs.
 pub fn model_sha256(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
+    crate::durable::sha256_hex(bytes)
 }
 
 /// Parses ONNX bytes (`path` is for messages): the one place models are decoded as protobuf.
@@ -378,7 +377,7 @@ pub(crate) fn write_model_with_spec(
     out: &Path,
 ) -> Result<ResizeReport> {
     let onnx = proto.encode_to_vec();
-    let sha256 = hex(&Sha256::digest(&onnx));
+    let sha256 = crate::durable::sha256_hex(&onnx);
     spec.sha256 = Some(sha256.clone());
     spec.file = out.file_name().map(|n| n.to_string_lossy().into_owned());
     let spec_path = ModelSpec::path_for_model(out);

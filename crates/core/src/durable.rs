@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
@@ -184,4 +185,31 @@ fn still_at(_file: &File, _path: &Path) -> bool {
 /// Lower-case hexadecimal of `bytes` (how digests are printed and stored in JSON).
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes of the sha256 checksum that ends state files and packs.
+pub const CHECKSUM_LEN: usize = 32;
+
+/// sha256 of `bytes`. Every digest of a whole buffer goes through this one function: sha2's
+/// generic `digest` is compiled anew for each argument type and crate that calls it.
+pub fn sha256(bytes: &[u8]) -> [u8; CHECKSUM_LEN] {
+    Sha256::digest(bytes).into()
+}
+
+/// [`sha256`] in lower-case hexadecimal (model files, statistics digests).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&sha256(bytes))
+}
+
+/// Appends the sha256 of everything in `bytes` to it: how state files and packs end.
+pub fn append_checksum(bytes: &mut Vec<u8>) {
+    let digest = sha256(bytes);
+    bytes.extend_from_slice(&digest);
+}
+
+/// `bytes` without the checksum that ends them, or None when they are too short for one or it
+/// does not match (a damaged or truncated file).
+pub fn strip_checksum(bytes: &[u8]) -> Option<&[u8]> {
+    let (body, digest) = bytes.split_at(bytes.len().checked_sub(CHECKSUM_LEN)?);
+    (sha256(body) == digest).then_some(body)
 }

@@ -23,10 +23,9 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::State;
-use crate::durable::{Fingerprint, SourceRecord, write_atomically};
+use crate::durable::{CHECKSUM_LEN, Fingerprint, SourceRecord, write_atomically};
 use crate::error::{Error, Result};
 use crate::head::Head;
 use crate::solver::{GramRecord, GramStats};
@@ -36,7 +35,6 @@ pub const MAGIC: [u8; 8] = *b"FRSTATE\0";
 /// files are still read.
 pub const FORMAT_VERSION: u32 = 2;
 const HEADER_LEN: usize = 8 + 4 + 8;
-const CHECKSUM_LEN: usize = 32;
 
 /// The payload; `S` is [`GramRecord`] except when a command reads the head alone.
 #[derive(Serialize, Deserialize)]
@@ -152,8 +150,7 @@ impl State {
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         out.extend_from_slice(&(body.len() as u64).to_le_bytes());
         out.extend_from_slice(&body);
-        let digest = Sha256::digest(&out);
-        out.extend_from_slice(&digest);
+        crate::durable::append_checksum(&mut out);
         Ok(out)
     }
 
@@ -230,7 +227,7 @@ impl State {
             return Err(corrupt("unexpected bytes after the end of the state"));
         }
         let end = HEADER_LEN + len as usize;
-        if Sha256::digest(&bytes[..end]).as_slice() != &bytes[end..] {
+        if crate::durable::strip_checksum(bytes).is_none() {
             return Err(corrupt("checksum mismatch"));
         }
         Ok((version, &bytes[HEADER_LEN..end]))

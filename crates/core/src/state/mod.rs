@@ -7,9 +7,6 @@ mod file;
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
-use crate::durable::hex;
 // The durable-file primitives were first defined here; their paths stay.
 pub use crate::durable::{
     DurableWrite, Fingerprint, SourceRecord, StateLock, write_atomically, write_atomically_to,
@@ -269,7 +266,7 @@ impl State {
     /// bit-identical G, B, counts and labels.
     pub fn statistics_digest(&self) -> String {
         let bytes = postcard::to_stdvec(&self.stats.to_record()).unwrap_or_default();
-        hex(&Sha256::digest(&bytes))
+        crate::durable::sha256_hex(&bytes)
     }
 
     /// Re-solves the head from the statistics (no backbone needed): at `lambda`, or at the
