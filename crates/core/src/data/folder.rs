@@ -10,15 +10,14 @@ use crate::preprocess::decode_image_file;
 
 /// Image types people keep photos in (cameras write BMP, phones WebP/HEIC) that the built-in
 /// decoders do not read: an image folder counts them, so none is left out without a word.
-/// In alphabetical order: messages list the types a folder holds in this order.
 const UNREAD_IMAGE_TYPES: [&str; 9] = [
-    "avif", "bmp", "gif", "heic", "heif", "jxl", "tif", "tiff", "webp",
+    "bmp", "webp", "gif", "tif", "tiff", "heic", "heif", "avif", "jxl",
 ];
 
-/// Which of [`UNREAD_IMAGE_TYPES`] `path`'s extension (any case) names, if any.
-fn unread_image_type(path: &Path) -> Option<usize> {
+/// The lower-cased extension of `path` if it names an image type the decoders do not read.
+fn unread_image_type(path: &Path) -> Option<String> {
     let ext = path.extension()?.to_str()?.to_ascii_lowercase();
-    UNREAD_IMAGE_TYPES.iter().position(|t| *t == ext)
+    UNREAD_IMAGE_TYPES.contains(&ext.as_str()).then_some(ext)
 }
 
 /// Extensions as a user writes them: ".bmp, .webp".
@@ -76,8 +75,7 @@ impl ImageFolder {
                 .ok_or_else(|| Error::data(&class_dir, "folder name is not valid UTF-8"))?
                 .to_string();
             check_label(&label, &class_dir)?;
-            let (mut readable, mut count) = (0usize, 0usize);
-            let mut held = [false; UNREAD_IMAGE_TYPES.len()];
+            let (mut readable, mut unread) = (0usize, Vec::new());
             for file in read_dir(&class_dir)? {
                 if !file.is_file() {
                     continue;
@@ -85,20 +83,16 @@ impl ImageFolder {
                 if is_image_name(&file) {
                     files.push((file, label.clone()));
                     readable += 1;
-                } else if let Some(kind) = unread_image_type(&file) {
-                    held[kind] = true;
-                    count += 1;
+                } else if let Some(ext) = unread_image_type(&file) {
+                    unread.push(ext);
                 }
             }
-            if count == 0 {
+            if unread.is_empty() {
                 continue;
             }
-            let unread: Vec<String> = UNREAD_IMAGE_TYPES
-                .iter()
-                .zip(held)
-                .filter(|(_, held)| *held)
-                .map(|(t, _)| t.to_string())
-                .collect();
+            let count = unread.len();
+            unread.sort();
+            unread.dedup();
             if readable == 0 {
                 // Leaving the label out would drop a class without a word.
                 return Err(Error::data(
