@@ -183,6 +183,29 @@ impl Retrainer {
         Backbone::load_with(&path, None, &options)
     }
 
+    /// What an application opens: `state` if that file exists (its model found as
+    /// [`Self::open_with`] finds it, unless `model` names it), else a fresh state for `model`
+    /// (an ONNX file with its spec beside it, or a pack). The Python and C bindings' constructor.
+    pub fn open_or_create(
+        model: Option<&Path>,
+        state: Option<&Path>,
+        options: &LoadOptions,
+    ) -> Result<Self> {
+        match state {
+            Some(path) if path.exists() => Self::open_with(path, model, options),
+            _ => {
+                let model = model.ok_or_else(|| {
+                    Error::InvalidArgument(
+                        "a new state needs a model (an ONNX file with its spec beside it, or a \
+                         pack)"
+                            .into(),
+                    )
+                })?;
+                Self::fresh(Backbone::load_with(model, None, options)?)
+            }
+        }
+    }
+
     /// A fresh, empty state for `backbone`.
     pub fn fresh(backbone: Backbone) -> Result<Self> {
         let state = State::new(backbone.fingerprint().clone(), backbone.model_path());
@@ -517,6 +540,11 @@ impl Retrainer {
     /// [`Self::features`]: each image's features are the mean of its own and its mirror's.
     pub fn set_flip_average(&mut self, on: bool) {
         self.extractor.set_flip_average(on);
+    }
+
+    /// The model file the backbone was loaded from (what `export` rewrites).
+    pub fn model_path(&self) -> &Path {
+        self.extractor.backbone().model_path()
     }
 
     /// The feature dimension d.

@@ -7,6 +7,7 @@ mod common;
 mod arm;
 mod backbone_reference;
 mod bench_smoke;
+mod capi;
 mod cli;
 mod cli_errors;
 mod cli_merge;

@@ -10,7 +10,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use fastretrain::Error as LibError;
-use fastretrain::backbone::{Backbone, LoadOptions};
+use fastretrain::backbone::LoadOptions;
 use fastretrain::data::Shard;
 use fastretrain::fitting::{self, FitOptions, Method, MethodSettings};
 use fastretrain::head::Head;
@@ -76,21 +76,7 @@ impl Retrainer {
             ..LoadOptions::default()
         };
         let inner = py
-            .detach(|| match &state {
-                Some(path) if path.exists() => {
-                    LibRetrainer::open_with(path, model.as_deref(), &options)
-                }
-                _ => {
-                    let model = model.as_deref().ok_or_else(|| {
-                        LibError::InvalidArgument(
-                            "a new state needs model= (an ONNX file with its spec beside it, \
-                             or a pack)"
-                                .into(),
-                        )
-                    })?;
-                    LibRetrainer::fresh(Backbone::load_with(model, None, &options)?)
-                }
-            })
+            .detach(|| LibRetrainer::open_or_create(model.as_deref(), state.as_deref(), &options))
             .map_err(to_py)?;
         Ok(Retrainer {
             inner: Mutex::new(inner),

@@ -6,41 +6,10 @@ use std::path::PathBuf;
 use numpy::PyReadonlyArrayDyn;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use sha2::{Digest, Sha256};
 
 use fastretrain::data::{DataOptions, DataSource, Sample, SampleList};
 
 use crate::to_py;
-
-pub(crate) fn file_list(paths: Vec<PathBuf>, labels: Option<Vec<String>>) -> PyResult<SampleList> {
-    if let Some(l) = &labels
-        && l.len() != paths.len()
-    {
-        return Err(PyValueError::new_err(format!(
-            "{} paths but {} labels",
-            paths.len(),
-            l.len()
-        )));
-    }
-    let mut digest = Sha256::new();
-    for p in &paths {
-        digest.update(p.display().to_string().as_bytes());
-        digest.update([0]);
-    }
-    for l in labels.iter().flatten() {
-        digest.update(l.as_bytes());
-        digest.update([0]);
-    }
-    let id = format!("files:{:x}", digest.finalize());
-    let files = match labels {
-        Some(labels) => paths
-            .into_iter()
-            .zip(labels.into_iter().map(Some))
-            .collect(),
-        None => paths.into_iter().map(|p| (p, None)).collect(),
-    };
-    SampleList::files(id, files).map_err(to_py)
-}
 
 /// Where samples come from: exactly one of a path (folder or IDX), image files, or arrays.
 pub(crate) fn source_of(
@@ -66,7 +35,9 @@ pub(crate) fn source_of(
             )
             .map_err(to_py)
         }
-        (None, Some(paths), None) => Ok(DataSource::List(file_list(paths, labels)?)),
+        (None, Some(paths), None) => Ok(DataSource::List(
+            SampleList::from_files(paths, labels).map_err(to_py)?,
+        )),
         (None, None, Some(images)) => Ok(DataSource::List(
             SampleList::from_images(images.as_array(), labels).map_err(to_py)?,
         )),

@@ -23,6 +23,8 @@ CRATES = [
     {"package": "fastretrain-core", "dir": "crates/core", "banned": ENGINES},
     {"package": "fastretrain", "dir": ".", "banned": ["pyo3"]},
     {"package": "fastretrain-python", "dir": "python", "banned": []},
+    # The C library sits beside the Python bindings (neither uses the other) and adds no engine.
+    {"package": "fastretrain-capi", "dir": "capi", "banned": ["fastretrain-python", "pyo3", "burn"]},
 ]
 ROOT = None  # the src/ folder of the crate being read
 PATH = re.compile(r"\bcrate::((?:[a-z_][a-z0-9_]*::)*[A-Za-z_][A-Za-z0-9_]*)")

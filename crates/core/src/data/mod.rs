@@ -203,6 +203,38 @@ impl SampleList {
         Ok(SampleList::new(id, n, items))
     }
 
+    /// Image files with their labels (None: unlabelled, for predicting), named by a digest of
+    /// the paths and labels (the same list read again resumes as a folder would).
+    pub fn from_files(paths: Vec<PathBuf>, labels: Option<Vec<String>>) -> Result<Self> {
+        if let Some(labels) = &labels
+            && labels.len() != paths.len()
+        {
+            return Err(Error::InvalidArgument(format!(
+                "{} paths but {} labels",
+                paths.len(),
+                labels.len()
+            )));
+        }
+        let mut digest = Sha256::new();
+        for path in &paths {
+            digest.update(path.display().to_string().as_bytes());
+            digest.update([0]);
+        }
+        for label in labels.iter().flatten() {
+            digest.update(label.as_bytes());
+            digest.update([0]);
+        }
+        let id = format!("files:{:x}", digest.finalize());
+        let files = match labels {
+            Some(labels) => paths
+                .into_iter()
+                .zip(labels.into_iter().map(Some))
+                .collect(),
+            None => paths.into_iter().map(|p| (p, None)).collect(),
+        };
+        Self::files(id, files)
+    }
+
     /// Image files with their labels (None: unlabelled, for predicting).
     pub fn files(id: String, files: Vec<(PathBuf, Option<String>)>) -> Result<Self> {
         for (path, label) in &files {

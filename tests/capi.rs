@@ -1,0 +1,215 @@
+//! The C library as a C program uses it: examples/c/learn_predict.c built with the system `cc`
+//! against libfastretrain.a and against libfastretrain.so (the workspace's capi crate, built by
+//! the README's test command), run on the shipped model and zoo images. Its state must be read
+//! by the CLI (`info`) and give the CLI's `predict` scores within 1e-5; the static and shared
+//! builds must print the same; under Valgrind the happy path and every error path must show no
+//! errors and no definitely-lost bytes. Elsewhere than CI (`CI` unset) a missing library or
+//! Valgrind skips the part that needs it, with a message.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::{self, s, stderr, stdout};
+
+/// target/<profile>, where cargo puts libfastretrain.{a,so} beside this test's deps/ folder.
+fn library_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?.to_path_buf();
+    let found = dir.join("libfastretrain.a").exists() && dir.join("libfastretrain.so").exists();
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must test the C library: libfastretrain.a/.so not found in {}",
+            dir.display()
+        );
+        eprintln!(
+            "skipped: no libfastretrain.a/.so in {} (cargo build --release -p fastretrain-capi)",
+            dir.display()
+        );
+        return None;
+    }
+    Some(dir)
+}
+
+/// The example compiled against the static or the shared library, with warnings as errors.
+fn compile(lib: &Path, shared: bool, out: &Path) -> PathBuf {
+    let root = common::root();
+    let exe = out.join(if shared {
+        "example-shared"
+    } else {
+        "example-static"
+    });
+    let mut cc = Command::new("cc");
+    cc.args([
+        "-std=c11",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-O1",
+        "-g",
+        "-D_DEFAULT_SOURCE",
+    ])
+    .arg("-I")
+    .arg(root.join("capi/include"))
+    .arg(root.join("examples/c/learn_predict.c"))
+    .arg("-o")
+    .arg(&exe);
+    if shared {
+        cc.arg(format!("-L{}", lib.display()))
+            .arg("-lfastretrain")
+            .arg(format!("-Wl,-rpath,{}", lib.display()));
+    } else {
+        // What a Rust static library needs from the system (rustc --print native-static-libs).
+        cc.arg(lib.join("libfastretrain.a")).args([
+            "-lgcc_s",
+            "-lutil",
+            "-lrt",
+            "-lpthread",
+            "-lm",
+            "-ldl",
+            "-lc",
+        ]);
+    }
+    let built = cc.output().expect("cc runs");
+    assert!(built.status.success(), "cc: {}", stderr(&built));
+    exe
+}
+
+fn photos() -> Vec<PathBuf> {
+    [
+        "Bag/test_00018.png",
+        "Sneaker/test_00009.png",
+        "Trouser/test_00002.png",
+    ]
+    .iter()
+    .map(|p| common::data("zoo/fashion/test").join(p))
+    .collect()
+}
+
+/// The example's "IMAGE<TAB>label<TAB>score" lines.
+fn printed(out: &std::process::Output) -> Vec<(String, String, f64)> {
+    assert!(out.status.success(), "example failed: {}", stderr(out));
+    stdout(out)
+        .lines()
+        .map(|line| {
+            let parts: Vec<&str> = line.split('\t').collect();
+            assert_eq!(parts.len(), 3, "{line}");
+            (parts[0].into(), parts[1].into(), parts[2].parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn the_c_example_learns_predicts_and_saves_as_the_cli_would() {
+    let Some(lib) = library_dir() else { return };
+    let dir = common::temp_dir("capi");
+    let model = common::root().join("models/mobilenetv2.onnx");
+    let folder = common::data("zoo/fashion/train");
+    let photos = photos();
+    let mut runs = Vec::new();
+    for shared in [false, true] {
+        let exe = compile(&lib, shared, &dir);
+        let state = dir.join(if shared { "shared.frs" } else { "static.frs" });
+        let out = Command::new(&exe)
+            .args([s(&model), s(&folder), "3", s(&state)])
+            .args(photos.iter().map(|p| s(p)))
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        runs.push(printed(&out));
+    }
+    assert_eq!(
+        runs[0], runs[1],
+        "static and shared builds printed different results"
+    );
+    let lines = &runs[1];
+    assert_eq!(lines.len(), 3 * (photos.len() + 1), "{lines:?}");
+
+    let state = dir.join("shared.frs");
+    let info = common::json_of(&common::run(
+        &dir,
+        &["info", "--json", "--state", s(&state)],
+    ));
+    assert_eq!(info["samples"].as_f64(), Some(30.0), "{info}");
+
+    let mut args = vec!["predict", "--json", "-k", "3", "--state", s(&state)];
+    args.extend(photos.iter().map(|p| s(p)));
+    let cli = common::json_of(&common::run(&dir, &args));
+    let mut worst = 0.0f64;
+    for (i, (prediction, photo)) in cli.as_array().unwrap().iter().zip(&photos).enumerate() {
+        let top = prediction["top"].as_array().unwrap();
+        let ours = &lines[3 * i..3 * i + 3];
+        for (c, (image, label, score)) in top.iter().zip(ours) {
+            assert_eq!(image, s(photo));
+            assert_eq!(c["label"].as_str(), Some(label.as_str()));
+            worst = worst.max((c["score"].as_f64().unwrap() - score).abs());
+        }
+    }
+    // The first photo again from its pixels in memory.
+    for (from_file, from_pixels) in lines[..3].iter().zip(&lines[3 * photos.len()..]) {
+        assert_eq!(from_pixels.0, "pixels");
+        assert_eq!(from_file.1, from_pixels.1);
+        worst = worst.max((from_file.2 - from_pixels.2).abs());
+    }
+    assert!(worst < 1e-5, "C and CLI scores differ by {worst}");
+}
+
+#[test]
+fn the_c_example_is_clean_under_valgrind_on_every_path() {
+    let Some(lib) = library_dir() else { return };
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the C example under Valgrind (apt install valgrind)"
+        );
+        eprintln!("skipped: no valgrind");
+        return;
+    }
+    let dir = common::temp_dir("capi-valgrind");
+    let exe = compile(&lib, true, &dir);
+    let model = common::tiny_model();
+    let folder = common::data("zoo/fashion/train");
+    let photo = photos().remove(0);
+    let state = dir.join("valgrind.frs");
+    let runs: [Vec<&str>; 2] = [
+        vec!["--errors", &model, s(&folder)],
+        vec![&model, s(&folder), "2", s(&state), s(&photo)],
+    ];
+    for args in runs {
+        let out = Command::new("valgrind")
+            .args([
+                "--error-exitcode=99",
+                "--leak-check=full",
+                "--errors-for-leak-kinds=definite",
+                "--show-leak-kinds=definite",
+            ])
+            // One report inside tract's model optimizer, explained in the file.
+            .arg(format!(
+                "--suppressions={}",
+                common::root().join("capi/valgrind.supp").display()
+            ))
+            .arg(&exe)
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        let report = stderr(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?} under valgrind:\n{}\n{report}",
+            stdout(&out)
+        );
+        assert!(
+            report.contains("ERROR SUMMARY: 0 errors"),
+            "{args:?} under valgrind:\n{report}"
+        );
+        if args[0] == "--errors" {
+            assert!(
+                stdout(&out).contains("all refused as expected"),
+                "{}",
+                stdout(&out)
+            );
+        }
+    }
+}
