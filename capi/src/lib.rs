@@ -419,7 +419,7 @@ pub unsafe extern "C" fn fastretrain_learn_source(
     source: *const c_char,
 ) -> FastretrainStatus {
     with_retrainer(retrainer, |r| {
-        let source = DataSource::open(Path::new(text(source, "source")?), &DataOptions::default())?;
+        let source = open_source(source)?;
         r.inner
             .stream(source, &LearnOptions::default(), |_| {}, |_| Ok(()))?;
         Ok(())
@@ -439,10 +439,18 @@ pub unsafe extern "C" fn fastretrain_forget_source(
     lambda: f64,
 ) -> FastretrainStatus {
     with_retrainer(retrainer, |r| {
-        let source = DataSource::open(Path::new(text(source, "source")?), &DataOptions::default())?;
+        let source = open_source(source)?;
         r.inner.forget(source, chosen_lambda(lambda), |_| {})?;
         Ok(())
     })
+}
+
+/// The data source (image folder or IDX file) a C string names.
+fn open_source(path: *const c_char) -> Result<DataSource, Failure> {
+    Ok(DataSource::open(
+        Path::new(text(path, "source")?),
+        &DataOptions::default(),
+    )?)
 }
 
 /// λ as the C calls give it: negative or NaN means "choose by GCV".
