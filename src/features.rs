@@ -6,9 +6,10 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::backbone::{Backbone, Runner, single_threaded};
+use crate::data::read_sample_file;
 use crate::data::{DataSource, Sample};
 use crate::error::{Error, Result};
-use crate::preprocess::{Pixels, Preprocessor, decode_image_file};
+use crate::preprocess::{Preprocessor, SampleInput};
 use crate::spec::Layout;
 use crate::store::StoreWriter;
 
@@ -16,14 +17,14 @@ use crate::store::StoreWriter;
 /// are folded into the Gram matrix (one rank-k update).
 pub const BATCH: usize = 64;
 
-/// One image in flight: a preprocessing buffer and a forward-pass context.
+/// One sample in flight: a preprocessing buffer and a forward-pass context.
 #[derive(Debug)]
 struct Lane {
     preprocessor: Preprocessor,
     input: Vec<f32>,
     runner: Runner,
     /// The input tensor's shape for one image and its layout, to mirror it.
-    input_shape: [usize; 4],
+    input_shape: Vec<usize>,
     layout: Layout,
     /// Mirror each input tensor left to right before the forward pass.
     mirror: bool,
@@ -42,24 +43,28 @@ impl Lane {
         };
         let (mut preprocess, mut forward) = (0.0, 0.0);
         for (sample, row) in samples.iter().zip(out.chunks_mut(dim)) {
-            let (p, f) = self.pixels_into(&sample.pixels, &sample.id, row, model_path)?;
+            let (p, f) = self.input_into(&sample.input, &sample.id, row, model_path)?;
             preprocess += p;
             forward += f;
         }
         Ok((preprocess, forward))
     }
 
-    fn pixels_into(
+    fn input_into(
         &mut self,
-        pixels: &Pixels,
+        sample: &SampleInput,
         what: &str,
         out: &mut [f32],
         model_path: &Path,
     ) -> Result<(f64, f64)> {
         let started = Instant::now();
-        self.preprocessor.tensor_into(pixels, &mut self.input);
+        self.preprocessor
+            .tensor_into(sample, what, &mut self.input)?;
         if self.mirror {
-            crate::feature_recipe::mirror(&mut self.input, self.input_shape, self.layout);
+            // Mirroring is refused for tensor models before it can be asked for.
+            let shape = <[usize; 4]>::try_from(self.input_shape.as_slice())
+                .expect("only image inputs (4-D) are mirrored");
+            crate::feature_recipe::mirror(&mut self.input, shape, self.layout);
         }
         let preprocessed = Instant::now();
         self.runner.features_into(&self.input, out)?;
@@ -183,13 +188,12 @@ impl FeatureExtractor {
     pub fn with_workers(backbone: Backbone, workers: usize) -> Result<Self> {
         let lane = || -> Result<Lane> {
             let preprocessor = Preprocessor::new(backbone.spec());
-            let [_, a, b, c] = backbone.input_shape();
             Ok(Lane {
                 input: vec![0.0; preprocessor.input_len()],
                 preprocessor,
                 runner: backbone.runner()?,
-                input_shape: [1, a, b, c],
-                layout: backbone.spec().input.layout,
+                input_shape: backbone.input_shape().to_vec(),
+                layout: backbone.spec().input.layout(),
                 mirror: false,
             })
         };
@@ -220,19 +224,24 @@ impl FeatureExtractor {
 
     /// Test-time augmentation: each image's features become the mean of its own and its
     /// mirror's (for prediction and evaluation; learning adds mirrors as samples instead).
-    pub fn set_flip_average(&mut self, on: bool) {
+    /// Refused for a model fed with tensors: a tensor has no left and right.
+    pub fn set_flip_average(&mut self, on: bool) -> Result<()> {
+        if on {
+            require_image_input(&self.backbone, "test-time flips (--tta hflip)")?;
+        }
         self.flip_average = on;
+        Ok(())
     }
 
-    /// Features of decoded pixels, written into `out` (length [`Self::dim`]). Non-finite
+    /// Features of one sample, written into `out` (length [`Self::dim`]). Non-finite
     /// features (a broken model or input) are an error naming `what`.
-    pub fn pixels_into(&mut self, pixels: &Pixels, what: &str, out: &mut [f32]) -> Result<()> {
+    pub fn input_into(&mut self, input: &SampleInput, what: &str, out: &mut [f32]) -> Result<()> {
         let model_path = self.backbone.model_path();
-        let (mut preprocess, mut forward) = self.lane.pixels_into(pixels, what, out, model_path)?;
+        let (mut preprocess, mut forward) = self.lane.input_into(input, what, out, model_path)?;
         if self.flip_average {
             let mut mirror = vec![0.0; out.len()];
             self.lane.mirror = true;
-            let mirrored = self.lane.pixels_into(pixels, what, &mut mirror, model_path);
+            let mirrored = self.lane.input_into(input, what, &mut mirror, model_path);
             self.lane.mirror = false;
             let (p, f) = mirrored?;
             average_into(out, &mirror);
@@ -361,17 +370,38 @@ impl FeatureExtractor {
         std::mem::take(&mut self.times)
     }
 
+    /// Whether `sample` fits the model's input (its kind, shape and values), checked as it is
+    /// read so that a bad sample is named (and `--skip-bad` passes over it) before it joins a
+    /// batch.
+    pub fn check_sample(&self, sample: &Sample) -> Result<()> {
+        crate::preprocess::check_sample(&self.backbone.spec().input, &sample.input, &sample.id)
+    }
+
     pub fn sample(&mut self, sample: &Sample) -> Result<Vec<f32>> {
         let mut out = vec![0.0; self.dim()];
-        self.pixels_into(&sample.pixels, &sample.id, &mut out)?;
+        self.input_into(&sample.input, &sample.id, &mut out)?;
         Ok(out)
     }
 
-    pub fn image_file(&mut self, path: &Path) -> Result<Vec<f32>> {
-        let pixels = decode_image_file(path)?;
+    /// Features of one sample file: an image, or a `.npy` tensor.
+    pub fn sample_file(&mut self, path: &Path) -> Result<Vec<f32>> {
+        let input = read_sample_file(path)?;
         let mut out = vec![0.0; self.dim()];
-        self.pixels_into(&pixels, &path.display().to_string(), &mut out)?;
+        self.input_into(&input, &path.display().to_string(), &mut out)?;
         Ok(out)
+    }
+}
+
+/// An error unless `backbone` takes images: mirroring (`what`) has no meaning for a tensor.
+pub fn require_image_input(backbone: &Backbone, what: &str) -> Result<()> {
+    match backbone.spec().input.tensor() {
+        None => Ok(()),
+        Some(t) => Err(Error::InvalidArgument(format!(
+            "{what} mirror images left to right; {} takes tensors of shape {:?}, which have no \
+             left and right",
+            backbone.model_path().display(),
+            t.shape
+        ))),
     }
 }
 
@@ -416,6 +446,7 @@ pub fn extract_to_store(
     }
     source.skip_records(resumed_after as usize)?;
     let dim = extractor.dim();
+    let input = extractor.backbone().spec().input.clone();
     let (mut pending, mut features) = (Vec::with_capacity(BATCH), Vec::new());
     // Runs the samples read so far and hands them to the writer, in record order.
     let mut store_pending = |pending: &mut Vec<Sample>, writer: &mut StoreWriter| -> Result<u64> {
@@ -433,10 +464,11 @@ pub fn extract_to_store(
         progress(resumed_after as usize + i + 1);
         match sample.and_then(|s| {
             s.require_label()?;
+            crate::preprocess::check_sample(&input, &s.input, &s.id)?;
             Ok(s)
         }) {
             Ok(sample) => pending.push(sample),
-            Err(e @ Error::Image { .. }) if skip_bad => {
+            Err(e) if skip_bad && e.is_bad_sample() => {
                 // The store counts records in order: what came before is stored first.
                 rows += store_pending(&mut pending, writer)?;
                 skipped.push(e.to_string());

@@ -146,7 +146,7 @@ impl OrtRunner {
     /// output order, to `consume`.
     pub fn run<R>(
         &mut self,
-        shape: [usize; 4],
+        shape: &[usize],
         input: &[f32],
         consume: impl FnOnce(&[(Vec<usize>, &[f32])]) -> Result<R>,
     ) -> Result<R> {
@@ -154,7 +154,7 @@ impl OrtRunner {
             path: self.model_path.clone(),
             reason,
         };
-        let tensor = TensorRef::from_array_view((shape, input))
+        let tensor = TensorRef::from_array_view((shape.to_vec(), input))
             .map_err(|e| fail(format!("bad input tensor: {e}")))?;
         let outputs = self
             .session

@@ -347,12 +347,14 @@ impl Retrainer {
             if let Some((i, sample)) = next {
                 progress(resumed_after as usize + i + 1);
                 consumed_pending += 1;
-                match sample {
-                    Ok(s) => {
-                        s.require_label()?;
-                        pending.push(s);
-                    }
-                    Err(e @ Error::Image { .. }) if options.skip_bad => {
+                let usable = sample.and_then(|s| {
+                    s.require_label()?;
+                    self.extractor.check_sample(&s)?;
+                    Ok(s)
+                });
+                match usable {
+                    Ok(s) => pending.push(s),
+                    Err(e) if options.skip_bad && e.is_bad_sample() => {
                         skipped.push(e.to_string());
                     }
                     Err(e) => return Err(e),
@@ -538,8 +540,9 @@ impl Retrainer {
 
     /// Test-time flip averaging for [`Self::evaluate`], [`Self::predict_file`] and
     /// [`Self::features`]: each image's features are the mean of its own and its mirror's.
-    pub fn set_flip_average(&mut self, on: bool) {
-        self.extractor.set_flip_average(on);
+    /// Refused for a model fed with tensors.
+    pub fn set_flip_average(&mut self, on: bool) -> Result<()> {
+        self.extractor.set_flip_average(on)
     }
 
     /// The model file the backbone was loaded from (what `export` rewrites).
@@ -561,9 +564,41 @@ impl Retrainer {
         features.chunks(dim).map(|row| head.top_k(row, k)).collect()
     }
 
-    /// Top-`k` labels of an image file.
+    /// Top-`k` labels of each sample in a file: one image or `.npy` tensor, or each sample
+    /// of a `.npy` array of them (shape (N, …) for a model fed with tensors of shape …),
+    /// named `file#index`.
+    pub fn predict_path(&mut self, path: &Path, k: usize) -> Result<Vec<Prediction>> {
+        let rank = self
+            .extractor
+            .backbone()
+            .spec()
+            .input
+            .tensor()
+            .map(|t| t.shape.len());
+        let is_array = crate::data::is_npy_name(path)
+            && rank.is_some_and(|r| crate::data::npy_shape(path).is_ok_and(|s| s.len() == r + 1));
+        if !is_array {
+            return Ok(vec![self.predict_file(path, k)?]);
+        }
+        let mut source = crate::data::NpyArraySource::open_unlabelled(path)?;
+        let mut predictions = Vec::new();
+        loop {
+            let batch = source.by_ref().take(BATCH).collect::<Result<Vec<_>>>()?;
+            if batch.is_empty() {
+                return Ok(predictions);
+            }
+            for (sample, top) in batch.iter().zip(self.predict(&batch, k)?) {
+                predictions.push(Prediction {
+                    file: sample.id.clone(),
+                    top,
+                });
+            }
+        }
+    }
+
+    /// Top-`k` labels of a sample file: an image, or a `.npy` tensor.
     pub fn predict_file(&mut self, path: &Path, k: usize) -> Result<Prediction> {
-        let feature = self.extractor.image_file(path)?;
+        let feature = self.extractor.sample_file(path)?;
         Ok(Prediction {
             file: path.display().to_string(),
             top: self.head()?.top_k(&feature, k)?,

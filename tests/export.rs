@@ -12,7 +12,7 @@ use common::{json_of, refused, run};
 use fastretrain::backbone::Backbone;
 use fastretrain::export::export_bytes;
 use fastretrain::head::{Head, LambdaSource, MethodName};
-use fastretrain::preprocess::{Preprocessor, decode_image_file};
+use fastretrain::preprocess::{Preprocessor, SampleInput, decode_image_file};
 use fastretrain::spec::ModelSpec;
 
 /// Runs the exported model to its output with tract and returns the scores of `image`.
@@ -22,7 +22,12 @@ fn exported_scores(model: &Path, image: &Path, output: &str) -> Vec<f32> {
     let backbone = Backbone::load(model, Some(spec.clone()), Some(output)).unwrap();
     let mut pre = Preprocessor::new(&spec);
     let mut input = vec![0.0; pre.input_len()];
-    pre.tensor_into(&decode_image_file(image).unwrap(), &mut input);
+    pre.tensor_into(
+        &SampleInput::Pixels(decode_image_file(image).unwrap()),
+        "image",
+        &mut input,
+    )
+    .unwrap();
     let mut out = vec![0.0; backbone.feature_dim()];
     backbone.features_into(&input, &mut out).unwrap();
     out

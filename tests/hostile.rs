@@ -336,6 +336,102 @@ fn every_hostile_file_is_refused_clearly_and_changes_nothing() {
         assert!(!new_state.exists(), "{name}: a state was written");
     }
 
+    // Tensor samples for a model fed with tensors: predict the file, and learn from a folder
+    // holding only it; arrays of samples whose labels are broken. The kws state is untouched.
+    let kws = dir.join("kws.frs");
+    let kws_model = common::data("signal/kws_conv1d.onnx");
+    let out = run(
+        &dir,
+        &[
+            "learn",
+            "--state",
+            s(&kws),
+            "--model",
+            s(&kws_model),
+            "--data",
+            s(&common::data("signal/kws/train")),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tensor_problems = [
+        (
+            "batch_axis.npy",
+            "shape [1, 40, 98], but the model takes one sample of shape [40, 98]",
+        ),
+        ("big_endian.npy", "big-endian"),
+        ("complex.npy", "'<c8' is not a float16/32/64"),
+        ("fortran_order.npy", "Fortran order"),
+        ("inf.npy", "value -inf at flat index 3919"),
+        ("int32.npy", "'<i4' is not a float type"),
+        ("nan.npy", "value NaN at flat index 299"),
+        ("overflow_f64.npy", "not finite"),
+        ("text_named.npy", "not a .npy file"),
+        ("truncated.npy", "truncated"),
+        (
+            "wrong_shape.npy",
+            "shape [40, 97], but the model takes one sample of shape [40, 98]",
+        ),
+    ];
+    assert_eq!(
+        files("tensors/bad").len(),
+        tensor_problems.len(),
+        "every bad tensor has a case"
+    );
+    for (name, problem) in tensor_problems {
+        let file = hostile("tensors/bad").join(name);
+        let folder = dir.join(format!("tensor-folder-{name}"));
+        std::fs::create_dir_all(folder.join("yes")).unwrap();
+        std::fs::copy(&file, folder.join("yes").join(name)).unwrap();
+        let learn = ["learn", "--state", s(&kws), "--data", s(&folder)];
+        c.refuses(&learn, name, problem, Some(&kws));
+        // A file of rank 3 is an array of samples to predict: only the others here.
+        if name != "batch_axis.npy" {
+            c.refuses(
+                &["predict", "--state", s(&kws), s(&file)],
+                name,
+                problem,
+                Some(&kws),
+            );
+        }
+    }
+    let array_problems = [
+        ("count_mismatch", "holds 2 label lines, but the array"),
+        ("empty_label", "line 2: label \"\" is not usable"),
+        ("float_labels", "label numbers are integers"),
+        (
+            "lying_count",
+            "the header says 3 samples of shape [40, 98], the file holds 2",
+        ),
+    ];
+    assert_eq!(
+        files("tensors/arrays").len(),
+        2 * array_problems.len(),
+        "every broken array has a case"
+    );
+    for (stem, problem) in array_problems {
+        let array = hostile("tensors/arrays").join(format!("{stem}.npy"));
+        c.refuses(
+            &["learn", "--state", s(&kws), "--data", s(&array)],
+            stem,
+            problem,
+            Some(&kws),
+        );
+    }
+    // An image for the tensor model, and a tensor for an image model.
+    c.refuses(
+        &["predict", "--state", s(&kws), s(&one_photo)],
+        "rgba.png",
+        "the model takes float tensors of shape [40, 98]",
+        Some(&kws),
+    );
+    let one_tensor = common::data("signal/kws/test/yes/yes_00.npy");
+    c.refuses(
+        &["predict", "--state", &good_s, s(&one_tensor)],
+        "yes_00.npy",
+        "the model takes images",
+        None,
+    );
+
     assert!(c.cases >= 60, "{} cases", c.cases);
     std::fs::write(common::root().join("target/hostile-report.md"), &c.report).unwrap();
 }

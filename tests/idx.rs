@@ -8,6 +8,7 @@ use std::path::Path;
 
 use fastretrain::data::{DataOptions, DataSource};
 use fastretrain::error::Error;
+use fastretrain::preprocess::SampleInput;
 
 fn write_gz(path: &Path, bytes: &[u8]) {
     let mut enc = flate2::write::GzEncoder::new(
@@ -30,10 +31,10 @@ fn label_counts(source: DataSource) -> std::collections::BTreeMap<String, usize>
     let mut counts = std::collections::BTreeMap::new();
     for s in source {
         let s = s.unwrap();
-        assert_eq!(
-            (s.pixels.width, s.pixels.height, s.pixels.channels),
-            (28, 28, 1)
-        );
+        let SampleInput::Pixels(pixels) = &s.input else {
+            panic!("IDX records are images");
+        };
+        assert_eq!((pixels.width, pixels.height, pixels.channels), (28, 28, 1));
         *counts.entry(s.label.unwrap()).or_insert(0) += 1;
     }
     counts

@@ -83,8 +83,8 @@ fn both_engines_give_the_same_features_on_the_reference_photos() {
     assert!(photos.len() >= 8);
     for photo in &photos {
         let (a, b) = (
-            tract.image_file(photo).unwrap(),
-            ort.image_file(photo).unwrap(),
+            tract.sample_file(photo).unwrap(),
+            ort.sample_file(photo).unwrap(),
         );
         let d = max_diff(&a, &b);
         assert!(
@@ -111,8 +111,8 @@ fn another_family_and_layout_runs_on_both_engines() {
     let mut tract = extractor(&model, Engine::Tract, Some(&recipe));
     let mut ort = extractor(&model, Engine::OnnxRuntime, Some(&recipe));
     let (a, b) = (
-        tract.image_file(&photo).unwrap(),
-        ort.image_file(&photo).unwrap(),
+        tract.sample_file(&photo).unwrap(),
+        ort.sample_file(&photo).unwrap(),
     );
     assert!(a.len() > 32, "{}", a.len());
     let d = max_diff(&a, &b);

@@ -66,7 +66,10 @@ fn a_pack_gives_onnxruntimes_features_on_real_photos() {
         FeatureExtractor::new(packed).unwrap(),
         FeatureExtractor::new(onnx).unwrap(),
     );
-    let (a, b) = (a.image_file(&photo).unwrap(), b.image_file(&photo).unwrap());
+    let (a, b) = (
+        a.sample_file(&photo).unwrap(),
+        b.sample_file(&photo).unwrap(),
+    );
     let worst = a
         .iter()
         .zip(&b)
@@ -180,11 +183,11 @@ fn other_families_and_layouts_pack_and_match_their_onnx_file() {
         let image = common::zoo_image("test", "Bag");
         let a = FeatureExtractor::new(onnx)
             .unwrap()
-            .image_file(&image)
+            .sample_file(&image)
             .unwrap();
         let b = FeatureExtractor::new(packed)
             .unwrap()
-            .image_file(&image)
+            .sample_file(&image)
             .unwrap();
         let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
         let diff = a

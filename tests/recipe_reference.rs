@@ -51,7 +51,7 @@ fn pooled_tensors_and_transforms_match_numpy() {
     for photo in mobilenet["photos"].as_array().unwrap() {
         let path = common::data(photo["file"].as_str().unwrap());
         let d = max_diff(
-            &raw.image_file(&path).unwrap(),
+            &raw.sample_file(&path).unwrap(),
             &common::f64s(&photo["raw"]),
         );
         worst[0] = worst[0].max(d);
@@ -59,15 +59,15 @@ fn pooled_tensors_and_transforms_match_numpy() {
             continue;
         }
         let d = max_diff(
-            &ssqrt.image_file(&path).unwrap(),
+            &ssqrt.sample_file(&path).unwrap(),
             &common::f64s(&photo["ssqrt"]),
         );
         worst[1] = worst[1].max(d);
-        let got = ssqrt_l2.image_file(&path).unwrap();
+        let got = ssqrt_l2.sample_file(&path).unwrap();
         worst[2] = worst[2].max(max_diff(&got, &common::f64s(&photo["ssqrt_l2"])));
-        ssqrt.set_flip_average(true);
-        let got = ssqrt.image_file(&path).unwrap();
-        ssqrt.set_flip_average(false);
+        ssqrt.set_flip_average(true).unwrap();
+        let got = ssqrt.sample_file(&path).unwrap();
+        ssqrt.set_flip_average(false).unwrap();
         worst[3] = worst[3].max(max_diff(&got, &common::f64s(&photo["ssqrt_tta"])));
     }
     // Pooled values are up to ~6, their square roots up to ~2.5; L2-normalised ones below 1.
@@ -89,7 +89,7 @@ fn pooled_tensors_and_transforms_match_numpy() {
     let mut keras_extractor = extractor(&dir.join(file), &recipe);
     for photo in keras["photos"].as_array().unwrap() {
         let path = common::data(photo["file"].as_str().unwrap());
-        let got = keras_extractor.image_file(&path).unwrap();
+        let got = keras_extractor.sample_file(&path).unwrap();
         let d = max_diff(&got, &common::f64s(&photo["ssqrt"]));
         assert!(d < 1e-4, "keras {}: {d}", path.display());
     }

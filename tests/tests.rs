@@ -25,6 +25,7 @@ mod readme;
 mod recipe_reference;
 mod retrain;
 mod retrain_families;
+mod signal_zoo;
 mod solver_reference;
 mod state_format;
 mod statistics_properties;

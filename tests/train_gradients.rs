@@ -13,7 +13,7 @@ use std::collections::HashSet;
 
 use burn::tensor::{DType, Device};
 use fastretrain::backbone::Backbone;
-use fastretrain::preprocess::{Preprocessor, decode_image_file};
+use fastretrain::preprocess::{Preprocessor, SampleInput, decode_image_file};
 use fastretrain::spec::Layout;
 use fastretrain::train::{self, Graph, graph};
 
@@ -92,7 +92,7 @@ fn loss_and_grads(
 /// parameter; returns the worst relative error (‖g_ad − g_fd‖ / ‖g_fd‖ per parameter).
 fn check_gradients(name: &str) -> f64 {
     let (graph, spec, _) = train::load_model(&model(name)).unwrap();
-    let layout = spec.input.layout;
+    let layout = spec.input.layout();
     let mut tracked: HashSet<usize> = graph.dense_params().into_iter().collect();
     tracked.extend(graph.loose_bn_params());
     for layer in &graph.conv_layers {
@@ -166,7 +166,9 @@ fn interpreter_features_equal_tracts_on_mobilenetv2() {
     for photo in ["imagenet_00_243.png", "imagenet_03_990.png"] {
         let pixels = decode_image_file(&common::data(&format!("images/{photo}"))).unwrap();
         let mut input = vec![0.0f32; preprocessor.input_len()];
-        preprocessor.tensor_into(&pixels, &mut input);
+        preprocessor
+            .tensor_into(&SampleInput::Pixels(pixels), photo, &mut input)
+            .unwrap();
         let mut expected = vec![0.0f32; backbone.feature_dim()];
         backbone.features_into(&input, &mut expected).unwrap();
         let x = graph::tensor_from(&input, [1, 3, 224, 224], &device, DType::F32);
@@ -200,7 +202,7 @@ fn interpreter_features_equal_tracts_on_every_gradient_model() {
         let params = graph.param_tensors(&device, DType::F32, &HashSet::new());
         let x = graph::tensor_from(
             &input,
-            input_shape(2, spec.input.layout),
+            input_shape(2, spec.input.layout()),
             &device,
             DType::F32,
         );

@@ -340,7 +340,7 @@ fn features_through_the_u8_filter_match_pil_and_onnxruntime() {
         let model = dir.join(common::zoo_model_with_spec(&dir, name));
         let backbone = Backbone::load_with(&model, None, &LoadOptions::default()).unwrap();
         assert_eq!(
-            backbone.spec().preprocess.resize_filter,
+            backbone.spec().image().unwrap().1.resize_filter,
             ResizeFilter::BilinearAntialiasU8
         );
         let mut extractor = FeatureExtractor::new(backbone).unwrap();
@@ -348,7 +348,7 @@ fn features_through_the_u8_filter_match_pil_and_onnxruntime() {
         let mut largest = 0.0f64;
         assert!(!samples.is_empty());
         for (rel, expected) in samples {
-            let ours = extractor.image_file(&zoo(rel)).unwrap();
+            let ours = extractor.sample_file(&zoo(rel)).unwrap();
             let diff = worst(&ours, &common::f64s(expected));
             assert!(diff <= 1e-4, "{name} {rel}: max |Δ| {diff}");
             largest = largest.max(diff);
@@ -358,7 +358,7 @@ fn features_through_the_u8_filter_match_pil_and_onnxruntime() {
 
     // The shipped MobileNetV2 with the 8-bit filter, on the reference photos.
     let mut spec = ModelSpec::load(&common::root().join("models/mobilenetv2.json")).unwrap();
-    spec.preprocess.resize_filter = ResizeFilter::BilinearAntialiasU8;
+    spec.preprocess.as_mut().unwrap().resize_filter = ResizeFilter::BilinearAntialiasU8;
     let backbone = Backbone::load(
         &common::root().join("models/mobilenetv2.onnx"),
         Some(spec),
@@ -371,7 +371,7 @@ fn features_through_the_u8_filter_match_pil_and_onnxruntime() {
     assert_eq!(photos.len(), 8);
     for (file, expected) in photos {
         let ours = extractor
-            .image_file(&common::data("images").join(file))
+            .sample_file(&common::data("images").join(file))
             .unwrap();
         let diff = worst(&ours, &common::f64s(expected));
         assert!(diff <= 1e-4, "mobilenetv2 {file}: max |Δ| {diff}");

@@ -121,6 +121,7 @@ impl From<Error> for Failure {
             | Error::BackboneMismatch { .. } => FastretrainStatus::Model,
             Error::CorruptState { .. } | Error::StateVersion { .. } => FastretrainStatus::State,
             Error::Image { .. }
+            | Error::Tensor { .. }
             | Error::Data { .. }
             | Error::CorruptStore { .. }
             | Error::NonFiniteFeatures { .. }
@@ -289,6 +290,92 @@ fn pixel_samples(
     Ok(SampleList::from_images(view, labels)?)
 }
 
+/// `count` label names from a C array of strings.
+fn label_names(labels: *const *const c_char, count: usize) -> Result<Vec<String>, Failure> {
+    if labels.is_null() {
+        return Err(Failure::invalid("labels is null"));
+    }
+    // SAFETY: the header's contract: `count` label pointers.
+    let names = unsafe { std::slice::from_raw_parts(labels, count) };
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| text(p, &format!("labels[{i}]")).map(String::from))
+        .collect()
+}
+
+/// `count` float tensor samples of one sample's `shape` (`ndim` axes), one after another in
+/// `values`, with their labels (None: unlabelled), as the library's list.
+fn tensor_samples(
+    values: *const f32,
+    count: usize,
+    shape: *const usize,
+    ndim: usize,
+    labels: Option<Vec<String>>,
+) -> Result<SampleList, Failure> {
+    if values.is_null() || shape.is_null() {
+        return Err(Failure::invalid("values or shape is null"));
+    }
+    if count == 0 || ndim == 0 || ndim > 8 {
+        return Err(Failure::invalid(format!(
+            "{count} tensor(s) of {ndim} axes: give at least one sample of 1 to 8 axes"
+        )));
+    }
+    // SAFETY: the header's contract: `shape` holds `ndim` sizes.
+    let shape = unsafe { std::slice::from_raw_parts(shape, ndim) };
+    let mut dims = vec![count];
+    dims.extend_from_slice(shape);
+    let total = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n > 0 && n <= isize::MAX as usize / 4)
+        .ok_or_else(|| Failure::invalid(format!("shape {dims:?} is empty or overflows")))?;
+    // SAFETY: the header's contract: `values` holds `count × product(shape)` floats.
+    let values = unsafe { std::slice::from_raw_parts(values, total) };
+    let view = ArrayViewD::from_shape(IxDyn(&dims), values)
+        .map_err(|e| Failure::invalid(e.to_string()))?;
+    Ok(SampleList::from_tensors(view, labels)?)
+}
+
+/// Folds a list of labelled samples into the statistics.
+fn learn_list(r: &mut FastretrainRetrainer, samples: SampleList) -> Result<(), Failure> {
+    r.inner.stream(
+        DataSource::List(samples),
+        &LearnOptions::default(),
+        |_| {},
+        |_| Ok(()),
+    )?;
+    Ok(())
+}
+
+/// Takes a list of labelled samples out of the statistics and refits at `lambda`.
+fn forget_list(
+    r: &mut FastretrainRetrainer,
+    samples: SampleList,
+    lambda: f64,
+) -> Result<(), Failure> {
+    r.inner
+        .forget(DataSource::List(samples), chosen_lambda(lambda), |_| {})?;
+    Ok(())
+}
+
+/// The top labels of the one sample of `samples`.
+fn predict_one(
+    r: &mut FastretrainRetrainer,
+    samples: SampleList,
+    k: usize,
+    labels_out: *mut usize,
+    scores_out: *mut f64,
+    found: *mut usize,
+) -> Result<(), Failure> {
+    let samples = DataSource::List(samples)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::from)?;
+    let top = r.inner.predict(&samples, k)?;
+    let first = top.into_iter().next().unwrap_or_default();
+    put_top(r, &first, labels_out, scores_out, k, found)
+}
+
 /// The library's version ("0.1.0"), a static string.
 #[no_mangle]
 pub extern "C" fn fastretrain_version() -> *const c_char {
@@ -385,29 +472,88 @@ pub unsafe extern "C" fn fastretrain_learn_pixels(
     labels: *const *const c_char,
 ) -> FastretrainStatus {
     with_retrainer(retrainer, |r| {
-        if labels.is_null() {
-            return Err(Failure::invalid("labels is null"));
-        }
-        // SAFETY: the contract above: `count` label pointers.
-        let names = unsafe { std::slice::from_raw_parts(labels, count) };
-        let names = names
-            .iter()
-            .enumerate()
-            .map(|(i, &p)| text(p, &format!("labels[{i}]")).map(String::from))
-            .collect::<Result<Vec<_>, _>>()?;
+        let names = label_names(labels, count)?;
         let samples = pixel_samples(pixels, count, width, height, channels, stride, Some(names))?;
-        r.inner.stream(
-            DataSource::List(samples),
-            &LearnOptions::default(),
-            |_| {},
-            |_| Ok(()),
-        )?;
-        Ok(())
+        learn_list(r, samples)
     })
 }
 
-/// Folds the labelled samples of `source` into the statistics: an image folder
-/// (`root/<label>/*.png|jpg`) or an IDX images file (labels beside it), as `fastretrain learn
+/// Folds `count` labelled float tensor samples into the statistics, for a model fed with
+/// tensors (its spec's input is a tensor: audio frames, sensor windows). One sample's shape is
+/// `shape[0..ndim]` (the batch axis left out; it must be the model's); the samples lie one
+/// after another in `values`, C order. NaN or infinite values are refused, naming the sample.
+/// Each call is one source in the state, as for [`fastretrain_learn_pixels`].
+///
+/// # Safety
+/// `shape` holds `ndim` sizes; `values` holds `count × shape[0] × … × shape[ndim-1]` floats;
+/// `labels` holds `count` valid strings.
+#[no_mangle]
+pub unsafe extern "C" fn fastretrain_learn_tensor(
+    retrainer: *mut FastretrainRetrainer,
+    values: *const f32,
+    count: usize,
+    shape: *const usize,
+    ndim: usize,
+    labels: *const *const c_char,
+) -> FastretrainStatus {
+    with_retrainer(retrainer, |r| {
+        let names = label_names(labels, count)?;
+        let samples = tensor_samples(values, count, shape, ndim, Some(names))?;
+        learn_list(r, samples)
+    })
+}
+
+/// Takes `count` labelled images (laid out as for [`fastretrain_learn_pixels`]) out of the
+/// statistics (exact unlearning: the images must have been learned with these labels), then
+/// refits the head at `lambda` (negative or NaN: chosen by GCV). All or nothing.
+///
+/// # Safety
+/// As [`fastretrain_learn_pixels`].
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn fastretrain_forget_pixels(
+    retrainer: *mut FastretrainRetrainer,
+    pixels: *const u8,
+    count: usize,
+    width: usize,
+    height: usize,
+    channels: usize,
+    stride: usize,
+    labels: *const *const c_char,
+    lambda: f64,
+) -> FastretrainStatus {
+    with_retrainer(retrainer, |r| {
+        let names = label_names(labels, count)?;
+        let samples = pixel_samples(pixels, count, width, height, channels, stride, Some(names))?;
+        forget_list(r, samples, lambda)
+    })
+}
+
+/// Takes `count` labelled tensor samples (laid out as for [`fastretrain_learn_tensor`]) out of
+/// the statistics, then refits the head at `lambda` (negative or NaN: GCV). All or nothing.
+///
+/// # Safety
+/// As [`fastretrain_learn_tensor`].
+#[no_mangle]
+pub unsafe extern "C" fn fastretrain_forget_tensor(
+    retrainer: *mut FastretrainRetrainer,
+    values: *const f32,
+    count: usize,
+    shape: *const usize,
+    ndim: usize,
+    labels: *const *const c_char,
+    lambda: f64,
+) -> FastretrainStatus {
+    with_retrainer(retrainer, |r| {
+        let names = label_names(labels, count)?;
+        let samples = tensor_samples(values, count, shape, ndim, Some(names))?;
+        forget_list(r, samples, lambda)
+    })
+}
+
+/// Folds the labelled samples of `source` into the statistics: a sample folder
+/// (`root/<label>/*.png|jpg`, or `*.npy` tensors), an IDX images file or a `.npy` array of
+/// samples (labels beside it), as `fastretrain learn
 /// --data` reads it; a source learned before resumes after what it absorbed. The head is
 /// updated by [`fastretrain_refit`].
 ///
@@ -426,7 +572,7 @@ pub unsafe extern "C" fn fastretrain_learn_source(
     })
 }
 
-/// Takes the samples of `source` (a folder or IDX file learned before) out of the statistics
+/// Takes the samples of `source` (a folder, IDX or `.npy` array file learned before) out of the statistics
 /// (exact unlearning), then refits the head at `lambda` (negative or NaN: chosen by GCV).
 /// All or nothing: on failure the state is unchanged.
 ///
@@ -445,7 +591,7 @@ pub unsafe extern "C" fn fastretrain_forget_source(
     })
 }
 
-/// The data source (image folder or IDX file) a C string names.
+/// The data source (folder, IDX or `.npy` array file) a C string names.
 fn open_source(path: *const c_char) -> Result<DataSource, Failure> {
     Ok(DataSource::open(
         Path::new(text(path, "source")?),
@@ -530,16 +676,36 @@ pub unsafe extern "C" fn fastretrain_predict_pixels(
 ) -> FastretrainStatus {
     with_retrainer(retrainer, |r| {
         let samples = pixel_samples(pixels, 1, width, height, channels, stride, None)?;
-        let samples = DataSource::List(samples)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(Failure::from)?;
-        let top = r.inner.predict(&samples, k)?;
-        let first = top.into_iter().next().unwrap_or_default();
-        put_top(r, &first, labels_out, scores_out, k, found)
+        predict_one(r, samples, k, labels_out, scores_out, found)
     })
 }
 
-/// [`fastretrain_predict_pixels`] for an image file (PNG or JPEG), decoded by the library.
+/// Predicts one tensor sample of shape `shape[0..ndim]` (as in [`fastretrain_learn_tensor`],
+/// `count` 1); results as in [`fastretrain_predict_pixels`].
+///
+/// # Safety
+/// `shape` holds `ndim` sizes; `values` holds their product of floats; `labels_out` and
+/// `scores_out` hold `k` elements.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn fastretrain_predict_tensor(
+    retrainer: *mut FastretrainRetrainer,
+    values: *const f32,
+    shape: *const usize,
+    ndim: usize,
+    k: usize,
+    labels_out: *mut usize,
+    scores_out: *mut f64,
+    found: *mut usize,
+) -> FastretrainStatus {
+    with_retrainer(retrainer, |r| {
+        let samples = tensor_samples(values, 1, shape, ndim, None)?;
+        predict_one(r, samples, k, labels_out, scores_out, found)
+    })
+}
+
+/// [`fastretrain_predict_pixels`] for a sample file: an image (PNG or JPEG, decoded by the
+/// library) or a `.npy` tensor of one sample.
 ///
 /// # Safety
 /// `path` is a NUL-terminated string; `labels_out` and `scores_out` hold `k` elements.

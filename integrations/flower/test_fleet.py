@@ -121,3 +121,26 @@ def test_device_samples_from_an_image_folder_and_idx(tmp_path):
     names = (root / "data" / "fashion-mnist" / "labels.txt").read_text().splitlines()
     assert idx.count == 2000 and set(idx.labels) <= set(names)
     assert idx.batch(10, 14)["images"].shape == (4, 28, 28)
+
+
+def test_device_samples_from_tensors_give_the_statistics_of_learn(tmp_path):
+    """A device whose model is fed sensor windows (tests/data/signal/imu_mlp.onnx): its data is a
+    .npy array with integer labels beside it; the increment it sends holds the statistics that
+    `Retrainer.learn` of the same array gives."""
+    from pathlib import Path
+
+    from fastretrain_fleet.device import Device, Samples
+
+    signal = Path(__file__).resolve().parents[2] / "tests" / "data" / "signal"
+    samples = Samples(signal / "imu" / "train.npy")
+    names = (signal / "imu" / "labels.txt").read_text().split()
+    assert samples.count == 240 and set(samples.labels) == set(names)
+    assert samples.batch(3, 7)["tensors"].shape == (4, 50, 6)
+    device = Device({"device-id": "imu", "model": str(signal / "imu_mlp.onnx"),
+                     "data": str(signal / "imu" / "train.npy"), "state-dir": str(tmp_path / "d"),
+                     "available": "100"})
+    sent = fastretrain.Statistics.from_bytes(bytes(device.increment(1, 0)["statistics"]))
+    learned = fastretrain.Retrainer(model=signal / "imu_mlp.onnx")
+    learned.learn(signal / "imu" / "train.npy", limit=100, lam=1.0)
+    assert sent.samples == 100
+    assert np.allclose(sent.gram(), learned.to_statistics().gram(), rtol=1e-9, atol=0)

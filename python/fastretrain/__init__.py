@@ -4,7 +4,8 @@ Two entry points:
 
 - :class:`Retrainer` - a frozen ONNX backbone (run by tract, in Rust) whose penultimate features
   are folded into exact ridge statistics; the dense head is refit in closed form. Learn from an
-  image folder, IDX files, image files or NumPy uint8 images; fit, predict, evaluate, forget,
+  image folder, IDX files, image files or NumPy uint8 images, or, for a model that is not fed
+  images (audio frames, sensor windows), ``.npy`` files and float32 NumPy tensors; fit, predict, evaluate, forget,
   merge, export ONNX, save. The same state files as the ``fastretrain`` command.
 - :class:`RidgeHead` - the same exact streaming ridge solver as a scikit-learn classifier on
   feature arrays: ``partial_fit`` is exact (equal to ``fit`` on all rows), new classes may appear
@@ -46,6 +47,18 @@ def _images(images):
     return np.ascontiguousarray(array)
 
 
+def _tensors(tensors):
+    if tensors is None:
+        return None
+    array = np.asarray(tensors)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(
+            f"tensors must be floats of shape (n, ...) (the model's own input values), got "
+            f"{array.dtype}: convert with x.astype(np.float32)"
+        )
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
 def _paths(paths):
     return None if paths is None else [str(p) for p in paths]
 
@@ -62,9 +75,11 @@ class Retrainer:
     saved one (its model found as the command finds it) or starts one at that path with
     ``model=``. ``threads``: images run side by side (default: one per core).
 
-    Samples are given as exactly one of: a path (an image folder ``root/<label>/*.png`` or
-    IDX images with their labels file beside them), ``paths=`` image files, or ``images=`` a
-    uint8 array of shape (n, h, w) grey or (n, h, w, 3) RGB; ``labels=`` go with the last two.
+    Samples are given as exactly one of: a path (a folder ``root/<label>/*.png`` or
+    ``*.npy``, IDX images or a ``.npy`` array of samples with its labels file beside them),
+    ``paths=`` sample files, ``images=`` a uint8 array of shape (n, h, w) grey or (n, h, w, 3)
+    RGB, or ``tensors=`` a float32 array of shape (n, ...) for a model fed with tensors (its spec
+    written by ``fastretrain spec --preset tensor``); ``labels=`` go with the last three.
     """
 
     def __init__(self, model=None, state=None, *, feature_tensor=None, threads=None):
@@ -75,8 +90,8 @@ class Retrainer:
             threads=threads,
         )
 
-    def learn(self, source=None, *, paths=None, images=None, labels=None, limit=None,
-              lam=None, relearn=False, skip_bad=False, shard=None):
+    def learn(self, source=None, *, paths=None, images=None, tensors=None, labels=None,
+              limit=None, lam=None, relearn=False, skip_bad=False, shard=None):
         """Streams labelled samples into the statistics, then refits the head (lambda by GCV
         unless ``lam``). A source already read from resumes after what it absorbed.
         ``shard=(i, k)`` reads only part i of k (contiguous, from 0): states of the k parts
@@ -84,8 +99,8 @@ class Retrainer:
         fit) as a dict."""
         return self._core.learn(
             None if source is None else str(source), paths=_paths(paths),
-            images=_images(images), labels=_labels(labels), limit=limit, lam=lam,
-            relearn=relearn, skip_bad=skip_bad,
+            images=_images(images), tensors=_tensors(tensors), labels=_labels(labels),
+            limit=limit, lam=lam, relearn=relearn, skip_bad=skip_bad,
             shard=None if shard is None else (int(shard[0]), int(shard[1])))
 
     def fit(self, lam=None, *, method="gram", store=None, **settings):
@@ -96,36 +111,39 @@ class Retrainer:
         return self._core.fit(lam, method=method,
                               store=None if store is None else str(store), **settings)
 
-    def scores(self, source=None, *, paths=None, images=None, limit=None):
+    def scores(self, source=None, *, paths=None, images=None, tensors=None, limit=None):
         """Head scores (decision values), n x len(labels), columns in :attr:`labels` order."""
         return self._core.scores(None if source is None else str(source), paths=_paths(paths),
-                                 images=_images(images), limit=limit)
+                                 images=_images(images), tensors=_tensors(tensors), limit=limit)
 
-    def predict(self, source=None, *, paths=None, images=None, limit=None, k=1):
+    def predict(self, source=None, *, paths=None, images=None, tensors=None, limit=None, k=1):
         """The best label of each sample, or with ``k > 1`` its top-k ``(label, score)``."""
-        scores = self.scores(source, paths=paths, images=images, limit=limit)
+        scores = self.scores(source, paths=paths, images=images, tensors=tensors, limit=limit)
         labels = self.labels
         if k == 1:
             return [labels[i] for i in np.argmax(scores, axis=1)]
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return [[(labels[j], float(row[j])) for j in top] for row, top in zip(scores, order)]
 
-    def features(self, source=None, *, paths=None, images=None, limit=None):
+    def features(self, source=None, *, paths=None, images=None, tensors=None, limit=None):
         """Penultimate features, n x dim float32."""
         return self._core.features(None if source is None else str(source),
-                                   paths=_paths(paths), images=_images(images), limit=limit)
+                                   paths=_paths(paths), images=_images(images),
+                                   tensors=_tensors(tensors), limit=limit)
 
-    def evaluate(self, source=None, *, paths=None, images=None, labels=None, limit=None):
+    def evaluate(self, source=None, *, paths=None, images=None, tensors=None, labels=None,
+                 limit=None):
         """Accuracy, per-class accuracy and confusion matrix on labelled samples (a dict)."""
         return self._core.evaluate(None if source is None else str(source),
                                    paths=_paths(paths), images=_images(images),
-                                   labels=_labels(labels), limit=limit)
+                                   tensors=_tensors(tensors), labels=_labels(labels), limit=limit)
 
-    def forget(self, source=None, *, paths=None, images=None, labels=None, lam=None):
+    def forget(self, source=None, *, paths=None, images=None, tensors=None, labels=None,
+               lam=None):
         """Removes samples learned before (exact unlearning), then refits."""
         return self._core.forget(None if source is None else str(source),
                                  paths=_paths(paths), images=_images(images),
-                                 labels=_labels(labels), lam=lam)
+                                 tensors=_tensors(tensors), labels=_labels(labels), lam=lam)
 
     def merge(self, other, *, lam=None):
         """Adds the statistics of another state file (same backbone), then refits."""

@@ -61,6 +61,7 @@ class Retrainer:
         *,
         paths: Sequence[str] | None = None,
         images: npt.NDArray[np.uint8] | None = None,
+        tensors: npt.NDArray[np.float32] | None = None,
         labels: Sequence[str] | None = None,
         limit: int | None = None,
         lam: float | None = None,
@@ -74,6 +75,7 @@ class Retrainer:
         *,
         paths: Sequence[str] | None = None,
         images: npt.NDArray[np.uint8] | None = None,
+        tensors: npt.NDArray[np.float32] | None = None,
         labels: Sequence[str] | None = None,
         lam: float | None = None,
     ) -> dict[str, Any]: ...
@@ -97,6 +99,7 @@ class Retrainer:
         *,
         paths: Sequence[str] | None = None,
         images: npt.NDArray[np.uint8] | None = None,
+        tensors: npt.NDArray[np.float32] | None = None,
         limit: int | None = None,
     ) -> npt.NDArray[np.float32]: ...
     def scores(
@@ -105,6 +108,7 @@ class Retrainer:
         *,
         paths: Sequence[str] | None = None,
         images: npt.NDArray[np.uint8] | None = None,
+        tensors: npt.NDArray[np.float32] | None = None,
         limit: int | None = None,
     ) -> npt.NDArray[np.float64]: ...
     def evaluate(
@@ -113,6 +117,7 @@ class Retrainer:
         *,
         paths: Sequence[str] | None = None,
         images: npt.NDArray[np.uint8] | None = None,
+        tensors: npt.NDArray[np.float32] | None = None,
         labels: Sequence[str] | None = None,
         limit: int | None = None,
     ) -> dict[str, Any]: ...

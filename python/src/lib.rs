@@ -52,6 +52,7 @@ pub(crate) fn to_py(e: LibError) -> PyErr {
     match e.cause() {
         LibError::Io { .. }
         | LibError::Image { .. }
+        | LibError::Tensor { .. }
         | LibError::Data { .. }
         | LibError::NonFiniteFeatures { .. }
         | LibError::UnknownLabel { .. }

@@ -86,7 +86,7 @@ impl Retrainer {
 
     /// Streams labelled samples into the statistics, then refits the head (λ by GCV unless
     /// given). A source path already read from resumes after what it absorbed.
-    #[pyo3(signature = (source=None, *, paths=None, images=None, labels=None, limit=None, lam=None, relearn=false, skip_bad=false, shard=None))]
+    #[pyo3(signature = (source=None, *, paths=None, images=None, tensors=None, labels=None, limit=None, lam=None, relearn=false, skip_bad=false, shard=None))]
     #[allow(clippy::too_many_arguments)]
     fn learn<'py>(
         &self,
@@ -94,6 +94,7 @@ impl Retrainer {
         source: Option<PathBuf>,
         paths: Option<Vec<PathBuf>>,
         images: Option<PyReadonlyArrayDyn<'py, u8>>,
+        tensors: Option<Bound<'py, PyAny>>,
         labels: Option<Vec<String>>,
         limit: Option<usize>,
         lam: Option<f64>,
@@ -101,12 +102,12 @@ impl Retrainer {
         skip_bad: bool,
         shard: Option<(usize, usize)>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        if (paths.is_some() || images.is_some()) && labels.is_none() {
+        if (paths.is_some() || images.is_some() || tensors.is_some()) && labels.is_none() {
             return Err(PyValueError::new_err(
-                "learning needs labels= for paths or images",
+                "learning needs labels= for paths, images or tensors",
             ));
         }
-        let mut source = source_of(source, paths, images, labels, limit)?;
+        let mut source = source_of(source, paths, images, tensors, labels, limit)?;
         if let Some((index, count)) = shard {
             let shard = Shard::new(index, count).map_err(to_py)?;
             source = py.detach(|| source.into_shard(shard)).map_err(to_py)?;
@@ -122,17 +123,18 @@ impl Retrainer {
     }
 
     /// Removes the samples of a source learned before (exact unlearning), then refits.
-    #[pyo3(signature = (source=None, *, paths=None, images=None, labels=None, lam=None))]
+    #[pyo3(signature = (source=None, *, paths=None, images=None, tensors=None, labels=None, lam=None))]
     fn forget<'py>(
         &self,
         py: Python<'py>,
         source: Option<PathBuf>,
         paths: Option<Vec<PathBuf>>,
         images: Option<PyReadonlyArrayDyn<'py, u8>>,
+        tensors: Option<Bound<'py, PyAny>>,
         labels: Option<Vec<String>>,
         lam: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let source = source_of(source, paths, images, labels, None)?;
+        let source = source_of(source, paths, images, tensors, labels, None)?;
         let report = self.with(py, |r| r.forget(source, lam, |_| {}))?;
         json_to_py(py, &report)
     }
@@ -181,16 +183,17 @@ impl Retrainer {
     }
 
     /// Penultimate features, n × dim float32.
-    #[pyo3(signature = (source=None, *, paths=None, images=None, limit=None))]
+    #[pyo3(signature = (source=None, *, paths=None, images=None, tensors=None, limit=None))]
     fn features<'py>(
         &self,
         py: Python<'py>,
         source: Option<PathBuf>,
         paths: Option<Vec<PathBuf>>,
         images: Option<PyReadonlyArrayDyn<'py, u8>>,
+        tensors: Option<Bound<'py, PyAny>>,
         limit: Option<usize>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let samples = samples_of(source_of(source, paths, images, None, limit)?)?;
+        let samples = samples_of(source_of(source, paths, images, tensors, None, limit)?)?;
         let n = samples.len();
         let (features, dim) = self.with(py, |r| Ok((r.features(&samples)?, r.dim())))?;
         let array = Array2::from_shape_vec((n, dim), features)
@@ -199,16 +202,17 @@ impl Retrainer {
     }
 
     /// Head scores (decision values), n × labels float64, columns in `labels` order.
-    #[pyo3(signature = (source=None, *, paths=None, images=None, limit=None))]
+    #[pyo3(signature = (source=None, *, paths=None, images=None, tensors=None, limit=None))]
     fn scores<'py>(
         &self,
         py: Python<'py>,
         source: Option<PathBuf>,
         paths: Option<Vec<PathBuf>>,
         images: Option<PyReadonlyArrayDyn<'py, u8>>,
+        tensors: Option<Bound<'py, PyAny>>,
         limit: Option<usize>,
     ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-        let samples = samples_of(source_of(source, paths, images, None, limit)?)?;
+        let samples = samples_of(source_of(source, paths, images, tensors, None, limit)?)?;
         let n = samples.len();
         let (scores, classes) = self.with(py, |r| {
             let features = r.features(&samples)?;
@@ -225,17 +229,18 @@ impl Retrainer {
     }
 
     /// Accuracy, per-class accuracy and confusion matrix on labelled samples.
-    #[pyo3(signature = (source=None, *, paths=None, images=None, labels=None, limit=None))]
+    #[pyo3(signature = (source=None, *, paths=None, images=None, tensors=None, labels=None, limit=None))]
     fn evaluate<'py>(
         &self,
         py: Python<'py>,
         source: Option<PathBuf>,
         paths: Option<Vec<PathBuf>>,
         images: Option<PyReadonlyArrayDyn<'py, u8>>,
+        tensors: Option<Bound<'py, PyAny>>,
         labels: Option<Vec<String>>,
         limit: Option<usize>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let source = source_of(source, paths, images, labels, limit)?;
+        let source = source_of(source, paths, images, tensors, labels, limit)?;
         let report = self.with(py, |r| r.evaluate(source, |_| {}))?;
         json_to_py(py, &report)
     }

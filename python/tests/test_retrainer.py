@@ -140,3 +140,53 @@ def test_bad_input_raises_fastretrains_exceptions(tmp_path):
         r.learn(paths=[tmp_path / "nope.png"], labels=["x"])
     with pytest.raises(ValueError, match="exactly one"):
         r.learn(TRAIN, images=np.zeros((1, 28, 28), dtype=np.uint8), labels=["a"])
+
+
+SIGNAL = ROOT / "tests" / "data" / "signal"
+
+
+def _imu(split):
+    x = np.load(SIGNAL / "imu" / f"{split}.npy")
+    names = (SIGNAL / "imu" / "labels.txt").read_text().split()
+    if split == "train":
+        labels = [names[i] for i in np.load(SIGNAL / "imu" / "train-labels.npy")]
+    else:
+        labels = (SIGNAL / "imu" / "test-labels.txt").read_text().split("\n")[: len(x)]
+    return x, labels
+
+
+def test_tensors_learn_like_the_npy_array_and_match_the_reference():
+    """A model fed with sensor windows: float32 arrays in, the onnxruntime + NumPy ridge's
+    accuracy out (tests/data/signal/reference.json), the same statistics as the .npy file."""
+
+    reference = json.loads((SIGNAL / "reference.json").read_text())["models"]["imu_mlp"]
+    x, labels = _imu("train")
+    xt, labels_t = _imu("test")
+    r = fastretrain.Retrainer(model=SIGNAL / "imu_mlp.onnx")
+    r.learn(tensors=x, labels=labels, lam=reference["lambda"])
+    accuracy = r.evaluate(tensors=xt, labels=labels_t)["accuracy"]
+    assert abs(accuracy - reference["test_accuracy"]) <= 0.005
+    features = r.features(tensors=x[:4].astype(np.float64))
+    for i, expected in enumerate(reference["features"].values()):
+        assert np.max(np.abs(features[i] - np.array(expected))) <= 1e-4
+    from_file = fastretrain.Retrainer(model=SIGNAL / "imu_mlp.onnx")
+    from_file.learn(SIGNAL / "imu" / "train.npy", lam=reference["lambda"])
+    ga, gb = r.statistics()["gram"], from_file.statistics()["gram"]
+    assert np.max(np.abs(ga - gb)) <= 1e-9 * np.abs(ga).max()
+    assert r.predict(tensors=xt[:5]) == from_file.predict(tensors=xt[:5])
+    assert r.predict(tensors=xt[:5]) == r.predict(tensors=xt[:5].tolist())
+
+
+def test_bad_tensors_raise_clear_errors():
+    r = fastretrain.Retrainer(model=SIGNAL / "imu_mlp.onnx")
+    with pytest.raises(ValueError, match="float32"):
+        r.learn(tensors=np.zeros((2, 50, 6), dtype=np.int32), labels=["a", "b"])
+    with pytest.raises(fastretrain.DataError, match=r"shape \[50, 5\].*\[50, 6\]"):
+        r.learn(tensors=np.zeros((2, 50, 5), dtype=np.float32), labels=["a", "b"])
+    bad = np.zeros((2, 50, 6), dtype=np.float32)
+    bad[1, 3, 2] = np.nan
+    with pytest.raises(fastretrain.DataError, match="tensor 1.*not finite"):
+        r.learn(tensors=bad, labels=["a", "b"])
+    with pytest.raises(fastretrain.DataError, match="not images"):
+        r.learn(images=np.zeros((2, 28, 28), dtype=np.uint8), labels=["a", "b"])
+    assert r.statistics()["samples"] == 0

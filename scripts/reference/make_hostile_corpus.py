@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Write the hostile-input corpus under tests/data/hostile/ (images, IDX, label names, models).
+"""Write the hostile-input corpus under tests/data/hostile/ (images, IDX, label names, models,
+.npy tensors for the keyword-spotting model of tests/data/signal).
 
 The state files of the corpus need fastretrain itself to write a valid state first; they are
 made by scripts/reference/make_hostile_states.sh. tests/hostile.rs runs every relevant command on each
@@ -108,6 +109,39 @@ def main():
           "T-shirt/top\nTrouser\\pants\nPull‮over\nDress 👗\nCoat\nSandal\nShirt\n"
           "Sneaker\nBag\nAnkle boot\n".encode())
     write("labels/empty.txt", b"\n\n")
+
+    # Tensor samples for tests/data/signal/kws_conv1d.onnx (one sample: float (40, 98)).
+    def npy(array):
+        b = io.BytesIO()
+        np.save(b, array)
+        return b.getvalue()
+
+    good = rng.normal(-4, 1, (40, 98)).astype(np.float32)
+    write("tensors/bad/wrong_shape.npy", npy(good[:, :97]))
+    write("tensors/bad/batch_axis.npy", npy(good[None]))
+    nan = good.copy()
+    nan[3, 5] = np.nan
+    write("tensors/bad/nan.npy", npy(nan))
+    inf = good.copy()
+    inf[39, 97] = -np.inf
+    write("tensors/bad/inf.npy", npy(inf))
+    write("tensors/bad/int32.npy", npy(good.astype(np.int32)))
+    write("tensors/bad/big_endian.npy", npy(good.astype(">f4")))
+    write("tensors/bad/fortran_order.npy", npy(np.asfortranarray(good)))
+    write("tensors/bad/truncated.npy", npy(good)[:1000])
+    write("tensors/bad/text_named.npy", b"0.1, 0.2, 0.3\n")
+    write("tensors/bad/complex.npy", npy(good.astype(np.complex64)))
+    write("tensors/bad/overflow_f64.npy", npy(np.full((40, 98), 1e300)))
+    # Arrays of samples with broken labels (each array holds 3 good samples).
+    three = np.stack([good, good + 1, good - 1])
+    write("tensors/arrays/count_mismatch.npy", npy(three))
+    write("tensors/arrays/count_mismatch-labels.txt", b"yes\nno\n")
+    write("tensors/arrays/float_labels.npy", npy(three))
+    write("tensors/arrays/float_labels-labels.npy", npy(np.array([0.0, 1.0, 2.0])))
+    write("tensors/arrays/empty_label.npy", npy(three))
+    write("tensors/arrays/empty_label-labels.txt", b"yes\n\nno\n")
+    write("tensors/arrays/lying_count.npy", npy(three)[: 128 + 2 * 40 * 98 * 4])
+    write("tensors/arrays/lying_count-labels.txt", b"yes\nno\nup\n")
 
     # Models.
     write("models/not_onnx.onnx", b"this is not an onnx file\n")

@@ -1,4 +1,4 @@
-"""Runs ONNX models with onnxruntime on images and prints their outputs as JSON.
+"""Runs ONNX models with onnxruntime on images (or .npy tensors) and prints their outputs as JSON.
 
 Independent of fastretrain: preprocessing is scripts/reference/reference.py's (PIL + NumPy): the float
 resize (`--pipeline float`, PIL mode 'F') or the 8-bit one a torchvision user has
@@ -7,6 +7,10 @@ spec says). Used by tests/export_onnxruntime.rs to check exported models.
 
     python scripts/reference/onnxruntime_run.py --spec models/mobilenetv2.json \
         --models adapted.onnx models/mobilenetv2.onnx --images a.png b.jpg
+    python scripts/reference/onnxruntime_run.py --models adapted.onnx --tensors a.npy b.npy
+
+With --tensors each .npy file is one sample fed as it is (float32), no spec: a model that is not
+fed images.
 
 Prints {"models": [{"path", "output", "labels" (metadata fastretrain.labels or null),
 "scores": [[...] per image]}]}.
@@ -23,14 +27,21 @@ from reference import load_spec, preprocess, preprocess_u8
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--spec", required=True)
+    ap.add_argument("--spec")
     ap.add_argument("--models", nargs="+", required=True)
-    ap.add_argument("--images", nargs="+", required=True)
+    group = ap.add_mutually_exclusive_group(required=True)
+    group.add_argument("--images", nargs="+")
+    group.add_argument("--tensors", nargs="+")
     ap.add_argument("--pipeline", choices=["float", "torchvision"], default="float")
     args = ap.parse_args()
-    spec = load_spec(args.spec)
-    prepare = preprocess_u8 if args.pipeline == "torchvision" else preprocess
-    batch = np.stack([prepare(Image.open(p), spec) for p in args.images])
+    if args.tensors:
+        batch = np.stack([np.load(p).astype(np.float32) for p in args.tensors])
+    else:
+        if not args.spec:
+            ap.error("--images needs --spec")
+        spec = load_spec(args.spec)
+        prepare = preprocess_u8 if args.pipeline == "torchvision" else preprocess
+        batch = np.stack([prepare(Image.open(p), spec) for p in args.images])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
     result = []

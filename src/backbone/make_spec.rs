@@ -7,7 +7,7 @@ use super::{Backbone, LoadOptions};
 use crate::error::{Error, Result};
 use crate::feature_recipe::Augment;
 use crate::onnx::{dims, graph_of, image_input, read_model_file, show_dims};
-use crate::spec::{InputSpec, Layout, ModelSpec, Preset};
+use crate::spec::{InputSpec, Layout, ModelInput, ModelSpec, Preset, TensorInput};
 
 /// What `fastretrain spec` needs to know beyond the model itself.
 #[derive(Debug, Clone)]
@@ -18,6 +18,9 @@ pub struct SpecRequest {
     /// Layout, when the graph does not tell (no axis of 3 channels at 1 or 3).
     pub layout: Option<Layout>,
     pub feature_tensor: Option<String>,
+    /// For [`Preset::Tensor`]: one sample's shape (batch axis left out), for a model whose
+    /// input axes are not all fixed in the graph.
+    pub shape: Option<Vec<usize>>,
 }
 
 /// Writes the spec of `model` from its graph: sha256, input name, layout and size read from
@@ -33,6 +36,33 @@ pub fn make_spec(model: &Path, request: &SpecRequest) -> Result<ModelSpec> {
     };
     let graph = graph_of(&proto, model)?;
     let input = image_input(graph, model)?;
+    if request.preset == Preset::Tensor {
+        let shape = tensor_shape(input, request.shape.as_deref(), model)?;
+        let spec = ModelSpec {
+            name: model
+                .file_stem()
+                .map_or("model".into(), |s| s.to_string_lossy().into_owned()),
+            file: model.file_name().map(|f| f.to_string_lossy().into_owned()),
+            sha256: Some(sha256),
+            input: ModelInput::Tensor(TensorInput {
+                name: Some(input.name.clone()),
+                shape,
+            }),
+            preprocess: None,
+            feature_tensor: request.feature_tensor.clone(),
+            feature_tensors: None,
+            feature_transform: None,
+            augment: None,
+            feature_dim: None,
+        };
+        drop(proto);
+        return with_features(model, spec, request);
+    }
+    if request.shape.is_some() {
+        return Err(Error::InvalidArgument(
+            "--shape is for --preset tensor; an image model's input is set by --size".into(),
+        ));
+    }
     let dims = dims(input).unwrap_or_else(|| vec![None; 4]);
     if dims.len() != 4 {
         return Err(bad(format!(
@@ -78,21 +108,24 @@ pub fn make_spec(model: &Path, request: &SpecRequest) -> Result<ModelSpec> {
         (_, _, Some(size)) => size,
         _ => 224,
     };
-    let (channels, preprocess) = request.preset.preprocess(size);
-    let mut spec = ModelSpec {
+    let (channels, preprocess) = request
+        .preset
+        .preprocess(size)
+        .expect("an image preset (tensor returned above)");
+    let spec = ModelSpec {
         name: model
             .file_stem()
             .map_or("model".into(), |s| s.to_string_lossy().into_owned()),
         file: model.file_name().map(|f| f.to_string_lossy().into_owned()),
         sha256: Some(sha256),
-        input: InputSpec {
+        input: ModelInput::Image(InputSpec {
             name: Some(input.name.clone()),
             layout,
             channels,
             height: size,
             width: size,
-        },
-        preprocess,
+        }),
+        preprocess: Some(preprocess),
         feature_tensor: request.feature_tensor.clone(),
         feature_tensors: None,
         feature_transform: None,
@@ -100,6 +133,74 @@ pub fn make_spec(model: &Path, request: &SpecRequest) -> Result<ModelSpec> {
         feature_dim: None,
     };
     drop(proto);
+    with_features(model, spec, request)
+}
+
+/// One sample's shape for a tensor input: the graph's axes after the batch, each fixed there
+/// or given in `requested` (which must agree with the fixed ones).
+fn tensor_shape(
+    input: &tract_onnx::pb::ValueInfoProto,
+    requested: Option<&[usize]>,
+    model: &Path,
+) -> Result<Vec<usize>> {
+    let graph_dims = dims(input);
+    let shown = graph_dims
+        .as_deref()
+        .map(show_dims)
+        .unwrap_or("(unknown)".into());
+    let Some(graph_dims) = graph_dims else {
+        return requested.map(<[usize]>::to_vec).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{}: input '{}' has no recorded shape: pass one sample's shape, e.g. --shape \
+                 40,98",
+                model.display(),
+                input.name
+            ))
+        });
+    };
+    let Some(after_batch) = graph_dims.get(1..).filter(|d| !d.is_empty()) else {
+        return Err(Error::Model {
+            path: model.into(),
+            reason: format!(
+                "input '{}' is {shown}: fastretrain feeds a batch axis and at least one more",
+                input.name
+            ),
+        });
+    };
+    match requested {
+        Some(shape) => {
+            let agrees = shape.len() == after_batch.len()
+                && after_batch
+                    .iter()
+                    .zip(shape)
+                    .all(|(d, &s)| d.is_none_or(|d| d == s as i64));
+            if !agrees || shape.contains(&0) {
+                return Err(Error::InvalidArgument(format!(
+                    "--shape {shape:?} does not fit input '{}' {shown} (one sample: the axes \
+                     after the batch)",
+                    input.name
+                )));
+            }
+            Ok(shape.to_vec())
+        }
+        None => after_batch
+            .iter()
+            .map(|d| d.filter(|&d| d > 0).map(|d| d as usize))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{}: input '{}' is {shown}, not fixed after the batch axis: pass one \
+                     sample's shape with --shape",
+                    model.display(),
+                    input.name
+                ))
+            }),
+    }
+}
+
+/// `spec` completed with its feature tensors and their size, found by loading the model
+/// with it (so the spec is known to work).
+fn with_features(model: &Path, mut spec: ModelSpec, request: &SpecRequest) -> Result<ModelSpec> {
     let backbone = Backbone::load_with(
         model,
         Some(spec.clone()),

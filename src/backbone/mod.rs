@@ -26,7 +26,7 @@ pub use crate::onnx::{DenseHeadInfo, find_dense_head, read_model_file};
 use crate::onnx::{
     check_input, check_spec_file, forget_intermediate_shapes, graph_of, graph_of_mut,
 };
-use crate::spec::{Layout, ModelSpec};
+use crate::spec::{Layout, ModelInput, ModelSpec};
 pub use automatic::automatic_tensors;
 pub use engine::{
     ENGINES_BUILT, Engine, MAX_THREADS, engine, set_engine, set_threads, single_threaded, threads,
@@ -55,7 +55,7 @@ pub struct Backbone {
     head: Option<DenseHeadInfo>,
     /// Class names stored in the model by `export` (metadata `fastretrain.labels`).
     labels: Option<Vec<String>>,
-    input_shape: [usize; 4],
+    input_shape: Vec<usize>,
     /// Cores this backbone uses, and tract's executor for them when they were given at load
     /// (None: the process default, [`set_threads`]).
     threads: usize,
@@ -174,8 +174,17 @@ impl Backbone {
             ),
             (Some(descriptor), _, _) => FeatureRecipe::parse(descriptor)?,
             (None, Some(recipe), _) => recipe,
+            // Stage outputs of a model fed with tensors (1-D convolutions: (N, C, L)) are not
+            // pooled, so its automatic recipe is the penultimate tensor alone.
             (None, None, Some(h)) => FeatureRecipe::new(
-                automatic_tensors(graph_of(&proto, model)?, &h.input, AUTOMATIC_STAGES),
+                automatic_tensors(
+                    graph_of(&proto, model)?,
+                    &h.input,
+                    match spec.input {
+                        ModelInput::Image(_) => AUTOMATIC_STAGES,
+                        ModelInput::Tensor(_) => 0,
+                    },
+                ),
                 DEFAULT_TRANSFORM,
                 DEFAULT_AUGMENT,
             )?,
@@ -188,18 +197,31 @@ impl Backbone {
                 options.augment.unwrap_or(recipe.augment),
             )?;
         }
+        if recipe.augment != Augment::None
+            && let Some(t) = spec.input.tensor()
+        {
+            return Err(Error::InvalidArgument(format!(
+                "augment '{}' mirrors images; {} takes tensors of shape {:?}: learn it \
+                 without augmentation",
+                recipe.augment.name(),
+                model.display(),
+                t.shape
+            ))
+            .for_setting("augment"));
+        }
         let feature_tensor = recipe.descriptor();
-        let input_shape = input_shape(&spec);
+        let input_shape = spec.input.shape();
         // The file bytes and the protobuf are freed as soon as tract has its own copy of the
         // graph, so they do not add to the peak memory of optimising it.
         drop(bytes);
         let (plan, assembly) = match options.engine.unwrap_or_else(engine) {
             Engine::Tract => {
                 let tensors = recipe.tensors.clone();
+                let input_shape = input_shape.clone();
                 let plan = (move || -> TractResult<_> {
                     let mut m = tract_onnx::onnx().model_for_proto_model(&proto)?;
                     drop(proto);
-                    m = m.with_input_fact(0, f32::fact(input_shape).into())?;
+                    m = m.with_input_fact(0, f32::fact(&input_shape).into())?;
                     m.select_outputs_by_name(tensors.iter().map(String::as_str))?;
                     m.into_optimized()?.into_runnable()
                 })()
@@ -208,12 +230,12 @@ impl Backbone {
                         "cannot prepare it for tensor '{feature_tensor}': {e:#}"
                     ))
                 })?;
-                let assembly = assembly_of(&plan, recipe, spec.input.layout)
+                let assembly = assembly_of(&plan, recipe, spec.input.layout())
                     .map_err(|reason| bad(format!("tensor '{feature_tensor}' {reason}")))?;
                 (Plan::Tract(plan), assembly)
             }
             Engine::OnnxRuntime => {
-                onnxruntime_plan(proto, recipe, &spec, input_shape, model, &feature_tensor)?
+                onnxruntime_plan(proto, recipe, &spec, &input_shape, model, &feature_tensor)?
             }
         };
         let feature_dim = assembly.dim();
@@ -288,7 +310,7 @@ impl Backbone {
             .and_then(|()| typed.into_runnable())
             .map_err(|e| bad(format!("cannot prepare the packed model: {e:#}")))?;
         let recipe = FeatureRecipe::parse(&meta.fingerprint.feature_tensor)?;
-        let assembly = assembly_of(&plan, recipe, meta.spec.input.layout).map_err(&bad)?;
+        let assembly = assembly_of(&plan, recipe, meta.spec.input.layout()).map_err(&bad)?;
         if assembly.dim() != meta.fingerprint.feature_dim {
             return Err(bad(format!(
                 "the packed model gives {} features, its metadata says {}; pack it \
@@ -303,7 +325,7 @@ impl Backbone {
             executor,
             plan: Plan::Tract(plan),
             assembly: Arc::new(assembly),
-            input_shape: input_shape(&meta.spec),
+            input_shape: meta.spec.input.shape(),
             spec: meta.spec,
             model_path: model.into(),
             fingerprint: meta.fingerprint,
@@ -313,8 +335,8 @@ impl Backbone {
     }
 
     /// The input tensor's shape: batch first, then the spec's layout.
-    pub fn input_shape(&self) -> [usize; 4] {
-        self.input_shape
+    pub fn input_shape(&self) -> &[usize] {
+        &self.input_shape
     }
 
     /// Values of one image's input tensor.
@@ -390,7 +412,7 @@ impl Backbone {
         Ok(Runner {
             state,
             assembly: Arc::clone(&self.assembly),
-            input_shape: self.input_shape,
+            input_shape: self.input_shape.clone(),
             model_path: self.model_path.clone(),
         })
     }
@@ -427,7 +449,7 @@ fn onnxruntime_plan(
     mut proto: tract_onnx::pb::ModelProto,
     recipe: FeatureRecipe,
     spec: &ModelSpec,
-    input_shape: [usize; 4],
+    input_shape: &[usize],
     model: &Path,
     feature_tensor: &str,
 ) -> Result<(Plan, Assembly)> {
@@ -455,7 +477,7 @@ fn onnxruntime_plan(
             ),
         });
     }
-    let assembly = Assembly::new(recipe, spec.input.layout, shapes);
+    let assembly = Assembly::new(recipe, spec.input.layout(), shapes);
     Ok((Plan::OnnxRuntime(Arc::new(ort)), assembly))
 }
 
@@ -465,7 +487,7 @@ fn onnxruntime_plan(
     _proto: tract_onnx::pb::ModelProto,
     _recipe: FeatureRecipe,
     _spec: &ModelSpec,
-    _input_shape: [usize; 4],
+    _input_shape: &[usize],
     _model: &Path,
     _feature_tensor: &str,
 ) -> Result<(Plan, Assembly)> {
@@ -533,14 +555,5 @@ fn threads_of(
             Error::InvalidArgument(format!("{n} threads is outside 1..={MAX_THREADS}"))
                 .for_setting("threads"),
         ),
-    }
-}
-
-/// One image per run: tract 0.23 ran a batch of 8 at 1.5× the time per image of single images
-/// (docs/BENCHMARKS.md), so streams run images side by side instead.
-fn input_shape(spec: &ModelSpec) -> [usize; 4] {
-    match spec.input.layout {
-        Layout::Nchw => [1, 3, spec.input.height, spec.input.width],
-        Layout::Nhwc => [1, spec.input.height, spec.input.width, 3],
     }
 }

@@ -15,13 +15,13 @@ use crate::spec::Layout;
 /// Runners of one backbone share its plan and can work in parallel threads.
 pub struct Runner {
     pub(super) state: RunState,
-    pub(super) input_shape: [usize; 4],
+    pub(super) input_shape: Vec<usize>,
     pub(super) model_path: PathBuf,
     pub(super) assembly: Arc<Assembly>,
 }
 
 /// One run's input as tract's tensor (`model` for the message).
-fn input_tensor(shape: &[usize; 4], input: &[f32], model: &Path) -> Result<Tensor> {
+fn input_tensor(shape: &[usize], input: &[f32], model: &Path) -> Result<Tensor> {
     Tensor::from_shape(shape, input).map_err(|e| Error::Model {
         path: model.into(),
         reason: format!("bad input tensor: {e}"),
@@ -108,7 +108,7 @@ impl Runner {
             RunState::OnnxRuntime(runner) => {
                 let (assembly, batch, path) =
                     (&self.assembly, self.input_shape[0], &self.model_path);
-                runner.run(self.input_shape, input, |outputs| {
+                runner.run(&self.input_shape, input, |outputs| {
                     let views: Vec<&[f32]> = outputs.iter().map(|(_, v)| *v).collect();
                     assembly.assemble(&views, batch, out, path)
                 })

@@ -22,13 +22,17 @@ pub(crate) const DEFAULT_DEMO_DATA: &str = "data/fashion-mnist";
 
 #[derive(Args)]
 pub(crate) struct DataArgs {
-    /// Image folder (root/<label>/*.png|jpg) or IDX images file.
+    /// Sample folder (root/<label>/*.png|jpg, or *.npy tensors), IDX images file, or a .npy
+    /// array of samples (first axis) with its labels.
     #[arg(long)]
     pub(crate) data: Option<PathBuf>,
-    /// IDX labels file (default: the images file name with images-idx3 → labels-idx1).
+    /// Labels of an IDX file (default: the images file name with images-idx3 → labels-idx1)
+    /// or of a .npy array (an integer .npy, or text with one label per line; default
+    /// <name>-labels.npy or <name>-labels.txt beside it).
     #[arg(long)]
     pub(crate) labels: Option<PathBuf>,
-    /// File with one name per IDX label number (default: labels.txt beside the images).
+    /// File with one name per label number of IDX or integer .npy labels (default:
+    /// labels.txt beside the data).
     #[arg(long)]
     pub(crate) label_names: Option<PathBuf>,
     /// Use at most this many samples.
@@ -62,7 +66,7 @@ impl DataArgs {
     /// The data source; `--data` is required.
     pub(crate) fn open(&self) -> Result<DataSource> {
         self.open_optional()?
-            .context("--data is required: an image folder or an IDX images file")
+            .context("--data is required: a sample folder, an IDX images file or a .npy array")
     }
 
     /// The data source, or None when `--data` was left out (for commands that also take

@@ -245,7 +245,7 @@ pub(crate) fn extract(a: ExtractArgs) -> Result<bool> {
         );
     }
     println!(
-        "extracted {} rows from {} ({:.1} images/s)",
+        "extracted {} rows from {} ({:.1} samples/s)",
         r.rows, r.source, r.images_per_second
     );
     for s in &r.skipped {
@@ -263,7 +263,7 @@ pub(crate) fn print_learn(r: &LearnReport) {
         );
     }
     println!(
-        "learned {} samples from {} ({:.1} images/s); state holds {} samples, {} labels",
+        "learned {} samples from {} ({:.1} samples/s); state holds {} samples, {} labels",
         r.samples,
         r.source,
         r.images_per_second,

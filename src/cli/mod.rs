@@ -29,8 +29,9 @@ use self::predict::{EvalArgs, InfoArgs, PredictArgs, eval, info, predict};
              streamed Gram statistics, closed-form (ridge / Moore–Penrose) head refit.",
     after_help = "Exit codes: 0 success, 1 a check failed (eval --min-accuracy), 2 error \
                   (bad input, bad arguments).\n\
-                  Data: a folder root/<label>/*.png|jpg, or an IDX images file \
-                  (MNIST format, .gz allowed) with its labels file beside it."
+                  Data: a folder root/<label>/*.png|jpg (or *.npy tensors), an IDX images \
+                  file (MNIST format, .gz allowed) with its labels file beside it, or a .npy \
+                  array of samples with its labels (--labels)."
 )]
 pub struct Cli {
     /// Cores for the backbone (default: all): images in parallel when streaming data,

@@ -37,7 +37,8 @@ pub(crate) struct PredictArgs {
     tta: String,
     #[arg(long)]
     json: bool,
-    /// PNG or JPEG files.
+    /// PNG or JPEG files; for a model fed with tensors, .npy files of one sample or of an
+    /// array of samples (first axis).
     #[arg(required = true)]
     images: Vec<PathBuf>,
 }
@@ -93,10 +94,10 @@ pub(crate) fn predict(a: PredictArgs) -> Result<bool> {
         }
         None => model_as_is(&a.model, a.label_names.as_deref())?,
     };
-    retrainer.set_flip_average(flip_average(&a.tta)?);
+    retrainer.set_flip_average(flip_average(&a.tta)?)?;
     let mut predictions = Vec::new();
-    for image in &a.images {
-        predictions.push(retrainer.predict_file(image, a.top_k.max(1))?);
+    for path in &a.images {
+        predictions.extend(retrainer.predict_path(path, a.top_k.max(1))?);
     }
     if a.json {
         print_json(&predictions)?;
@@ -144,7 +145,7 @@ pub(crate) fn eval(a: EvalArgs) -> Result<bool> {
                 Some(state_path) => open_retrainer(state_path, &a.model)?,
                 None => model_as_is(&a.model, a.data.label_names.as_deref())?,
             };
-            retrainer.set_flip_average(flip_average(&a.tta)?);
+            retrainer.set_flip_average(flip_average(&a.tta)?)?;
             let bar = progress_bar(source.len(), "eval");
             let report = retrainer.evaluate(source, |i| bar.set_position(i as u64))?;
             bar.finish_and_clear();
@@ -279,7 +280,7 @@ pub(crate) fn info(a: InfoArgs) -> Result<bool> {
 
 pub(crate) fn print_eval(r: &EvalReport) {
     println!(
-        "accuracy {:.4} on {} samples ({:.1} images/s)",
+        "accuracy {:.4} on {} samples ({:.1} samples/s)",
         r.accuracy, r.samples, r.images_per_second
     );
     let width = r

@@ -111,7 +111,8 @@ pub fn run(a: RetrainArgs) -> Result<bool> {
         lr: Schedule::parse(&a.lr, "--lr", 0.0..=10.0)?,
         momentum: a.momentum,
         batch: a.batch,
-        size: a.size.unwrap_or(spec.input.height),
+        // A tensor model is refused by the trainer, with what to use instead.
+        size: a.size.or(spec.input.image().map(|i| i.height)).unwrap_or(0),
         seed: a.seed,
         lambda: a.lambda,
         device: DeviceChoice::parse(&a.device)?,

@@ -17,9 +17,14 @@ pub struct SpecArgs {
     model: PathBuf,
     /// Preprocessing convention: imagenet (torchvision/timm: x/255, ImageNet mean/std, resize
     /// to 256/224 of the input, centre crop), inception (x/127.5 − 1, resize 1/0.875), raw255
-    /// (pixels 0..255), unit (x/255), caffe (BGR, mean pixel subtracted).
+    /// (pixels 0..255), unit (x/255), caffe (BGR, mean pixel subtracted); tensor for a model
+    /// that is not fed images (audio frames, sensor windows: float tensors fed as they are).
     #[arg(long, default_value = "imagenet")]
     preset: String,
+    /// With --preset tensor: one sample's shape without the batch axis (e.g. 40,98), for a
+    /// model whose input axes are not fixed in the graph.
+    #[arg(long, value_delimiter = ',')]
+    shape: Option<Vec<usize>>,
     /// Input side in pixels, for a model whose input size is not fixed in the graph
     /// (default 224).
     #[arg(long)]
@@ -36,7 +41,7 @@ pub struct SpecArgs {
     #[arg(long)]
     force: bool,
     /// Check the existing spec against the model instead of writing one.
-    #[arg(long, conflicts_with_all = ["preset", "size", "layout", "force"])]
+    #[arg(long, conflicts_with_all = ["preset", "size", "layout", "force", "shape"])]
     check: bool,
     #[arg(long)]
     json: bool,
@@ -47,11 +52,20 @@ struct SpecReport {
     spec: PathBuf,
     written: bool,
     input: String,
-    layout: &'static str,
-    size: usize,
+    /// "image" or "tensor".
+    kind: &'static str,
+    /// An image input's layout, side and resize filter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    layout: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resize_filter: Option<&'static str>,
+    /// A tensor input's shape for one sample.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shape: Option<Vec<usize>>,
     feature_tensor: String,
     feature_dim: usize,
-    resize_filter: &'static str,
     notes: Vec<String>,
 }
 
@@ -94,6 +108,7 @@ pub fn run(a: SpecArgs) -> Result<bool> {
             size: a.size,
             layout,
             feature_tensor: a.feature_tensor.clone(),
+            shape: a.shape.clone(),
         };
         let spec = make_spec(&a.model, &request)?;
         fastretrain::state::write_atomically(&spec_path, spec.to_json().as_bytes())?;
@@ -102,30 +117,40 @@ pub fn run(a: SpecArgs) -> Result<bool> {
     let report = SpecReport {
         spec: spec_path,
         written,
-        input: spec.input.name.clone().unwrap_or_default(),
-        layout: spec.input.layout.name(),
-        size: spec.input.height,
+        input: spec.input.name().unwrap_or_default().to_string(),
+        kind: spec.input.kind(),
+        layout: spec.input.image().map(|i| i.layout.name()),
+        size: spec.input.image().map(|i| i.height),
+        resize_filter: spec.image().map(|(_, p)| p.resize_filter.name()),
+        shape: spec.input.tensor().map(|t| t.shape.clone()),
         feature_tensor: FeatureRecipe::from_spec(&spec)?
             .map(|r| r.descriptor())
             .unwrap_or_default(),
         feature_dim: spec.feature_dim.unwrap_or_default(),
-        resize_filter: spec.preprocess.resize_filter.name(),
         notes,
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        let input = match (
+            &report.shape,
+            report.layout,
+            report.size,
+            report.resize_filter,
+        ) {
+            (Some(shape), ..) => format!("tensor {shape:?}"),
+            (None, Some(layout), Some(size), Some(filter)) => {
+                format!("{layout} {size}×{size}, resize {filter}")
+            }
+            _ => unreachable!("an image input has a layout, size and filter"),
+        };
         println!(
-            "{} {}: input '{}' {} {}×{}, features '{}' ({} values), resize {}",
+            "{} {}: input '{}' {input}, features '{}' ({} values)",
             if written { "wrote" } else { "checked" },
             report.spec.display(),
             report.input,
-            report.layout,
-            report.size,
-            report.size,
             report.feature_tensor,
             report.feature_dim,
-            report.resize_filter
         );
         for note in &report.notes {
             println!("note: {note}");

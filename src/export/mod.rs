@@ -295,7 +295,7 @@ pub fn resize_input(model: &Path, size: usize, out: &Path) -> Result<ResizeRepor
     let resized = spec.at_input_size(size)?;
     let (bytes, _) = read_model_file(model)?;
     let mut proto = parse_model(&bytes, model)?;
-    set_input_size(&mut proto, spec.input.layout, size, model)?;
+    set_input_size(&mut proto, spec.input.layout(), size, model)?;
     let report = write_model_with_spec(&proto, resized, size, out)?;
     // A graph whose layers hard-code the spatial size (a dense layer on a flattened feature
     // map) does not run at another size: say so, and leave nothing behind.
@@ -365,9 +365,12 @@ pub fn export_with(
             .iter()
             .cloned()
             .zip(backbone.output_shapes())
-            .map(|(t, shape)| (t, recipe.pooling_of(shape, backbone.spec().input.layout)))
+            .map(|(t, shape)| (t, recipe.pooling_of(shape, backbone.spec().input.layout())))
             .collect();
-        let width_axis = backbone.spec().input.layout.width_axis();
+        if flip_average {
+            crate::features::require_image_input(&backbone, "export --tta hflip")?;
+        }
+        let width_axis = backbone.spec().input.layout().width_axis();
         ExportFeatures {
             tensors,
             transform: recipe.transform,
@@ -399,7 +402,7 @@ pub fn pack(model: &Path, feature_tensor: Option<&str>, out: &Path) -> Result<Pa
     let fingerprint = backbone.fingerprint().clone();
     let spec = backbone.spec().clone();
     let labels = backbone.labels().map(<[String]>::to_vec);
-    let shape = backbone.input_shape();
+    let shape = backbone.input_shape().to_vec();
     let tensors = backbone.recipe().tensors.clone();
     drop(backbone);
     let (bytes, _) = crate::onnx::read_model_file(model)?;
@@ -407,7 +410,7 @@ pub fn pack(model: &Path, feature_tensor: Option<&str>, out: &Path) -> Result<Pa
     drop(bytes);
     let typed = (|| -> TractResult<TypedModel> {
         let mut m = tract_onnx::onnx().model_for_proto_model(&proto)?;
-        m = m.with_input_fact(0, f32::fact(shape).into())?;
+        m = m.with_input_fact(0, f32::fact(&shape).into())?;
         m.select_outputs_by_name(tensors.iter().map(String::as_str))?;
         m.into_typed()?.into_decluttered()
     })()

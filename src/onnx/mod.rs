@@ -14,7 +14,7 @@ use tract_onnx::pb::{
 
 use crate::durable::write_atomically;
 use crate::error::{Error, Result};
-use crate::spec::{Layout, ModelSpec};
+use crate::spec::{Layout, ModelInput, ModelSpec};
 
 /// Metadata key holding the labels (a JSON array, in output order).
 pub const LABELS_KEY: &str = "fastretrain.labels";
@@ -255,8 +255,8 @@ pub(crate) fn check_input(
         reason,
     };
     let input = image_input(graph, model)?;
-    if let Some(name) = &spec.input.name
-        && name != &input.name
+    if let Some(name) = spec.input.name()
+        && name != input.name
     {
         return Err(spec_error(format!(
             "input.name is '{name}' but the model's input is '{}'",
@@ -267,29 +267,50 @@ pub(crate) fn check_input(
         return Ok(());
     };
     let shown = show_dims(&dims);
+    let spec_input = match &spec.input {
+        ModelInput::Image(i) => i,
+        ModelInput::Tensor(t) => {
+            // The batch axis is fed as 1; every other fixed axis must be the spec's.
+            let fits = dims.len() == t.shape.len() + 1
+                && dims[0].is_none_or(|b| b == 1)
+                && dims[1..]
+                    .iter()
+                    .zip(&t.shape)
+                    .all(|(d, &s)| d.is_none_or(|d| d == s as i64));
+            if !fits {
+                return Err(spec_error(format!(
+                    "input.shape is {:?} (one sample, batch axis left out), but the model's \
+                     input '{}' is {shown}: set input.shape to its axes after the batch",
+                    t.shape, input.name
+                )));
+            }
+            return Ok(());
+        }
+    };
     if dims.len() != 4 {
         return Err(Error::Model {
             path: model.into(),
             reason: format!(
                 "input '{}' has shape {shown}; fastretrain feeds images as a 4-D tensor \
-                 (NCHW or NHWC)",
+                 (NCHW or NHWC); for a model fed with other tensors write its spec with \
+                 `fastretrain spec --preset tensor`",
                 input.name
             ),
         });
     }
-    let (channel_axis, h_axis, w_axis) = spec.input.layout.axes();
-    let other = match spec.input.layout {
+    let (channel_axis, h_axis, w_axis) = spec_input.layout.axes();
+    let other = match spec_input.layout {
         Layout::Nchw => "NHWC",
         Layout::Nhwc => "NCHW",
     };
-    let layout = spec.input.layout.name();
+    let layout = spec_input.layout.name();
     if dims[channel_axis].is_some_and(|c| c != 3) {
         return Err(spec_error(format!(
             "input.layout is {layout}, but the model's input '{}' is {shown}: axis \
              {channel_axis} is not 3 colour channels{}",
             input.name,
-            if spec.input.layout == Layout::Nchw && dims[3] == Some(3)
-                || spec.input.layout == Layout::Nhwc && dims[1] == Some(3)
+            if spec_input.layout == Layout::Nchw && dims[3] == Some(3)
+                || spec_input.layout == Layout::Nhwc && dims[1] == Some(3)
             {
                 format!("; the model is {other}: set \"layout\": \"{other}\"")
             } else {
@@ -297,7 +318,7 @@ pub(crate) fn check_input(
             }
         )));
     }
-    let (h, w) = (spec.input.height as i64, spec.input.width as i64);
+    let (h, w) = (spec_input.height as i64, spec_input.width as i64);
     if dims[h_axis].is_some_and(|v| v != h) || dims[w_axis].is_some_and(|v| v != w) {
         return Err(spec_error(format!(
             "input is {h}×{w} but the model's input '{}' is {shown} ({layout}): set \

@@ -25,7 +25,7 @@ use crate::head::weights_view;
 use crate::nalgebra::DMatrix;
 use crate::preprocess::Preprocessor;
 use crate::rng::SplitMix64;
-use crate::spec::{Layout, ModelSpec};
+use crate::spec::ModelSpec;
 use crate::state::State;
 pub use graph::Graph;
 pub use options::{DeviceChoice, EpochMetrics, Mode, RetrainOptions, Schedule};
@@ -147,7 +147,14 @@ impl Trainer {
             ))
             .for_setting("momentum"));
         }
-        let spec = if options.size == spec.input.height && options.size == spec.input.width {
+        let Some((input, _)) = spec.image() else {
+            return Err(Error::InvalidArgument(format!(
+                "retrain trains image models; '{}' takes tensors (its spec's input is a \
+                 tensor): adapt its head with `learn` instead",
+                spec.name
+            )));
+        };
+        let spec = if options.size == input.height && options.size == input.width {
             spec.clone()
         } else {
             spec.at_input_size(options.size)?
@@ -168,18 +175,18 @@ impl Trainer {
 
     /// Preprocessed images of `samples` as one tensor on `device` in the model's layout
     /// (N×3×H×W, or N×H×W×3 for an NHWC model such as tf2onnx writes).
-    fn images(&mut self, samples: &[&Sample], device: &Device) -> Tensor<4> {
+    fn images(&mut self, samples: &[&Sample], device: &Device) -> Result<Tensor<4>> {
         let per = self.preprocessor.input_len();
         let mut data = vec![0.0f32; per * samples.len()];
         for (s, out) in samples.iter().zip(data.chunks_mut(per)) {
-            self.preprocessor.tensor_into(&s.pixels, out);
+            self.preprocessor.tensor_into(&s.input, &s.id, out)?;
         }
-        let (n, h, w) = (samples.len(), self.spec.input.height, self.spec.input.width);
-        let shape = match self.spec.input.layout {
-            Layout::Nchw => [n, 3, h, w],
-            Layout::Nhwc => [n, h, w, 3],
+        let n = samples.len();
+        let shape = match self.spec.input.shape().as_slice() {
+            [_, a, b, c] => [n, *a, *b, *c],
+            other => unreachable!("an image input is 4-D, got {other:?}"),
         };
-        graph::tensor_from(&data, shape, device, self.dtype)
+        Ok(graph::tensor_from(&data, shape, device, self.dtype))
     }
 
     /// Features of every sample (forward only, running statistics), as f32 rows: computed on
@@ -206,7 +213,7 @@ impl Trainer {
         let mut parts = Vec::with_capacity(set.samples.len().div_ceil(64));
         for chunk in set.samples.chunks(64) {
             let refs: Vec<&Sample> = chunk.iter().collect();
-            let x = self.images(&refs, &device);
+            let x = self.images(&refs, &device)?;
             let out = self
                 .graph
                 .forward(x, &params, &HashSet::new(), features_only)?;
@@ -321,7 +328,7 @@ impl Trainer {
         let mut batches = 0usize;
         for batch in order.chunks(self.options.batch) {
             let refs: Vec<&Sample> = batch.iter().map(|&i| &set.samples[i]).collect();
-            let x = self.images(&refs, &autodiff);
+            let x = self.images(&refs, &autodiff)?;
             let targets: Vec<usize> = batch.iter().map(|&i| set.targets[i]).collect();
             let params: Vec<Tensor<1>> = weights
                 .iter()
@@ -465,7 +472,7 @@ pub fn retrain(
     // The feature width, from one forward pass.
     let feature_dim = {
         let device = trainer.device.clone();
-        let x = trainer.images(&[&job.train.samples[0]], &device);
+        let x = trainer.images(&[&job.train.samples[0]], &device)?;
         let params = trainer
             .graph
             .param_tensors(&device, trainer.dtype, &HashSet::new());

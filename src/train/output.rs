@@ -245,7 +245,7 @@ pub(super) fn write(
         )],
     );
     let size = trainer.options.size;
-    set_input_size(&mut proto, trainer.spec.input.layout, size, job.model)?;
+    set_input_size(&mut proto, trainer.spec.input.layout(), size, job.model)?;
     let mut spec = trainer.spec.clone();
     spec.name = format!("{} retrained ({})", spec.name, trainer.options.mode.name());
     let report = write_model_with_spec(&proto, spec, size, &job.out)?;

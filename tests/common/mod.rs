@@ -210,7 +210,7 @@ pub fn assert_photo_features_match_onnxruntime(
     for image in images {
         let path = data(image["file"].as_str().unwrap());
         let expected = f64s(&image["features"]);
-        let got = extractor.image_file(&path).unwrap();
+        let got = extractor.sample_file(&path).unwrap();
         let max_diff = got
             .iter()
             .zip(&expected)

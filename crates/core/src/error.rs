@@ -18,6 +18,10 @@ pub enum Error {
     },
     #[error("{}: cannot read image: {reason}", path.display())]
     Image { path: PathBuf, reason: String },
+    /// A tensor sample that cannot be used (an unreadable `.npy`, a wrong shape or dtype,
+    /// NaN or infinite values); `path` names the file and, for arrays, the sample's index.
+    #[error("{}: cannot use tensor sample: {reason}", path.display())]
+    Tensor { path: PathBuf, reason: String },
     #[error("{}: not a usable ONNX model: {reason}", path.display())]
     Model { path: PathBuf, reason: String },
     #[error("model file not found: {}{}", path.display(),
@@ -112,6 +116,12 @@ impl Error {
             Error::Setting { error, .. } => error.cause(),
             other => other,
         }
+    }
+
+    /// Whether this is one sample that cannot be read or used (an undecodable image, a bad
+    /// tensor), which `--skip-bad` passes over, rather than a failure of the whole run.
+    pub fn is_bad_sample(&self) -> bool {
+        matches!(self, Error::Image { .. } | Error::Tensor { .. })
     }
 
     /// Unusable data at `path` (a sample file, a label list, a data folder), with the reason.

@@ -7,7 +7,7 @@ use std::io::Cursor;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::spec::{ChannelOrder, Layout, ModelSpec, PreprocessSpec, ResizeFilter};
+use crate::spec::{ChannelOrder, Layout, ModelInput, ModelSpec, PreprocessSpec, ResizeFilter};
 
 /// Images over this many pixels are refused before decoding (decompression bombs).
 pub const MAX_PIXELS: u64 = 50_000_000;
@@ -31,6 +31,97 @@ impl Pixels {
             channels: 1,
             data,
         }
+    }
+}
+
+/// One tensor sample: float values in the model's own units (log-mel frames, a normalised
+/// sensor window), `shape` without the batch axis, values in C (row-major) order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorSample {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// What one sample holds: a decoded image, or a tensor fed to the model as it is.
+#[derive(Debug, Clone)]
+pub enum SampleInput {
+    Pixels(Pixels),
+    Tensor(TensorSample),
+}
+
+impl SampleInput {
+    /// "image" or "tensor", for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SampleInput::Pixels(_) => "image",
+            SampleInput::Tensor(_) => "tensor",
+        }
+    }
+}
+
+/// Whether `sample` (named `what`) can be fed to a model whose input is `input`: an image for
+/// an image model; for a tensor model a tensor of exactly its shape (both shapes named
+/// otherwise) with only finite values (the first bad index named otherwise).
+pub fn check_sample(input: &ModelInput, sample: &SampleInput, what: &str) -> Result<()> {
+    let bad = |reason: String| Error::Tensor {
+        path: what.into(),
+        reason,
+    };
+    match (input, sample) {
+        (ModelInput::Image(_), SampleInput::Pixels(p)) => {
+            if p.channels != 1 && p.channels != 3 || p.data.len() != p.width * p.height * p.channels
+            {
+                return Err(Error::Image {
+                    path: what.into(),
+                    reason: format!(
+                        "{} values for {}×{} pixels of {} channel(s)",
+                        p.data.len(),
+                        p.width,
+                        p.height,
+                        p.channels
+                    ),
+                });
+            }
+            Ok(())
+        }
+        (ModelInput::Tensor(t), SampleInput::Tensor(sample)) => {
+            if sample.shape != t.shape {
+                return Err(bad(format!(
+                    "shape {:?}, but the model takes one sample of shape {:?}",
+                    sample.shape, t.shape
+                )));
+            }
+            if sample.data.len() != sample.shape.iter().product::<usize>() {
+                return Err(bad(format!(
+                    "{} values for shape {:?}",
+                    sample.data.len(),
+                    sample.shape
+                )));
+            }
+            if let Some(i) = sample.data.iter().position(|v| !v.is_finite()) {
+                return Err(bad(format!(
+                    "value {} at flat index {i} (of {}) is not finite; NaN and infinite values \
+                     are refused",
+                    sample.data[i],
+                    sample.data.len()
+                )));
+            }
+            Ok(())
+        }
+        (ModelInput::Image(_), SampleInput::Tensor(s)) => Err(bad(format!(
+            "the model takes images (its spec's input is an image), but this sample is a tensor \
+             of shape {:?}; for a model fed with tensors write its spec with `fastretrain spec \
+             --preset tensor`",
+            s.shape
+        ))),
+        (ModelInput::Tensor(t), SampleInput::Pixels(_)) => Err(Error::data(
+            what,
+            format!(
+                "an image, but the model takes float tensors of shape {:?} (its spec's input is \
+                 a tensor), not images; give .npy files or arrays",
+                t.shape
+            ),
+        )),
     }
 }
 
@@ -368,9 +459,54 @@ impl CropResize {
     }
 }
 
-/// Turns decoded pixels into the backbone's input tensor (batch of one), per the spec.
+/// Turns a sample into the backbone's input tensor (batch of one), per the spec: an image
+/// resized, cropped and normalised; a tensor checked and copied as it is.
 #[derive(Debug)]
 pub struct Preprocessor {
+    input: ModelInput,
+    image: Option<ImagePreprocessor>,
+    input_len: usize,
+}
+
+impl Preprocessor {
+    pub fn new(spec: &ModelSpec) -> Self {
+        Preprocessor {
+            input: spec.input.clone(),
+            image: spec.image().map(|(input, p)| ImagePreprocessor {
+                spec: p.clone(),
+                layout: input.layout,
+                order: input.channels,
+                plan: None,
+                plane: Vec::new(),
+                tmp: Vec::new(),
+                tmp_u8: Vec::new(),
+            }),
+            input_len: spec.input.shape().iter().product(),
+        }
+    }
+
+    /// Number of f32 values in one input tensor.
+    pub fn input_len(&self) -> usize {
+        self.input_len
+    }
+
+    /// Fills `out` (length [`Self::input_len`]) with the input tensor for `sample` (named
+    /// `what` in errors: a sample of the wrong kind or shape, or with non-finite values).
+    pub fn tensor_into(&mut self, sample: &SampleInput, what: &str, out: &mut [f32]) -> Result<()> {
+        assert_eq!(out.len(), self.input_len, "output buffer of the wrong size");
+        check_sample(&self.input, sample, what)?;
+        match (sample, &mut self.image) {
+            (SampleInput::Pixels(pixels), Some(image)) => image.tensor_into(pixels, out),
+            (SampleInput::Tensor(t), None) => out.copy_from_slice(&t.data),
+            _ => unreachable!("check_sample matched the kinds"),
+        }
+        Ok(())
+    }
+}
+
+/// Resize, crop and normalise for an image input.
+#[derive(Debug)]
+struct ImagePreprocessor {
     spec: PreprocessSpec,
     layout: Layout,
     order: ChannelOrder,
@@ -380,32 +516,8 @@ pub struct Preprocessor {
     tmp_u8: Vec<u8>,
 }
 
-impl Preprocessor {
-    pub fn new(spec: &ModelSpec) -> Self {
-        Preprocessor {
-            spec: spec.preprocess.clone(),
-            layout: spec.input.layout,
-            order: spec.input.channels,
-            plan: None,
-            plane: Vec::new(),
-            tmp: Vec::new(),
-            tmp_u8: Vec::new(),
-        }
-    }
-
-    /// Number of f32 values in one input tensor.
-    pub fn input_len(&self) -> usize {
-        3 * self.spec.crop * self.spec.crop
-    }
-
-    /// Fills `out` (length [`Self::input_len`]) with the normalised tensor for `pixels`.
-    pub fn tensor_into(&mut self, pixels: &Pixels, out: &mut [f32]) {
-        assert_eq!(
-            out.len(),
-            self.input_len(),
-            "output buffer of the wrong size"
-        );
-        assert!(pixels.channels == 1 || pixels.channels == 3);
+impl ImagePreprocessor {
+    fn tensor_into(&mut self, pixels: &Pixels, out: &mut [f32]) {
         let crop = self.spec.crop;
         let key = (pixels.width, pixels.height);
         if self.plan.as_ref().map(|p| p.input) != Some(key) {
@@ -482,9 +594,9 @@ mod tests {
         )
         .unwrap();
         let mut pre = Preprocessor::new(&spec);
-        let pixels = Pixels::grey(5, 13, vec![77; 65]);
+        let pixels = SampleInput::Pixels(Pixels::grey(5, 13, vec![77; 65]));
         let mut out = vec![0.0; pre.input_len()];
-        pre.tensor_into(&pixels, &mut out);
+        pre.tensor_into(&pixels, "grey", &mut out).unwrap();
         assert!(out.iter().all(|v| (v - 77.0).abs() < 1e-4), "{out:?}");
     }
 }

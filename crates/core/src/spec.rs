@@ -1,6 +1,6 @@
 //! The model spec: the small JSON file beside an ONNX model that says how to feed it
-//! (input size, resize and crop, scaling, mean/std, channel order) and, optionally, which
-//! tensor holds the penultimate features. `fastretrain spec` writes one; every field is
+//! (an image input's size, resize and crop, scaling, mean/std, channel order, or a tensor
+//! input's shape) and, optionally, which tensor holds the penultimate features. `fastretrain spec` writes one; every field is
 //! described in docs/SPEC.md. Parsing is strict: an unknown or misspelt field is an error,
 //! never silently ignored.
 
@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 /// The fields of each part of a spec, for error messages.
 const SPEC_FIELDS: &str = "name, file, sha256, input, preprocess, feature_tensor, \
                            feature_tensors, feature_transform, augment, feature_dim";
-const INPUT_FIELDS: &str = "name, layout, channels, height, width";
+const INPUT_FIELDS: &str = "kind, name, layout, channels, height, width (image), shape (tensor)";
 const PREPROCESS_FIELDS: &str = "resize_short_side, resize_filter, crop, scale, mean, std";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,8 +26,10 @@ pub struct ModelSpec {
     /// Expected sha256 of the ONNX file (hex); checked when present.
     #[serde(default)]
     pub sha256: Option<String>,
-    pub input: InputSpec,
-    pub preprocess: PreprocessSpec,
+    pub input: ModelInput,
+    /// How an image becomes the input tensor; an image input needs it, a tensor input has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocess: Option<PreprocessSpec>,
     /// One tensor read as it is (flattened, untransformed): the only form before feature
     /// recipes existed. Found automatically when neither this nor `feature_tensors` is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,11 +87,199 @@ pub enum ChannelOrder {
     Bgr,
 }
 
+/// What the model's input is fed from: decoded images (the default), or float tensors the
+/// application computes itself (log-mel frames, sensor windows) and hands over as they are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawInput", into = "RawInput")]
+pub enum ModelInput {
+    Image(InputSpec),
+    Tensor(TensorInput),
+}
+
+/// A float tensor input: one sample's `shape` (the batch axis of 1 left out), fed unchanged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInput {
+    /// The graph input's name; checked against the model when present.
+    pub name: Option<String>,
+    pub shape: Vec<usize>,
+}
+
+/// Values in one tensor sample at most (64 Mi floats, 256 MiB).
+pub const MAX_TENSOR_VALUES: usize = 1 << 26;
+
+/// The JSON form of [`ModelInput`]: `kind` is `"image"` (the default, so specs written before
+/// tensors existed read as they did) or `"tensor"`; each kind takes only its own fields.
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawInput {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    layout: Option<Layout>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    channels: Option<ChannelOrder>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    height: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    width: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shape: Option<Vec<usize>>,
+}
+
+impl TryFrom<RawInput> for ModelInput {
+    type Error = String;
+
+    fn try_from(raw: RawInput) -> std::result::Result<Self, String> {
+        match raw.kind.as_deref().unwrap_or("image") {
+            "image" => {
+                if raw.shape.is_some() {
+                    return Err(
+                        "an image input has no shape (it has layout, channels, height, \
+                                width); a tensor input is written \"kind\": \"tensor\""
+                            .into(),
+                    );
+                }
+                let missing = |field: &str| {
+                    format!(
+                        "missing field `{field}` of an image input (layout, channels, height, width)"
+                    )
+                };
+                Ok(ModelInput::Image(InputSpec {
+                    name: raw.name,
+                    layout: raw.layout.ok_or_else(|| missing("layout"))?,
+                    channels: raw.channels.ok_or_else(|| missing("channels"))?,
+                    height: raw.height.ok_or_else(|| missing("height"))?,
+                    width: raw.width.ok_or_else(|| missing("width"))?,
+                }))
+            }
+            "tensor" => {
+                if raw.layout.is_some()
+                    || raw.channels.is_some()
+                    || raw.height.is_some()
+                    || raw.width.is_some()
+                {
+                    return Err(
+                        "a tensor input takes name and shape only (layout, channels, \
+                                height and width are for images)"
+                            .into(),
+                    );
+                }
+                let shape = raw.shape.ok_or(
+                    "missing field `shape` of a tensor input: one \
+                     sample's dimensions without the batch axis, e.g. [40, 98]",
+                )?;
+                if shape.is_empty() || shape.contains(&0) {
+                    return Err(format!(
+                        "tensor shape {shape:?} must have at least one axis, none of them 0"
+                    ));
+                }
+                if shape
+                    .iter()
+                    .try_fold(1usize, |n, &d| n.checked_mul(d))
+                    .is_none_or(|n| n > MAX_TENSOR_VALUES)
+                {
+                    return Err(format!(
+                        "tensor shape {shape:?} is over {MAX_TENSOR_VALUES} values per sample"
+                    ));
+                }
+                Ok(ModelInput::Tensor(TensorInput {
+                    name: raw.name,
+                    shape,
+                }))
+            }
+            other => Err(format!(
+                "unknown input kind '{other}' (known: image, tensor)"
+            )),
+        }
+    }
+}
+
+impl From<ModelInput> for RawInput {
+    fn from(input: ModelInput) -> Self {
+        match input {
+            ModelInput::Image(i) => RawInput {
+                kind: None,
+                name: i.name,
+                layout: Some(i.layout),
+                channels: Some(i.channels),
+                height: Some(i.height),
+                width: Some(i.width),
+                shape: None,
+            },
+            ModelInput::Tensor(t) => RawInput {
+                kind: Some("tensor".into()),
+                name: t.name,
+                layout: None,
+                channels: None,
+                height: None,
+                width: None,
+                shape: Some(t.shape),
+            },
+        }
+    }
+}
+
+impl ModelInput {
+    /// The graph input's name, when the spec gives it.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            ModelInput::Image(i) => i.name.as_deref(),
+            ModelInput::Tensor(t) => t.name.as_deref(),
+        }
+    }
+
+    /// The image input, None for a tensor input.
+    pub fn image(&self) -> Option<&InputSpec> {
+        match self {
+            ModelInput::Image(i) => Some(i),
+            ModelInput::Tensor(_) => None,
+        }
+    }
+
+    /// The tensor input, None for an image input.
+    pub fn tensor(&self) -> Option<&TensorInput> {
+        match self {
+            ModelInput::Tensor(t) => Some(t),
+            ModelInput::Image(_) => None,
+        }
+    }
+
+    /// The layout that decides how 4-D feature tensors are pooled: an image's own, NCHW (the
+    /// ONNX convention) for a tensor input.
+    pub fn layout(&self) -> Layout {
+        match self {
+            ModelInput::Image(i) => i.layout,
+            ModelInput::Tensor(_) => Layout::Nchw,
+        }
+    }
+
+    /// The input tensor's shape for one sample, batch axis (1) first: what the backbone is
+    /// run on.
+    pub fn shape(&self) -> Vec<usize> {
+        match self {
+            ModelInput::Image(i) => match i.layout {
+                Layout::Nchw => vec![1, 3, i.height, i.width],
+                Layout::Nhwc => vec![1, i.height, i.width, 3],
+            },
+            ModelInput::Tensor(t) => std::iter::once(1).chain(t.shape.iter().copied()).collect(),
+        }
+    }
+
+    /// "image" or "tensor", for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModelInput::Image(_) => "image",
+            ModelInput::Tensor(_) => "tensor",
+        }
+    }
+}
+
+/// An image input: the tensor is one RGB image in `layout`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct InputSpec {
     /// The graph input's name; checked against the model when present.
-    #[serde(default)]
     pub name: Option<String>,
     pub layout: Layout,
     pub channels: ChannelOrder,
@@ -259,10 +449,13 @@ pub enum Preset {
     /// Caffe / Keras "caffe" mode (VGG, ResNet50 from Keras): BGR, ImageNet mean pixel
     /// subtracted, no scaling.
     Caffe,
+    /// Not an image model: the input is a float tensor (log-mel frames, sensor windows) that
+    /// the application computes and feeds as it is; no preprocessing.
+    Tensor,
 }
 
 impl Preset {
-    pub const NAMES: &'static str = "imagenet, inception, raw255, unit, caffe";
+    pub const NAMES: &'static str = "imagenet, inception, raw255, unit, caffe, tensor";
 
     pub fn parse(name: &str) -> Result<Self> {
         Ok(match name {
@@ -271,6 +464,7 @@ impl Preset {
             "raw255" => Preset::Raw255,
             "unit" => Preset::Unit,
             "caffe" => Preset::Caffe,
+            "tensor" => Preset::Tensor,
             other => {
                 return Err(Error::InvalidArgument(format!(
                     "unknown preset '{other}' (known: {})",
@@ -281,10 +475,11 @@ impl Preset {
     }
 
     /// Channel order and preprocessing for a `size`×`size` input; the resize filter is the
-    /// 8-bit one that torchvision's pipeline uses.
-    pub fn preprocess(self, size: usize) -> (ChannelOrder, PreprocessSpec) {
+    /// 8-bit one that torchvision's pipeline uses. None for [`Preset::Tensor`].
+    pub fn preprocess(self, size: usize) -> Option<(ChannelOrder, PreprocessSpec)> {
         let margin = |ratio: f64| ((size as f64) * ratio).round() as usize;
         let (order, short, scale, mean, std) = match self {
+            Preset::Tensor => return None,
             Preset::Imagenet => (
                 ChannelOrder::Rgb,
                 margin(256.0 / 224.0),
@@ -317,7 +512,7 @@ impl Preset {
             mean,
             std,
         };
-        (order, spec)
+        Some((order, spec))
     }
 }
 
@@ -358,17 +553,28 @@ impl ModelSpec {
     /// short side keeps its ratio to the crop (224 of 256 → 96 of 110).
     pub fn at_input_size(&self, size: usize) -> Result<ModelSpec> {
         let mut spec = self.clone();
-        let p = &mut spec.preprocess;
+        let (ModelInput::Image(input), Some(p)) = (&mut spec.input, &mut spec.preprocess) else {
+            return Err(Error::InvalidArgument(format!(
+                "input size {size}: '{}' takes a tensor, not an image; its shape is the model's \
+                 own",
+                self.name
+            )));
+        };
         p.resize_short_side =
             ((size * p.resize_short_side) as f64 / p.crop as f64).round() as usize;
         p.crop = size;
-        spec.input.height = size;
-        spec.input.width = size;
+        input.height = size;
+        input.width = size;
         spec.name = format!("{} at {size}×{size}", self.name);
         spec.sha256 = None;
         spec.validate()
             .map_err(|reason| Error::InvalidArgument(format!("input size {size}: {reason}")))?;
         Ok(spec)
+    }
+
+    /// The image input and its preprocessing, None for a tensor input.
+    pub fn image(&self) -> Option<(&InputSpec, &PreprocessSpec)> {
+        Some((self.input.image()?, self.preprocess.as_ref()?))
     }
 
     /// The spec as written by `spec`: pretty JSON with a final newline.
@@ -379,11 +585,27 @@ impl ModelSpec {
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
-        let p = &self.preprocess;
-        if self.input.height != self.input.width || p.crop != self.input.height {
+        let (input, p) = match (&self.input, &self.preprocess) {
+            (ModelInput::Image(input), Some(p)) => (input, p),
+            (ModelInput::Image(_), None) => {
+                return Err(format!(
+                    "missing field `preprocess`: an image input needs its preprocessing \
+                     ({PREPROCESS_FIELDS}); `fastretrain spec --preset …` writes it"
+                ));
+            }
+            (ModelInput::Tensor(_), Some(_)) => {
+                return Err(
+                    "a tensor input takes no preprocess: the application feeds the \
+                            model's own values; remove \"preprocess\""
+                        .into(),
+                );
+            }
+            (ModelInput::Tensor(_), None) => return self.validate_features(),
+        };
+        if input.height != input.width || p.crop != input.height {
             return Err(format!(
                 "crop ({}) must equal the input height and width ({}×{})",
-                p.crop, self.input.height, self.input.width
+                p.crop, input.height, input.width
             ));
         }
         if p.crop == 0 || p.crop > 4096 || p.resize_short_side < p.crop {
@@ -405,6 +627,10 @@ impl ModelSpec {
         {
             return Err("preprocess.mean must be finite and preprocess.std positive".into());
         }
+        self.validate_features()
+    }
+
+    fn validate_features(&self) -> std::result::Result<(), String> {
         if self.feature_tensor.is_some() && self.feature_tensors.is_some() {
             return Err(
                 "give feature_tensor (one tensor as it is) or feature_tensors (a \

@@ -35,21 +35,27 @@ CHUNK = 256  # images per forward-pass call: bounds the feature rows held at onc
 
 
 class Samples:
-    """The records of an IDX file pair or an image folder, by position, as fastretrain reads
-    them (IDX label names from ``labels.txt`` beside the images, else the label numbers;
-    folders sorted by label, then file name)."""
+    """The records of an IDX file pair, a sample folder (images or ``.npy`` tensors) or a
+    ``.npy`` array of tensor samples, by position, as fastretrain reads them (IDX and integer
+    ``.npy`` label names from ``labels.txt`` beside the data, else the label numbers; folders
+    sorted by label, then file name; an array's labels in ``<name>-labels.npy`` or
+    ``<name>-labels.txt`` beside it)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.images = self.tensors = self.files = None
         if self.path.is_dir():
             files = sorted(
                 p for p in self.path.glob("*/*")
-                if p.suffix.lower() in (".png", ".jpg", ".jpeg") and p.is_file()
+                if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".npy") and p.is_file()
             )
             files.sort(key=lambda p: (p.parent.name, p.name))
             self.files = files
             self.labels = [p.parent.name for p in files]
-            self.images = None
+        elif self.path.suffix.lower() == ".npy":
+            # Memory-mapped: a round reads only its records.
+            self.tensors = np.load(self.path, mmap_mode="r")
+            self.labels = _array_labels(self.path, len(self.tensors))
         else:
             self.images = _read_idx(self.path)
             labels_path = Path(str(self.path).replace("images-idx3", "labels-idx1"))
@@ -57,7 +63,6 @@ class Samples:
             names_path = self.path.parent / "labels.txt"
             names = names_path.read_text().splitlines() if names_path.exists() else None
             self.labels = [names[n] if names else str(n) for n in numbers.tolist()]
-            self.files = None
         self.count = len(self.labels)
 
     def batch(self, start: int, end: int) -> dict:
@@ -65,7 +70,28 @@ class Samples:
         ``start..end``."""
         if self.images is not None:
             return {"images": self.images[start:end]}
+        if self.tensors is not None:
+            return {"tensors": np.asarray(self.tensors[start:end], dtype=np.float32)}
         return {"paths": [str(p) for p in self.files[start:end]]}
+
+
+def _array_labels(path: Path, count: int) -> list:
+    """The labels of a ``.npy`` array of ``count`` samples, found as fastretrain finds them."""
+    for labels_path in (path.with_name(f"{path.stem}-labels.npy"),
+                        path.with_name(f"{path.stem}-labels.txt")):
+        if not labels_path.exists():
+            continue
+        if labels_path.suffix == ".npy":
+            numbers = np.load(labels_path).reshape(-1)
+            names_path = path.parent / "labels.txt"
+            names = names_path.read_text().split() if names_path.exists() else None
+            labels = [names[n] if names else str(n) for n in numbers.tolist()]
+        else:
+            labels = labels_path.read_text().splitlines()
+        if len(labels) != count:
+            raise FleetError(f"{labels_path} holds {len(labels)} labels for {count} samples")
+        return labels
+    raise FleetError(f"no labels for {path}: put {path.stem}-labels.npy or .txt beside it")
 
 
 def _read_idx(path: Path) -> np.ndarray:

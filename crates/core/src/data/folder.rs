@@ -1,12 +1,21 @@
-//! An image folder in torchvision's ImageFolder layout (`root/<label>/*.png|jpg`): labels and
-//! files in sorted order, and the image types it cannot read counted rather than skipped
-//! without a word.
+//! A sample folder in torchvision's ImageFolder layout (`root/<label>/*.png|jpg`, or `*.npy`
+//! tensor files): labels and files in sorted order, and the image types it cannot read counted
+//! rather than skipped without a word.
 
 use std::path::{Path, PathBuf};
 
-use super::{Sample, check_label};
+use super::{Sample, check_label, is_npy_name, read_npy_sample};
 use crate::error::{Error, Result};
-use crate::preprocess::decode_image_file;
+use crate::preprocess::{SampleInput, decode_image_file};
+
+/// One sample file: a `.npy` tensor (by its name), else an image (PNG or JPEG, by content).
+pub fn read_sample_file(path: &Path) -> Result<SampleInput> {
+    if is_npy_name(path) {
+        read_npy_sample(path).map(SampleInput::Tensor)
+    } else {
+        decode_image_file(path).map(SampleInput::Pixels)
+    }
+}
 
 /// Image types people keep photos in (cameras write BMP, phones WebP/HEIC) that the built-in
 /// decoders do not read: an image folder counts them, so none is left out without a word.
@@ -32,10 +41,15 @@ pub(super) fn dotted(types: &[String]) -> String {
 fn is_image_name(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
-        .map(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+        .map(|e| {
+            matches!(
+                e.to_ascii_lowercase().as_str(),
+                "png" | "jpg" | "jpeg" | "npy"
+            )
+        })
         .unwrap_or(false)
 }
-/// `root/<label>/*.png|jpg|jpeg`, labels and files in sorted order.
+/// `root/<label>/*.png|jpg|jpeg|npy`, labels and files in sorted order.
 pub struct ImageFolder {
     pub(super) root: PathBuf,
     pub(super) files: Vec<(PathBuf, String)>,
@@ -113,7 +127,7 @@ impl ImageFolder {
         if files.is_empty() {
             return Err(Error::data(
                 root,
-                "no images found (expected root/<label>/*.png|jpg|jpeg)",
+                "no samples found (expected root/<label>/*.png|jpg|jpeg, or *.npy tensors)",
             ));
         }
         if let Some(limit) = limit {
@@ -139,10 +153,10 @@ impl Iterator for ImageFolder {
     fn next(&mut self) -> Option<Self::Item> {
         let (path, label) = self.files.get(self.next)?.clone();
         self.next += 1;
-        Some(decode_image_file(&path).map(|pixels| Sample {
+        Some(read_sample_file(&path).map(|input| Sample {
             id: path.display().to_string(),
             label: Some(label),
-            pixels,
+            input,
         }))
     }
 }

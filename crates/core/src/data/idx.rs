@@ -9,7 +9,7 @@ use flate2::read::GzDecoder;
 
 use super::{DataOptions, Sample, read_label_names};
 use crate::error::{Error, Result};
-use crate::preprocess::Pixels;
+use crate::preprocess::{Pixels, SampleInput};
 
 fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read + Send>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -175,7 +175,7 @@ impl IdxSource {
         Ok(Sample {
             id: format!("{}#{index}", self.images_path.display()),
             label: Some(label),
-            pixels: Pixels::grey(self.cols, self.rows, data),
+            input: SampleInput::Pixels(Pixels::grey(self.cols, self.rows, data)),
         })
     }
 }

@@ -1,9 +1,11 @@
-//! Where samples come from: an image folder in torchvision's ImageFolder layout
-//! (`root/<label>/*.png|jpg`) or a pair of IDX files (the MNIST / Fashion-MNIST format,
-//! optionally gzip-compressed). Both stream: one image in memory at a time.
+//! Where samples come from: a folder in torchvision's ImageFolder layout
+//! (`root/<label>/*.png|jpg`, or `*.npy` tensors), a pair of IDX files (the MNIST /
+//! Fashion-MNIST format, optionally gzip-compressed), a `.npy` array of samples with its
+//! labels, or the caller's own list. All stream: one sample in memory at a time.
 
 mod folder;
 mod idx;
+mod npy;
 
 use std::path::{Path, PathBuf};
 
@@ -11,18 +13,21 @@ use ndarray::ArrayViewD;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::preprocess::{Pixels, decode_image_file};
+use crate::preprocess::{Pixels, SampleInput, TensorSample};
 use folder::dotted;
-pub use folder::{ImageFolder, UnreadImages};
+pub use folder::{ImageFolder, UnreadImages, read_sample_file};
 pub use idx::{IdxSource, default_idx_labels};
+pub use npy::{
+    NpyArraySource, default_npy_labels, has_npy_magic, is_npy_name, npy_shape, read_npy_sample,
+};
 
-/// One labelled (or unlabelled) image.
+/// One labelled (or unlabelled) sample: an image or a tensor.
 #[derive(Debug, Clone)]
 pub struct Sample {
-    /// Where it came from: a file path, or `file#index` for IDX records.
+    /// Where it came from: a file path, or `file#index` for records of IDX and array files.
     pub id: String,
     pub label: Option<String>,
-    pub pixels: Pixels,
+    pub input: SampleInput,
 }
 
 impl Sample {
@@ -37,7 +42,7 @@ impl Sample {
 /// How to open a data path.
 #[derive(Debug, Clone, Default)]
 pub struct DataOptions {
-    /// IDX labels file; derived from the images file name when absent.
+    /// Labels file of an IDX images file or a `.npy` array; derived from its name when absent.
     pub idx_labels: Option<PathBuf>,
     /// Names for IDX label numbers, one per line; `labels.txt` beside the images by default.
     pub label_names: Option<PathBuf>,
@@ -113,6 +118,8 @@ pub fn overlapping_sources(a: &str, b: &str) -> bool {
 pub enum DataSource {
     Folder(ImageFolder),
     Idx(IdxSource),
+    /// A `.npy` array of samples with its labels.
+    Npy(NpyArraySource),
     /// Samples handed over by the caller (a list of image files, images in memory).
     List(SampleList),
     /// One shard of a source: the records before it already passed over.
@@ -192,18 +199,68 @@ impl SampleList {
             Ok(Sample {
                 id: format!("image {i}"),
                 label: labels.as_ref().map(|l| l[i].clone()),
-                pixels: Pixels {
+                input: SampleInput::Pixels(Pixels {
                     width,
                     height,
                     channels,
                     data: pixels[i * per_image..(i + 1) * per_image].to_vec(),
-                },
+                }),
             })
         });
         Ok(SampleList::new(id, n, items))
     }
 
-    /// Image files with their labels (None: unlabelled, for predicting), named by a digest of
+    /// Float tensor samples held in memory as one array of shape (n, …) (a NumPy array, an
+    /// application's buffer of log-mel frames or sensor windows), with their labels (None:
+    /// unlabelled, for predicting). Each sample has the shape after the first axis. Named by a
+    /// digest of the values and labels, so the same samples learned twice resume.
+    pub fn from_tensors(tensors: ArrayViewD<'_, f32>, labels: Option<Vec<String>>) -> Result<Self> {
+        let Some((&n, shape)) = tensors.shape().split_first() else {
+            return Err(Error::InvalidArgument(
+                "tensors must have shape (n, …): n samples along the first axis".into(),
+            ));
+        };
+        let shape = shape.to_vec();
+        if let Some(labels) = &labels {
+            if labels.len() != n {
+                return Err(Error::InvalidArgument(format!(
+                    "{n} tensors but {} labels",
+                    labels.len()
+                )));
+            }
+            for label in labels {
+                check_label(label, Path::new("tensors"))?;
+            }
+        }
+        let values: Vec<f32> = tensors.iter().copied().collect();
+        let mut digest = Sha256::new();
+        for v in &values {
+            digest.update(v.to_le_bytes());
+        }
+        for s in &shape {
+            digest.update((*s as u64).to_le_bytes());
+        }
+        for label in labels.iter().flatten() {
+            digest.update(label.as_bytes());
+            digest.update([0]);
+        }
+        let id = format!("tensors:{:x}", digest.finalize());
+        let per_sample = shape.iter().product::<usize>();
+        let items = (0..n).map(move |i| {
+            Ok(Sample {
+                id: format!("tensor {i}"),
+                label: labels.as_ref().map(|l| l[i].clone()),
+                input: SampleInput::Tensor(TensorSample {
+                    shape: shape.clone(),
+                    data: values[i * per_sample..(i + 1) * per_sample].to_vec(),
+                }),
+            })
+        });
+        Ok(SampleList::new(id, n, items))
+    }
+
+    /// Sample files (images, or `.npy` tensors) with their labels (None: unlabelled, for
+    /// predicting), named by a digest of
     /// the paths and labels (the same list read again resumes as a folder would).
     pub fn from_files(paths: Vec<PathBuf>, labels: Option<Vec<String>>) -> Result<Self> {
         if let Some(labels) = &labels
@@ -235,7 +292,8 @@ impl SampleList {
         Self::files(id, files)
     }
 
-    /// Image files with their labels (None: unlabelled, for predicting).
+    /// Sample files (images, or `.npy` tensors) with their labels (None: unlabelled, for
+    /// predicting).
     pub fn files(id: String, files: Vec<(PathBuf, Option<String>)>) -> Result<Self> {
         for (path, label) in &files {
             if let Some(label) = label {
@@ -247,7 +305,7 @@ impl SampleList {
             Ok(Sample {
                 id: path.display().to_string(),
                 label,
-                pixels: decode_image_file(&path)?,
+                input: read_sample_file(&path)?,
             })
         });
         Ok(Self::new(id, len, items))
@@ -255,11 +313,14 @@ impl SampleList {
 }
 
 impl DataSource {
-    /// A folder is read as ImageFolder; a file as IDX images.
+    /// A folder is read as ImageFolder; a file as a `.npy` array of samples (by its content)
+    /// or IDX images.
     pub fn open(path: &Path, options: &DataOptions) -> Result<Self> {
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         let source = if meta.is_dir() {
             DataSource::Folder(ImageFolder::open(path, options.limit)?)
+        } else if has_npy_magic(path) {
+            DataSource::Npy(NpyArraySource::open(path, options)?)
         } else {
             DataSource::Idx(IdxSource::open(path, options)?)
         };
@@ -285,6 +346,7 @@ impl DataSource {
         match self {
             DataSource::Folder(f) => f.files.len(),
             DataSource::Idx(i) => i.count,
+            DataSource::Npy(a) => a.count,
             DataSource::List(l) => l.len,
             DataSource::Shard { remaining, .. } => *remaining,
         }
@@ -313,7 +375,7 @@ impl DataSource {
                 })
                 .collect(),
             DataSource::Shard { inner, .. } => inner.warnings(),
-            DataSource::Idx(_) | DataSource::List(_) => Vec::new(),
+            DataSource::Idx(_) | DataSource::Npy(_) | DataSource::List(_) => Vec::new(),
         }
     }
 
@@ -322,6 +384,7 @@ impl DataSource {
         let path = match self {
             DataSource::Folder(f) => &f.root,
             DataSource::Idx(i) => &i.images_path,
+            DataSource::Npy(a) => &a.path,
             DataSource::List(l) => return l.id.clone(),
             DataSource::Shard { inner, shard, .. } => {
                 return format!("{}{SHARD_MARK}{}/{}", inner.id(), shard.index, shard.count);
@@ -333,7 +396,7 @@ impl DataSource {
             .to_string()
     }
 
-    /// Passes over the next `n` records without decoding images (resuming a source).
+    /// Passes over the next `n` records without decoding them (resuming a source).
     pub fn skip_records(&mut self, n: usize) -> Result<()> {
         match self {
             DataSource::Folder(f) => {
@@ -341,6 +404,7 @@ impl DataSource {
                 Ok(())
             }
             DataSource::Idx(i) => i.skip_records(n),
+            DataSource::Npy(a) => a.skip_records(n),
             DataSource::List(l) => {
                 // A list has no index to seek: its skipped items are produced and dropped.
                 for _ in 0..n {
@@ -366,6 +430,7 @@ impl Iterator for DataSource {
         match self {
             DataSource::Folder(f) => f.next(),
             DataSource::Idx(i) => i.next(),
+            DataSource::Npy(a) => a.next(),
             DataSource::List(l) => l.items.next(),
             DataSource::Shard {
                 inner, remaining, ..
