@@ -128,3 +128,166 @@ fn arm_build_under_qemu_matches_the_x86_build() {
         arm_eval["accuracy"], x86_eval["accuracy"]
     );
 }
+
+/// The C library cross-built beside `ARM_BINARY` (scripts/ci/cross-build.sh builds both) and
+/// both C examples linked against its static library with the cross compiler
+/// (`ARM_CC`, default aarch64-linux-gnu-gcc), run under qemu: their states are read by this
+/// (x86) build, whose `predict` gives the scores they printed within 1e-4.
+#[test]
+fn arm_c_examples_under_qemu_match_the_x86_build() {
+    let Ok(arm) = std::env::var("ARM_BINARY") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must test the ARM build: set ARM_BINARY=$(scripts/ci/cross-build.sh aarch64)"
+        );
+        eprintln!("skipped: set ARM_BINARY (and ARM_RUNNER, ARM_CC) to test the ARM C library");
+        return;
+    };
+    let lib = std::path::Path::new(&arm)
+        .parent()
+        .unwrap()
+        .join("libfastretrain.a");
+    assert!(
+        lib.exists(),
+        "{} is missing: scripts/ci/cross-build.sh builds it",
+        lib.display()
+    );
+    let cc = std::env::var("ARM_CC").unwrap_or_else(|_| "aarch64-linux-gnu-gcc".into());
+    let runner: Vec<String> = std::env::var("ARM_RUNNER")
+        .unwrap_or_else(|_| "qemu-aarch64 -cpu cortex-a72 -L /usr/aarch64-linux-gnu".into())
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let dir = common::temp_dir("arm-capi");
+    let root = common::root();
+    let build = |source: &str| {
+        let exe = dir.join(source.trim_end_matches(".c"));
+        let out = Command::new(&cc)
+            .args([
+                "-std=c11",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-O1",
+                "-D_DEFAULT_SOURCE",
+            ])
+            .arg("-I")
+            .arg(root.join("capi/include"))
+            .arg(root.join("examples/c").join(source))
+            .arg("-o")
+            .arg(&exe)
+            .arg(&lib)
+            .args([
+                "-lgcc_s",
+                "-lutil",
+                "-lrt",
+                "-lpthread",
+                "-lm",
+                "-ldl",
+                "-lc",
+            ])
+            .output()
+            .expect("the cross C compiler runs");
+        assert!(out.status.success(), "{cc}: {}", common::stderr(&out));
+        exe
+    };
+    let run_arm = |exe: &std::path::Path, args: &[&str]| {
+        let out = Command::new(&runner[0])
+            .args(&runner[1..])
+            .arg(exe)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            exe.display(),
+            common::stderr(&out)
+        );
+        common::stdout(&out)
+            .lines()
+            .map(|line| {
+                let parts: Vec<&str> = line.split('\t').collect();
+                (
+                    parts[0].to_string(),
+                    parts[1].to_string(),
+                    parts[2].parse::<f64>().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // The x86 CLI's scores of `files` with `state`, per file: (label, score) best first.
+    let x86_scores = |state: &std::path::Path, files: &[&str]| {
+        let mut args = vec!["predict", "--json", "-k", "3", "--state", s(state)];
+        args.extend(files);
+        let out = Command::new(env!("CARGO_BIN_EXE_fastretrain"))
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        json_of(&out)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                p["top"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| {
+                        (
+                            t["label"].as_str().unwrap().to_string(),
+                            t["score"].as_f64().unwrap(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut worst = 0.0f64;
+    let mut compare = |printed: &[(String, String, f64)], cli: &[(String, f64)]| {
+        assert_eq!(printed.len(), cli.len());
+        for ((_, label, score), (cli_label, cli_score)) in printed.iter().zip(cli) {
+            assert_eq!(label, cli_label);
+            worst = worst.max((score - cli_score).abs());
+        }
+    };
+
+    // Images: the tiny CNN learning 2 images per label of the zoo's folder.
+    let images = build("learn_predict.c");
+    let photo = common::data("zoo/fashion/test/Bag/test_00018.png");
+    let tiny = common::tiny_model();
+    let image_state = dir.join("images.frs");
+    let printed = run_arm(
+        &images,
+        &[
+            tiny.as_str(),
+            s(&common::data("zoo/fashion/train")),
+            "2",
+            s(&image_state),
+            s(&photo),
+        ],
+    );
+    let cli = x86_scores(&image_state, &[s(&photo)]);
+    compare(&printed[..3], &cli[0]);
+
+    // Tensors: IMU windows made in C, learned, a batch forgotten, one predicted.
+    let tensors = build("tensor_samples.c");
+    let (tensor_state, window) = (dir.join("tensors.frs"), dir.join("window.npy"));
+    let printed = run_arm(
+        &tensors,
+        &[
+            s(&common::data("signal/imu_mlp.onnx")),
+            s(&tensor_state),
+            s(&window),
+        ],
+    );
+    let cli = x86_scores(&tensor_state, &[s(&window)]);
+    compare(&printed, &cli[0]);
+    assert!(
+        worst < 1e-4,
+        "ARM C library and x86 CLI scores differ by {worst}"
+    );
+    eprintln!("ARM C examples (qemu) vs x86 CLI: largest score difference {worst:e}");
+}

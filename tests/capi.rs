@@ -1,4 +1,5 @@
-//! The C library as a C program uses it: examples/c/learn_predict.c built with the system `cc`
+//! The C library as a C program uses it: examples/c/learn_predict.c (images) and
+//! examples/c/tensor_samples.c (float tensors: IMU windows) built with the system `cc`
 //! against libfastretrain.a and against libfastretrain.so (the workspace's capi crate, built by
 //! the README's test command), run on the shipped model and zoo images. Its state must be read
 //! by the CLI (`info`) and give the CLI's `predict` scores within 1e-5; the static and shared
@@ -31,13 +32,15 @@ fn library_dir() -> Option<PathBuf> {
     Some(dir)
 }
 
-/// The example compiled against the static or the shared library, with warnings as errors.
-fn compile(lib: &Path, shared: bool, out: &Path) -> PathBuf {
+/// The example `source` (in examples/c) compiled against the static or the shared library,
+/// with warnings as errors.
+fn compile(lib: &Path, source: &str, shared: bool, out: &Path) -> PathBuf {
     let root = common::root();
+    let stem = source.trim_end_matches(".c");
     let exe = out.join(if shared {
-        "example-shared"
+        format!("{stem}-shared")
     } else {
-        "example-static"
+        format!("{stem}-static")
     });
     let mut cc = Command::new("cc");
     cc.args([
@@ -51,12 +54,13 @@ fn compile(lib: &Path, shared: bool, out: &Path) -> PathBuf {
     ])
     .arg("-I")
     .arg(root.join("capi/include"))
-    .arg(root.join("examples/c/learn_predict.c"))
+    .arg(root.join("examples/c").join(source))
     .arg("-o")
     .arg(&exe);
     if shared {
         cc.arg(format!("-L{}", lib.display()))
             .arg("-lfastretrain")
+            .arg("-lm")
             .arg(format!("-Wl,-rpath,{}", lib.display()));
     } else {
         // What a Rust static library needs from the system (rustc --print native-static-libs).
@@ -108,7 +112,7 @@ fn the_c_example_learns_predicts_and_saves_as_the_cli_would() {
     let photos = photos();
     let mut runs = Vec::new();
     for shared in [false, true] {
-        let exe = compile(&lib, shared, &dir);
+        let exe = compile(&lib, "learn_predict.c", shared, &dir);
         let state = dir.join(if shared { "shared.frs" } else { "static.frs" });
         let out = Command::new(&exe)
             .args([s(&model), s(&folder), "3", s(&state)])
@@ -155,6 +159,62 @@ fn the_c_example_learns_predicts_and_saves_as_the_cli_would() {
 }
 
 #[test]
+fn the_c_tensor_example_learns_forgets_and_predicts_as_the_cli_would() {
+    let Some(lib) = library_dir() else { return };
+    let dir = common::temp_dir("capi-tensor");
+    let model = common::data("signal/imu_mlp.onnx");
+    let mut runs = Vec::new();
+    for shared in [false, true] {
+        let exe = compile(&lib, "tensor_samples.c", shared, &dir);
+        let state = dir.join(if shared { "shared.frs" } else { "static.frs" });
+        let out = Command::new(&exe)
+            .args([s(&model), s(&state), s(&dir.join("window.npy"))])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        runs.push(printed(&out));
+        // Every refusal of a bad tensor came back with a status and a message.
+        assert!(
+            !stderr(&out).contains("NOT AS EXPECTED"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(
+        runs[0], runs[1],
+        "static and shared builds printed different results"
+    );
+    let lines: Vec<_> = runs[1].iter().filter(|l| l.0 == "window").collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let state = dir.join("shared.frs");
+    let info = common::json_of(&common::run(
+        &dir,
+        &["info", "--json", "--state", s(&state)],
+    ));
+    // Four gestures of 16 learned, the fourth forgotten again.
+    assert_eq!(info["samples"].as_f64(), Some(48.0), "{info}");
+    let cli = common::json_of(&common::run(
+        &dir,
+        &[
+            "predict",
+            "--json",
+            "-k",
+            "3",
+            "--state",
+            s(&state),
+            s(&dir.join("window.npy")),
+        ],
+    ));
+    let top = cli[0]["top"].as_array().unwrap();
+    let mut worst = 0.0f64;
+    for (c, (_, label, score)) in top.iter().zip(&lines) {
+        assert_eq!(c["label"].as_str(), Some(label.as_str()));
+        worst = worst.max((c["score"].as_f64().unwrap() - score).abs());
+    }
+    assert!(worst < 1e-5, "C and CLI scores differ by {worst}");
+}
+
+#[test]
 fn the_c_example_is_clean_under_valgrind_on_every_path() {
     let Some(lib) = library_dir() else { return };
     if Command::new("valgrind").arg("--version").output().is_err() {
@@ -166,16 +226,20 @@ fn the_c_example_is_clean_under_valgrind_on_every_path() {
         return;
     }
     let dir = common::temp_dir("capi-valgrind");
-    let exe = compile(&lib, true, &dir);
+    let exe = compile(&lib, "learn_predict.c", true, &dir);
+    let tensor_exe = compile(&lib, "tensor_samples.c", true, &dir);
     let model = common::tiny_model();
+    let imu = common::data("signal/imu_mlp.onnx");
     let folder = common::data("zoo/fashion/train");
     let photo = photos().remove(0);
     let state = dir.join("valgrind.frs");
-    let runs: [Vec<&str>; 2] = [
-        vec!["--errors", &model, s(&folder)],
-        vec![&model, s(&folder), "2", s(&state), s(&photo)],
+    let (tensor_state, window) = (dir.join("tensor.frs"), dir.join("window.npy"));
+    let runs: [(&PathBuf, Vec<&str>); 3] = [
+        (&exe, vec!["--errors", &model, s(&folder)]),
+        (&exe, vec![&model, s(&folder), "2", s(&state), s(&photo)]),
+        (&tensor_exe, vec![s(&imu), s(&tensor_state), s(&window)]),
     ];
-    for args in runs {
+    for (exe, args) in runs {
         let out = Command::new("valgrind")
             .args([
                 "--error-exitcode=99",
@@ -188,7 +252,7 @@ fn the_c_example_is_clean_under_valgrind_on_every_path() {
                 "--suppressions={}",
                 common::root().join("capi/valgrind.supp").display()
             ))
-            .arg(&exe)
+            .arg(exe)
             .args(&args)
             .current_dir(&dir)
             .output()

@@ -86,7 +86,7 @@ fn bad_input_is_a_clear_error_and_changes_nothing() {
     std::fs::create_dir_all(dir.join("empty")).unwrap();
     assert_error(
         &run(&dir, &["learn", "--state", state_s, "--data", "empty"]),
-        "no images found",
+        "no samples found",
     );
 
     // A state from another backbone.

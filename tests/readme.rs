@@ -1,6 +1,7 @@
-//! The README's "Using your own model" walk-through, run line by line as a user would type it
-//! (in a fresh folder where `tests/` is the repository's): every command must do what the
-//! README says, and a line whose comment says it fails must fail with a clear message.
+//! The README's "Using your own model" and "Samples that are not images" walk-throughs, run line
+//! by line as a user would type them (in a fresh folder where `tests/` is the repository's):
+//! every command must do what the README says, and a line whose comment says it fails must fail
+//! with a clear message.
 
 use crate::common;
 
@@ -9,10 +10,10 @@ use std::process::Command;
 use common::stderr;
 
 /// The commands of the first ```sh block after the heading.
-fn walkthrough() -> Vec<String> {
+fn walkthrough(heading: &str) -> Vec<String> {
     let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
     let section = readme
-        .split("## Using your own model")
+        .split(heading)
         .nth(1)
         .expect("README has the section");
     let block = section
@@ -32,8 +33,32 @@ fn walkthrough() -> Vec<String> {
 #[test]
 fn readme_own_model_walkthrough_runs() {
     let dir = common::temp_dir("readme");
+    let ran = run_walkthrough("## Using your own model", &dir);
+    for command in ["spec", "learn", "eval", "predict", "export"] {
+        assert!(ran.iter().any(|c| c == command), "{command} not in {ran:?}");
+    }
+    assert!(dir.join("my-model.json").is_file());
+    assert!(dir.join("my-adapted.onnx").is_file());
+}
+
+#[cfg(unix)]
+#[test]
+fn readme_tensor_walkthrough_runs() {
+    let dir = common::temp_dir("readme-tensors");
+    let ran = run_walkthrough("## Samples that are not images", &dir);
+    for command in ["spec", "learn", "eval", "predict", "export"] {
+        assert!(ran.iter().any(|c| c == command), "{command} not in {ran:?}");
+    }
+    assert!(common::json_file(&dir.join("kws.json"))["input"]["kind"] == "tensor");
+    assert!(dir.join("kws-adapted.onnx").is_file());
+}
+
+/// Runs the walk-through under `heading` in `dir` (with `tests/` linked in); returns the
+/// subcommands it ran.
+#[cfg(unix)]
+fn run_walkthrough(heading: &str, dir: &std::path::Path) -> Vec<String> {
     std::os::unix::fs::symlink(common::root().join("tests"), dir.join("tests")).unwrap();
-    let lines = walkthrough();
+    let lines = walkthrough(heading);
     assert!(lines.len() >= 6, "{lines:?}");
     let mut ran = Vec::new();
     for line in &lines {
@@ -46,7 +71,7 @@ fn readme_own_model_walkthrough_runs() {
             "fastretrain" => {
                 let out = Command::new(env!("CARGO_BIN_EXE_fastretrain"))
                     .args(&words[1..])
-                    .current_dir(&dir)
+                    .current_dir(dir)
                     .output()
                     .unwrap();
                 let err = stderr(&out);
@@ -61,9 +86,5 @@ fn readme_own_model_walkthrough_runs() {
             other => panic!("the walk-through has a command the test does not know: {other}"),
         }
     }
-    for command in ["spec", "learn", "eval", "predict", "export"] {
-        assert!(ran.iter().any(|c| c == command), "{command} not in {ran:?}");
-    }
-    assert!(dir.join("my-model.json").is_file());
-    assert!(dir.join("my-adapted.onnx").is_file());
+    ran
 }

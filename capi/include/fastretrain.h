@@ -117,8 +117,54 @@ enum FastretrainStatus fastretrain_learn_pixels(struct FastretrainRetrainer *ret
                                                 size_t stride,
                                                 const char *const *labels);
 
-// Folds the labelled samples of `source` into the statistics: an image folder
-// (`root/<label>/*.png|jpg`) or an IDX images file (labels beside it), as `fastretrain learn
+// Folds `count` labelled float tensor samples into the statistics, for a model fed with
+// tensors (its spec's input is a tensor: audio frames, sensor windows). One sample's shape is
+// `shape[0..ndim]` (the batch axis left out; it must be the model's); the samples lie one
+// after another in `values`, C order. NaN or infinite values are refused, naming the sample.
+// Each call is one source in the state, as for [`fastretrain_learn_pixels`].
+//
+// # Safety
+// `shape` holds `ndim` sizes; `values` holds `count × shape[0] × … × shape[ndim-1]` floats;
+// `labels` holds `count` valid strings.
+enum FastretrainStatus fastretrain_learn_tensor(struct FastretrainRetrainer *retrainer,
+                                                const float *values,
+                                                size_t count,
+                                                const size_t *shape,
+                                                size_t ndim,
+                                                const char *const *labels);
+
+// Takes `count` labelled images (laid out as for [`fastretrain_learn_pixels`]) out of the
+// statistics (exact unlearning: the images must have been learned with these labels), then
+// refits the head at `lambda` (negative or NaN: chosen by GCV). All or nothing.
+//
+// # Safety
+// As [`fastretrain_learn_pixels`].
+enum FastretrainStatus fastretrain_forget_pixels(struct FastretrainRetrainer *retrainer,
+                                                 const uint8_t *pixels,
+                                                 size_t count,
+                                                 size_t width,
+                                                 size_t height,
+                                                 size_t channels,
+                                                 size_t stride,
+                                                 const char *const *labels,
+                                                 double lambda);
+
+// Takes `count` labelled tensor samples (laid out as for [`fastretrain_learn_tensor`]) out of
+// the statistics, then refits the head at `lambda` (negative or NaN: GCV). All or nothing.
+//
+// # Safety
+// As [`fastretrain_learn_tensor`].
+enum FastretrainStatus fastretrain_forget_tensor(struct FastretrainRetrainer *retrainer,
+                                                 const float *values,
+                                                 size_t count,
+                                                 const size_t *shape,
+                                                 size_t ndim,
+                                                 const char *const *labels,
+                                                 double lambda);
+
+// Folds the labelled samples of `source` into the statistics: a sample folder
+// (`root/<label>/*.png|jpg`, or `*.npy` tensors), an IDX images file or a `.npy` array of
+// samples (labels beside it), as `fastretrain learn
 // --data` reads it; a source learned before resumes after what it absorbed. The head is
 // updated by [`fastretrain_refit`].
 //
@@ -127,7 +173,7 @@ enum FastretrainStatus fastretrain_learn_pixels(struct FastretrainRetrainer *ret
 enum FastretrainStatus fastretrain_learn_source(struct FastretrainRetrainer *retrainer,
                                                 const char *source);
 
-// Takes the samples of `source` (a folder or IDX file learned before) out of the statistics
+// Takes the samples of `source` (a folder, IDX or `.npy` array file learned before) out of the statistics
 // (exact unlearning), then refits the head at `lambda` (negative or NaN: chosen by GCV).
 // All or nothing: on failure the state is unchanged.
 //
@@ -162,7 +208,23 @@ enum FastretrainStatus fastretrain_predict_pixels(struct FastretrainRetrainer *r
                                                   double *scores_out,
                                                   size_t *found);
 
-// [`fastretrain_predict_pixels`] for an image file (PNG or JPEG), decoded by the library.
+// Predicts one tensor sample of shape `shape[0..ndim]` (as in [`fastretrain_learn_tensor`],
+// `count` 1); results as in [`fastretrain_predict_pixels`].
+//
+// # Safety
+// `shape` holds `ndim` sizes; `values` holds their product of floats; `labels_out` and
+// `scores_out` hold `k` elements.
+enum FastretrainStatus fastretrain_predict_tensor(struct FastretrainRetrainer *retrainer,
+                                                  const float *values,
+                                                  const size_t *shape,
+                                                  size_t ndim,
+                                                  size_t k,
+                                                  size_t *labels_out,
+                                                  double *scores_out,
+                                                  size_t *found);
+
+// [`fastretrain_predict_pixels`] for a sample file: an image (PNG or JPEG, decoded by the
+// library) or a `.npy` tensor of one sample.
 //
 // # Safety
 // `path` is a NUL-terminated string; `labels_out` and `scores_out` hold `k` elements.

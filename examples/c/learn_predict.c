@@ -233,6 +233,17 @@ static int error_paths(const char *model, const char *folder) {
     if (failed(fastretrain_learn_pixels(r, two, 2, 8, 8, 3, 0, labels), "learn") ||
         failed(fastretrain_refit(r, 1.0), "refit"))
         bad = 1;
+    /* One more image learned and forgotten again from its pixels (exact unlearning), then
+     * one under a label the state does not know. */
+    unsigned char more[8 * 8 * 3];
+    memset(more, 120, sizeof more);
+    if (failed(fastretrain_learn_pixels(r, more, 1, 8, 8, 3, 0, labels), "learn one more") ||
+        failed(fastretrain_forget_pixels(r, more, 1, 8, 8, 3, 0, labels, 1.0), "forget it"))
+        bad = 1;
+    const char *zebra[1] = {"zebra"};
+    bad |= refused("forget an image under a label the state does not know",
+                   fastretrain_forget_pixels(r, more, 1, 8, 8, 3, 0, zebra, 1.0),
+                   FASTRETRAIN_STATUS_UNKNOWN_LABEL);
     bad |= refused("label name into a buffer one byte short",
                    fastretrain_label_name(r, 0, small, 1, &needed),
                    FASTRETRAIN_STATUS_INVALID_ARGUMENT);

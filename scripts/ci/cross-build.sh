@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Cross-builds the binary for an ARM board and prints its path.
+# Cross-builds the binary and the C library (libfastretrain.a/.so, capi/) for an ARM board and
+# prints the binary's path (the libraries lie beside it).
 # Usage: scripts/ci/cross-build.sh aarch64|armv7 [PROFILE]
 # PROFILE is `edge` by default (what goes on a board: LTO, one codegen unit, panic=abort,
 # stripped; ~25 min cold on 2 cores) or `release` (~17 min cold; CI tests this one).
@@ -22,5 +23,6 @@ if [ -n "$missing" ]; then
   apt-get install -y -qq $missing >/dev/null
 fi
 rustup target add "$T" >/dev/null 2>&1 || rustup target list --installed | grep -qx "$T"
-cargo build --profile "$PROFILE" --locked --target "$T" --config "targets/$T.toml" >&2
+cargo build --profile "$PROFILE" --locked --target "$T" --config "targets/$T.toml" \
+  -p fastretrain -p fastretrain-capi >&2
 echo "$(realpath "${CARGO_TARGET_DIR:-target}")/$T/$PROFILE/fastretrain"
