@@ -277,3 +277,59 @@ fn the_c_example_is_clean_under_valgrind_on_every_path() {
         }
     }
 }
+
+/// A C++ application includes the same header (its `extern "C"` block) and links the shared
+/// library: built with the system `c++` with warnings as errors, it opens a model and reports a
+/// missing one through the status and the message.
+#[test]
+fn the_header_serves_a_cpp_program() {
+    let Some(lib) = library_dir() else { return };
+    let dir = common::temp_dir("capi-cpp");
+    let source = dir.join("app.cpp");
+    std::fs::write(
+        &source,
+        r#"#include "fastretrain.h"
+#include <cstdio>
+#include <string>
+
+int main(int argc, char **argv) {
+    FastretrainRetrainer *r = nullptr;
+    if (fastretrain_open("no-such-model.onnx", nullptr, 0, &r) == FASTRETRAIN_STATUS_OK) return 1;
+    std::string missing = fastretrain_last_error();
+    if (argc < 2 || fastretrain_open(argv[1], nullptr, 1, &r) != FASTRETRAIN_STATUS_OK) return 1;
+    FastretrainInfo info{};
+    if (fastretrain_info(r, &info) != FASTRETRAIN_STATUS_OK) return 1;
+    std::printf("%s\t%zu\t%s\n", fastretrain_version(), info.dim, missing.c_str());
+    fastretrain_free(r);
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let exe = dir.join("app");
+    let built = Command::new("c++")
+        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror"])
+        .arg("-I")
+        .arg(common::root().join("capi/include"))
+        .arg(&source)
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("-L{}", lib.display()))
+        .arg("-lfastretrain")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .output()
+        .expect("c++ runs");
+    assert!(built.status.success(), "c++: {}", stderr(&built));
+    let model = common::data("signal/imu_mlp.onnx");
+    let out = Command::new(&exe)
+        .arg(&model)
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = stdout(&out);
+    let fields: Vec<&str> = line.trim_end().split('\t').collect();
+    assert_eq!(fields[0], env!("CARGO_PKG_VERSION"));
+    assert_eq!(fields[1], "64");
+    assert!(fields[2].contains("no-such-model.onnx"), "{line}");
+}
