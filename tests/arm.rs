@@ -26,11 +26,7 @@ fn arm_build_under_qemu_matches_the_x86_build() {
         eprintln!("skipped: set ARM_BINARY (and ARM_RUNNER) to test a cross-built binary");
         return;
     };
-    let runner: Vec<String> = std::env::var("ARM_RUNNER")
-        .unwrap_or_else(|_| "qemu-aarch64 -cpu cortex-a72 -L /usr/aarch64-linux-gnu".into())
-        .split_whitespace()
-        .map(String::from)
-        .collect();
+    let runner = arm_runner();
     let dir = common::temp_dir("arm");
     let root = common::root();
     let model = root.join("models/mobilenetv2.onnx");
@@ -153,44 +149,10 @@ fn arm_c_examples_under_qemu_match_the_x86_build() {
         lib.display()
     );
     let cc = std::env::var("ARM_CC").unwrap_or_else(|_| "aarch64-linux-gnu-gcc".into());
-    let runner: Vec<String> = std::env::var("ARM_RUNNER")
-        .unwrap_or_else(|_| "qemu-aarch64 -cpu cortex-a72 -L /usr/aarch64-linux-gnu".into())
-        .split_whitespace()
-        .map(String::from)
-        .collect();
+    let runner = arm_runner();
     let dir = common::temp_dir("arm-capi");
-    let root = common::root();
-    let build = |source: &str| {
-        let exe = dir.join(source.trim_end_matches(".c"));
-        let out = Command::new(&cc)
-            .args([
-                "-std=c11",
-                "-Wall",
-                "-Wextra",
-                "-Werror",
-                "-O1",
-                "-D_DEFAULT_SOURCE",
-            ])
-            .arg("-I")
-            .arg(root.join("capi/include"))
-            .arg(root.join("examples/c").join(source))
-            .arg("-o")
-            .arg(&exe)
-            .arg(&lib)
-            .args([
-                "-lgcc_s",
-                "-lutil",
-                "-lrt",
-                "-lpthread",
-                "-lm",
-                "-ldl",
-                "-lc",
-            ])
-            .output()
-            .expect("the cross C compiler runs");
-        assert!(out.status.success(), "{cc}: {}", common::stderr(&out));
-        exe
-    };
+    let lib_dir = lib.parent().unwrap();
+    let build = |source: &str| crate::capi::compile_with(&cc, lib_dir, source, false, &dir);
     let run_arm = |exe: &std::path::Path, args: &[&str]| {
         let out = Command::new(&runner[0])
             .args(&runner[1..])
@@ -290,4 +252,13 @@ fn arm_c_examples_under_qemu_match_the_x86_build() {
         "ARM C library and x86 CLI scores differ by {worst}"
     );
     eprintln!("ARM C examples (qemu) vs x86 CLI: largest score difference {worst:e}");
+}
+
+/// The command that runs an ARM program here: `ARM_RUNNER`, else qemu emulating a Cortex-A72.
+fn arm_runner() -> Vec<String> {
+    std::env::var("ARM_RUNNER")
+        .unwrap_or_else(|_| "qemu-aarch64 -cpu cortex-a72 -L /usr/aarch64-linux-gnu".into())
+        .split_whitespace()
+        .map(String::from)
+        .collect()
 }

@@ -35,6 +35,18 @@ fn library_dir() -> Option<PathBuf> {
 /// The example `source` (in examples/c) compiled against the static or the shared library,
 /// with warnings as errors.
 fn compile(lib: &Path, source: &str, shared: bool, out: &Path) -> PathBuf {
+    compile_with("cc", lib, source, shared, out)
+}
+
+/// [`compile`] with the C compiler `compiler` (a cross compiler for the ARM libraries in
+/// `lib`, tests/arm.rs).
+pub(crate) fn compile_with(
+    compiler: &str,
+    lib: &Path,
+    source: &str,
+    shared: bool,
+    out: &Path,
+) -> PathBuf {
     let root = common::root();
     let stem = source.trim_end_matches(".c");
     let exe = out.join(if shared {
@@ -42,7 +54,7 @@ fn compile(lib: &Path, source: &str, shared: bool, out: &Path) -> PathBuf {
     } else {
         format!("{stem}-static")
     });
-    let mut cc = Command::new("cc");
+    let mut cc = Command::new(compiler);
     cc.args([
         "-std=c11",
         "-Wall",
@@ -74,8 +86,8 @@ fn compile(lib: &Path, source: &str, shared: bool, out: &Path) -> PathBuf {
             "-lc",
         ]);
     }
-    let built = cc.output().expect("cc runs");
-    assert!(built.status.success(), "cc: {}", stderr(&built));
+    let built = cc.output().expect("the C compiler runs");
+    assert!(built.status.success(), "{compiler}: {}", stderr(&built));
     exe
 }
 

@@ -7,7 +7,7 @@ use super::{Backbone, LoadOptions};
 use crate::error::{Error, Result};
 use crate::feature_recipe::Augment;
 use crate::onnx::{dims, graph_of, image_input, read_model_file, show_dims};
-use crate::spec::{InputSpec, Layout, ModelInput, ModelSpec, Preset, TensorInput};
+use crate::spec::{InputSpec, Layout, ModelInput, ModelSpec, PreprocessSpec, Preset, TensorInput};
 
 /// What `fastretrain spec` needs to know beyond the model itself.
 #[derive(Debug, Clone)]
@@ -38,25 +38,12 @@ pub fn make_spec(model: &Path, request: &SpecRequest) -> Result<ModelSpec> {
     let input = image_input(graph, model)?;
     if request.preset == Preset::Tensor {
         let shape = tensor_shape(input, request.shape.as_deref(), model)?;
-        let spec = ModelSpec {
-            name: model
-                .file_stem()
-                .map_or("model".into(), |s| s.to_string_lossy().into_owned()),
-            file: model.file_name().map(|f| f.to_string_lossy().into_owned()),
-            sha256: Some(sha256),
-            input: ModelInput::Tensor(TensorInput {
-                name: Some(input.name.clone()),
-                shape,
-            }),
-            preprocess: None,
-            feature_tensor: request.feature_tensor.clone(),
-            feature_tensors: None,
-            feature_transform: None,
-            augment: None,
-            feature_dim: None,
-        };
+        let tensor = ModelInput::Tensor(TensorInput {
+            name: Some(input.name.clone()),
+            shape,
+        });
         drop(proto);
-        return with_features(model, spec, request);
+        return with_features(model, sha256, tensor, None, request);
     }
     if request.shape.is_some() {
         return Err(Error::InvalidArgument(
@@ -112,28 +99,15 @@ pub fn make_spec(model: &Path, request: &SpecRequest) -> Result<ModelSpec> {
         .preset
         .preprocess(size)
         .expect("an image preset (tensor returned above)");
-    let spec = ModelSpec {
-        name: model
-            .file_stem()
-            .map_or("model".into(), |s| s.to_string_lossy().into_owned()),
-        file: model.file_name().map(|f| f.to_string_lossy().into_owned()),
-        sha256: Some(sha256),
-        input: ModelInput::Image(InputSpec {
-            name: Some(input.name.clone()),
-            layout,
-            channels,
-            height: size,
-            width: size,
-        }),
-        preprocess: Some(preprocess),
-        feature_tensor: request.feature_tensor.clone(),
-        feature_tensors: None,
-        feature_transform: None,
-        augment: None,
-        feature_dim: None,
-    };
+    let image = ModelInput::Image(InputSpec {
+        name: Some(input.name.clone()),
+        layout,
+        channels,
+        height: size,
+        width: size,
+    });
     drop(proto);
-    with_features(model, spec, request)
+    with_features(model, sha256, image, Some(preprocess), request)
 }
 
 /// One sample's shape for a tensor input: the graph's axes after the batch, each fixed there
@@ -198,9 +172,30 @@ fn tensor_shape(
     }
 }
 
-/// `spec` completed with its feature tensors and their size, found by loading the model
-/// with it (so the spec is known to work).
-fn with_features(model: &Path, mut spec: ModelSpec, request: &SpecRequest) -> Result<ModelSpec> {
+/// The spec of `model` (file `sha256`) for `input` fed as `preprocess` says, completed with its
+/// feature tensors and their size, found by loading the model with it (so the spec is known
+/// to work).
+fn with_features(
+    model: &Path,
+    sha256: String,
+    input: ModelInput,
+    preprocess: Option<PreprocessSpec>,
+    request: &SpecRequest,
+) -> Result<ModelSpec> {
+    let mut spec = ModelSpec {
+        name: model
+            .file_stem()
+            .map_or("model".into(), |s| s.to_string_lossy().into_owned()),
+        file: model.file_name().map(|f| f.to_string_lossy().into_owned()),
+        sha256: Some(sha256),
+        input,
+        preprocess,
+        feature_tensor: request.feature_tensor.clone(),
+        feature_tensors: None,
+        feature_transform: None,
+        augment: None,
+        feature_dim: None,
+    };
     let backbone = Backbone::load_with(
         model,
         Some(spec.clone()),
