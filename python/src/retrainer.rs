@@ -124,6 +124,7 @@ impl Retrainer {
 
     /// Removes the samples of a source learned before (exact unlearning), then refits.
     #[pyo3(signature = (source=None, *, paths=None, images=None, tensors=None, labels=None, lam=None))]
+    #[allow(clippy::too_many_arguments)]
     fn forget<'py>(
         &self,
         py: Python<'py>,
@@ -230,6 +231,7 @@ impl Retrainer {
 
     /// Accuracy, per-class accuracy and confusion matrix on labelled samples.
     #[pyo3(signature = (source=None, *, paths=None, images=None, tensors=None, labels=None, limit=None))]
+    #[allow(clippy::too_many_arguments)]
     fn evaluate<'py>(
         &self,
         py: Python<'py>,
