@@ -218,4 +218,20 @@ fn shards_of_a_source_merge_into_the_whole_and_resume() {
     assert!(distinct.status.success(), "{}", stderr(&distinct));
     let both = State::load(&dir.join("distinct.frs")).unwrap();
     assert_eq!(both.stats().samples(), 43.0 + 20.0);
+    // A state (or its copy) again later in the list, after another: still refused, naming
+    // both files, with --distinct-sources too.
+    for again in ["part1.frs", "copy.frs"] {
+        let args = [
+            "merge",
+            "--out",
+            "thrice.frs",
+            "part1.frs",
+            "other.frs",
+            again,
+            "--distinct-sources",
+        ];
+        let err = common::refused(&dir, &args, "bit for bit those of part1.frs");
+        assert!(err.contains(again), "{err}");
+        assert!(!dir.join("thrice.frs").exists());
+    }
 }
