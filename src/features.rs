@@ -23,8 +23,9 @@ struct Lane {
     preprocessor: Preprocessor,
     input: Vec<f32>,
     runner: Runner,
-    /// The input tensor's shape for one image and its layout, to mirror it.
-    input_shape: Vec<usize>,
+    /// An image input's shape (4-D, batch 1) and its layout, to mirror it; None for a tensor
+    /// input, which is never mirrored (refused before it can be asked for).
+    mirror_shape: Option<[usize; 4]>,
     layout: Layout,
     /// Mirror each input tensor left to right before the forward pass.
     mirror: bool,
@@ -61,9 +62,7 @@ impl Lane {
         self.preprocessor
             .tensor_into(sample, what, &mut self.input)?;
         if self.mirror {
-            // Mirroring is refused for tensor models before it can be asked for.
-            let shape = <[usize; 4]>::try_from(self.input_shape.as_slice())
-                .expect("only image inputs (4-D) are mirrored");
+            let shape = self.mirror_shape.expect("only image inputs are mirrored");
             crate::feature_recipe::mirror(&mut self.input, shape, self.layout);
         }
         let preprocessed = Instant::now();
@@ -192,7 +191,9 @@ impl FeatureExtractor {
                 input: vec![0.0; preprocessor.input_len()],
                 preprocessor,
                 runner: backbone.runner()?,
-                input_shape: backbone.input_shape().to_vec(),
+                mirror_shape: <[usize; 4]>::try_from(backbone.input_shape())
+                    .ok()
+                    .filter(|_| backbone.spec().input.image().is_some()),
                 layout: backbone.spec().input.layout(),
                 mirror: false,
             })

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 
 use fastretrain::fitting::{FitOptions, Method, MethodSettings};
@@ -161,29 +161,7 @@ pub(crate) fn fit(a: FitArgs) -> Result<bool> {
 
 pub(crate) fn merge(a: MergeArgs) -> Result<bool> {
     let _lock = lock_state(&a.out, false)?;
-    let mut states = a.inputs.iter().map(|p| State::load(p));
-    let mut merged = states.next().context("no input states")??;
-    // Each input's digest, to refuse one given twice (or a copy) anywhere in the list: the
-    // running sum no longer equals the earlier input, and --distinct-sources skips the source
-    // check that would otherwise catch it.
-    let mut digests = vec![(merged.statistics_digest(), &a.inputs[0])];
-    for (path, state) in a.inputs.iter().skip(1).zip(states) {
-        let state = state?;
-        let digest = state.statistics_digest();
-        if state.stats().samples() > 0.0
-            && let Some((_, earlier)) = digests.iter().find(|(d, _)| *d == digest)
-        {
-            bail!(
-                "{}: its statistics are bit for bit those of {} (the same state, or a copy of \
-                 it): merging would count its {} samples twice",
-                path.display(),
-                earlier.display(),
-                state.stats().samples()
-            );
-        }
-        merged.merge(&state, path, a.distinct_sources)?;
-        digests.push((digest, path));
-    }
+    let mut merged = State::merge_files(&a.inputs, a.distinct_sources)?;
     let report = merged.fit(a.lambda)?;
     save_state(&merged, &a.out)?;
     if a.json {

@@ -299,6 +299,36 @@ impl State {
         })
     }
 
+    /// The states at `paths` added up in order (at least one; the head is dropped: refit
+    /// after merging), with [`Self::merge`]'s refusals, and also refusing a state that repeats
+    /// an earlier input bit for bit anywhere in the list: the running sum no longer equals that
+    /// input, and `distinct_sources` drops the source check that would otherwise catch it.
+    pub fn merge_files(paths: &[PathBuf], distinct_sources: bool) -> Result<State> {
+        let Some((first, rest)) = paths.split_first() else {
+            return Err(Error::InvalidArgument("no states to merge".into()));
+        };
+        let mut merged = State::load(first)?;
+        let mut digests = vec![(merged.statistics_digest(), first)];
+        for path in rest {
+            let state = State::load(path)?;
+            let digest = state.statistics_digest();
+            if state.stats.samples() > 0.0
+                && let Some((_, earlier)) = digests.iter().find(|(d, _)| *d == digest)
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: its statistics are bit for bit those of {} (the same state, or a copy \
+                     of it): merging would count its {} samples twice",
+                    path.display(),
+                    earlier.display(),
+                    state.stats.samples()
+                )));
+            }
+            merged.merge(&state, path, distinct_sources)?;
+            digests.push((digest, path));
+        }
+        Ok(merged)
+    }
+
     /// Adds another state's statistics and source counts (same backbone required; `path`
     /// names `other` in messages). The head is dropped: refit after merging.
     ///
