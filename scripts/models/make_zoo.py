@@ -23,6 +23,19 @@ exporter that a loader has to cope with:
 All at 32×32 (dynamic_hw: chosen with --size 32), 10 outputs, He-initialised weights from fixed
 seeds (untrained: the tests check loading and numbers, not the model's quality).
 
+Three of them again, as people shrink or split a model to carry it to a board:
+
+  torch_dynamo_resnet_f16.onnx  onnxconverter-common's convert_float_to_float16(keep_io_types=
+                                True): float16 weights and activations, float32 input and output
+                                (Cast nodes at both ends), the head Gemm in float16.
+  keras_nhwc_int8.onnx          onnxruntime.quantization.quantize_static, QDQ format, int8
+                                weights per channel, uint8 activations, calibrated on 100 of the
+                                training images (QuantizeLinear/DequantizeLinear pairs around
+                                every convolution and the MatMul head).
+  torch_legacy_vgg_external.onnx + torch_legacy_vgg_external.onnx.data
+                                onnx.save(save_as_external_data=True): every weight of 1 KiB or
+                                more in one side file, as PyTorch's exporter writes large models.
+
   tests/data/zoo/<model>.onnx
   tests/data/zoo/models.json            per model: preset, --size, feature tensor, dims
   tests/data/zoo/fashion/{train,test}/<label>/*.png   the first 50 / 30 images of each class of
@@ -224,6 +237,49 @@ MODELS = {"torch_dynamo_resnet": torch_dynamo_resnet, "torch_legacy_vgg": torch_
           "keras_nhwc": keras_nhwc, "dynamic_hw": dynamic_hw}
 
 
+def to_float16(model):
+    from onnxconverter_common import float16
+    return float16.convert_float_to_float16(model, keep_io_types=True)
+
+
+def to_int8(model, info):
+    """Static QDQ quantization as onnxruntime documents it, calibrated on training images fed as
+    the model's preset says (scripts/reference/make_zoo_reference.py writes the same spec)."""
+    from onnxruntime import quantization as q
+    import tempfile
+    spec = {"input": {"layout": "NHWC", "channels": "RGB"},
+            "preprocess": {"resize_short_side": int(round(32 / 0.875)), "crop": 32, "scale": 1 / 255,
+                           "mean": [0.5] * 3, "std": [0.5] * 3}}
+    assert info["preset"] == "inception"
+    root = os.path.join(OUT, "fashion", "train")
+    files = sorted(os.path.join(root, label, f) for label in sorted(os.listdir(root))
+                   for f in sorted(os.listdir(os.path.join(root, label))))[::5]
+    name = model.graph.input[0].name
+
+    class Images(q.CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{name: ref.preprocess_u8(Image.open(f), spec)[None]} for f in files])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "f32.onnx"), os.path.join(tmp, "int8.onnx")
+        onnx.save(model, src)
+        q.quantize_static(src, dst, Images(), quant_format=q.QuantFormat.QDQ, per_channel=True,
+                          weight_type=q.QuantType.QInt8, activation_type=q.QuantType.QUInt8,
+                          calibrate_method=q.CalibrationMethod.MinMax)
+        return onnx.load(dst)
+
+
+# name: (the model it is made from, how, how it is saved)
+VARIANTS = {
+    "torch_dynamo_resnet_f16": ("torch_dynamo_resnet", lambda m, info: to_float16(m), False),
+    "keras_nhwc_int8": ("keras_nhwc", to_int8, False),
+    "torch_legacy_vgg_external": ("torch_legacy_vgg", lambda m, info: m, True),
+}
+
+
 def image_folder():
     names = [n.strip() for n in open(os.path.join(ROOT, "data/fashion-mnist/labels.txt")) if n.strip()]
     root = os.path.join(OUT, "fashion")
@@ -246,11 +302,21 @@ def main():
         onnx.checker.check_model(model, full_check=True)
         onnx.save(model, os.path.join(OUT, name + ".onnx"))
         index[name] = info
+    image_folder()
+    for name, (base, make, external) in VARIANTS.items():
+        model = make(onnx.load(os.path.join(OUT, base + ".onnx")), index[base])
+        onnx.checker.check_model(model, full_check=True)
+        path = os.path.join(OUT, name + ".onnx")
+        for old in (path, path + ".data"):
+            if os.path.exists(old):
+                os.remove(old)
+        onnx.save(model, path, save_as_external_data=external, all_tensors_to_one_file=True,
+                  location=name + ".onnx.data", size_threshold=1024)
+        index[name] = dict(index[base], made_from=base)
     with open(os.path.join(OUT, "models.json"), "w") as f:
         json.dump(index, f, indent=2)
         f.write("\n")
-    image_folder()
-    print("wrote", ", ".join(MODELS), "and the image folder to", OUT)
+    print("wrote", ", ".join([*MODELS, *VARIANTS]), "and the image folder to", OUT)
 
 
 if __name__ == "__main__":

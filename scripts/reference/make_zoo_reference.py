@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Independent references for the zoo tests (tests/zoo.rs), from PIL + onnxruntime + NumPy only.
 
-For each zoo model (scripts/models/make_zoo.py), with the preprocessing its preset stands for, fed the
+For each zoo model (scripts/models/make_zoo.py: float32, float16, int8 QDQ, external data), with the preprocessing its preset stands for, fed the
 way a torchvision user feeds a model (PIL 8-bit resize, then ToTensor/Normalize):
   - features of a few images of the image folder (the tests compare fastretrain's within 1e-4);
   - a NumPy ridge (bias column, ±1 targets, λ = 1) on the features of the whole train folder, and
@@ -45,9 +45,12 @@ PRESETS = {
 
 
 def session(path, tensor):
-    proto = onnx.load(path)
+    proto = onnx.load(path)  # with its external data file, if it has one
     if tensor not in [o.name for o in proto.graph.output]:
-        proto.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+        # In the type the graph computes it (float16 in a float16 model).
+        inferred = onnx.shape_inference.infer_shapes(proto).graph.value_info
+        elem = next((v.type.tensor_type.elem_type for v in inferred if v.name == tensor), onnx.TensorProto.FLOAT)
+        proto.graph.output.append(onnx.helper.make_tensor_value_info(tensor, elem, None))
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
     return ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
@@ -81,7 +84,7 @@ def zoo_model(name, info):
         for rel, _ in items:
             x = ref.preprocess_u8(Image.open(os.path.join(ZOO, rel)), spec)
             f = sess.run([info["feature_tensor"]], {input_name: x[None]})[0]
-            out.append(f.reshape(-1))
+            out.append(f.reshape(-1).astype(np.float64))
         return np.array(out, np.float64)
 
     train, test = folder("train"), folder("test")
