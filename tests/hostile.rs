@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use common::{run, stderr};
+use fastretrain::spec::ModelSpec;
 
 fn hostile(rel: &str) -> PathBuf {
     common::data("hostile").join(rel)
@@ -631,4 +632,76 @@ fn thread_counts_outside_the_range_are_refused() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!state.exists());
+}
+
+/// A model whose weights are in a side file (`model.onnx` + `model.onnx.data`): the data file
+/// is part of the model (its bytes in the sha256), and a missing, truncated or changed one, or
+/// one named outside the model's folder, is refused naming it, with nothing written.
+#[test]
+fn a_models_data_file_is_checked_and_part_of_the_model() {
+    let dir = common::temp_dir("hostile-external-data");
+    let name = "torch_legacy_vgg_external";
+    let model = common::zoo_model_with_spec(&dir, name);
+    let data = format!("{model}.data");
+    let train = common::zoo("fashion/train");
+    let learn = |state: &str| {
+        run(
+            &dir,
+            &[
+                "learn", "--state", state, "--model", &model, "--data", s(&train), "--limit",
+                "20",
+            ],
+        )
+    };
+    assert!(learn("s.frs").status.success());
+    let state = std::fs::read(dir.join("s.frs")).unwrap();
+    // The export is one file: it runs without the data file.
+    let out = common::run_ok(&dir, &["export", "--state", "s.frs", "--out", "one.onnx"]);
+    assert!(out.contains(&format!("weights from {data} are inside")), "{out}");
+    let weights = std::fs::read(dir.join(&data)).unwrap();
+    std::fs::remove_file(dir.join(&data)).unwrap();
+    let photo = common::zoo_image("test", "Bag");
+    let mut spec = ModelSpec::load(&dir.join(format!("{name}.json"))).unwrap();
+    (spec.file, spec.sha256, spec.feature_tensor, spec.feature_dim) = (None, None, None, None);
+    std::fs::write(dir.join("one.json"), spec.to_json()).unwrap();
+    common::run_ok(&dir, &["predict", "--model", "one.onnx", s(&photo)]);
+
+    // Missing: every command that takes the model names the data file.
+    let err = common::refused(&dir, &["predict", "--state", "s.frs", s(&photo)], &data);
+    assert!(err.contains("cannot be read"), "{err}");
+    common::refused(&dir, &["spec", "--model", &model, "--preset", "imagenet"], &data);
+    common::refused(&dir, &["export", "--state", "s.frs", "--out", "x.onnx"], &data);
+    // Truncated: the tensors past its end are named.
+    std::fs::write(dir.join(&data), &weights[..weights.len() / 2]).unwrap();
+    let err = common::refused(&dir, &["predict", "--state", "s.frs", s(&photo)], "truncated");
+    assert!(err.contains(&data), "{err}");
+    // Changed (the same size, one weight different): another model, for the state and spec.
+    let mut changed = weights.clone();
+    changed[1000] ^= 0x40;
+    std::fs::write(dir.join(&data), &changed).unwrap();
+    common::refused(
+        &dir,
+        &["predict", "--state", "s.frs", s(&photo)],
+        "its spec expects",
+    );
+    // Named outside the model's folder (a path with '..' of the same length in the protobuf).
+    std::fs::write(dir.join(&data), &weights).unwrap();
+    let bytes = std::fs::read(dir.join(&model)).unwrap();
+    let outside = format!("../{}", &data[3..]);
+    let mut patched = bytes.clone();
+    let at = bytes
+        .windows(data.len())
+        .position(|w| w == data.as_bytes())
+        .unwrap();
+    patched[at..at + data.len()].copy_from_slice(outside.as_bytes());
+    std::fs::write(dir.join("outside.onnx"), &patched).unwrap();
+    common::refused(
+        &dir,
+        &["spec", "--model", "outside.onnx", "--preset", "imagenet"],
+        "relative to the model's folder",
+    );
+    // Nothing was written by any refused command.
+    assert_eq!(std::fs::read(dir.join("s.frs")).unwrap(), state);
+    assert!(!dir.join("x.onnx").exists() && !dir.join("outside.json").exists());
+    assert!(learn("s.frs").status.success());
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use super::{Backbone, LoadOptions};
 use crate::error::{Error, Result};
 use crate::feature_recipe::Augment;
-use crate::onnx::{dims, graph_of, image_input, read_model_file, show_dims};
+use crate::onnx::{dims, graph_of, image_input, read_model, show_dims};
 use crate::spec::{InputSpec, Layout, ModelInput, ModelSpec, PreprocessSpec, Preset, TensorInput};
 
 /// What `fastretrain spec` needs to know beyond the model itself.
@@ -27,9 +27,7 @@ pub struct SpecRequest {
 /// the graph, preprocessing from the preset, and the feature tensor and its size found by
 /// loading the model with that spec (so the spec is known to work).
 pub fn make_spec(model: &Path, request: &SpecRequest) -> Result<ModelSpec> {
-    let (bytes, sha256) = read_model_file(model)?;
-    let proto = crate::onnx::parse_model(&bytes, model)?;
-    drop(bytes);
+    let (proto, sha256) = read_model(model)?;
     let bad = |reason: String| Error::Model {
         path: model.into(),
         reason,

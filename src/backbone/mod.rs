@@ -123,13 +123,13 @@ impl Backbone {
         if crate::pack::is_pack(&bytes) {
             return Self::load_packed(model, bytes, options);
         }
-        let model_sha256 = crate::onnx::model_sha256(&bytes);
         let spec_path = ModelSpec::path_for_model(model);
         let spec_beside = spec.is_none();
         let spec = match spec {
             Some(s) => s,
             None => ModelSpec::load(&spec_path)?,
         };
+        let (mut proto, model_sha256) = crate::onnx::parse_model_file(&bytes, model)?;
         if let Some((state, backbone)) = &options.for_state
             && !backbone.model_sha256.eq_ignore_ascii_case(&model_sha256)
         {
@@ -154,7 +154,6 @@ impl Backbone {
             path: model.into(),
             reason,
         };
-        let mut proto = crate::onnx::parse_model(&bytes, model)?;
         let graph = graph_of_mut(&mut proto, model)?;
         if spec_beside {
             check_spec_file(&spec, model, &spec_path)?;
@@ -218,10 +217,11 @@ impl Backbone {
             Engine::Tract => {
                 let tensors = recipe.tensors.clone();
                 let input_shape = input_shape.clone();
+                let input_type = crate::onnx::input_datum_type(graph_of(&proto, model)?, model)?;
                 let plan = (move || -> TractResult<_> {
                     let mut m = tract_onnx::onnx().model_for_proto_model(&proto)?;
                     drop(proto);
-                    m = m.with_input_fact(0, f32::fact(&input_shape).into())?;
+                    m = m.with_input_fact(0, TypedFact::dt_shape(input_type, &input_shape).into())?;
                     m.select_outputs_by_name(tensors.iter().map(String::as_str))?;
                     m.into_optimized()?.into_runnable()
                 })()
@@ -455,7 +455,7 @@ fn onnxruntime_plan(
 ) -> Result<(Plan, Assembly)> {
     let graph = graph_of_mut(&mut proto, model)?;
     let input = crate::onnx::image_input(graph, model)?.name.clone();
-    crate::onnx::set_float_outputs(graph, &recipe.tensors);
+    crate::onnx::set_float_io(graph, &input, &recipe.tensors);
     let bytes = prost::Message::encode_to_vec(&proto);
     drop(proto);
     let library = engine::onnxruntime_library();

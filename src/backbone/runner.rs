@@ -20,12 +20,18 @@ pub struct Runner {
     pub(super) assembly: Arc<Assembly>,
 }
 
-/// One run's input as tract's tensor (`model` for the message).
-fn input_tensor(shape: &[usize], input: &[f32], model: &Path) -> Result<Tensor> {
-    Tensor::from_shape(shape, input).map_err(|e| Error::Model {
+/// One run's input as tract's tensor, in the type the plan takes (float16 for a half-precision
+/// model's input; `model` for the message).
+fn input_tensor(state: &TypedSimpleState, shape: &[usize], input: &[f32], model: &Path) -> Result<Tensor> {
+    let bad = |e: TractError| Error::Model {
         path: model.into(),
         reason: format!("bad input tensor: {e}"),
-    })
+    };
+    let tensor = Tensor::from_shape(shape, input).map_err(bad)?;
+    match state.model().input_fact(0).map_err(bad)?.datum_type {
+        DatumType::F32 => Ok(tensor),
+        other => Ok(tensor.cast_to_dt(other).map_err(bad)?.into_owned()),
+    }
 }
 
 /// A run context of the backbone's engine.
@@ -87,17 +93,28 @@ impl Runner {
         };
         match &mut self.state {
             RunState::Tract(state) => {
-                let tensor = input_tensor(&self.input_shape, input, &self.model_path)?;
+                let tensor = input_tensor(state, &self.input_shape, input, &self.model_path)?;
                 let outputs = state
                     .run(tvec!(tensor.into()))
                     .map_err(|e| fail(format!("inference failed: {e:#}")))?;
-                let views = outputs
+                // A half-precision model's features are widened to f32 here (no copy for f32).
+                let floats = outputs
                     .iter()
                     .map(|output| {
-                        let view = output
-                            .to_plain_array_view::<f32>()
-                            .map_err(|e| fail(format!("feature tensor is not f32: {e}")))?;
-                        view.to_slice()
+                        output.cast_to::<f32>().map_err(|e| {
+                            fail(format!(
+                                "feature tensor of type {:?} cannot be read as f32: {e}",
+                                output.datum_type()
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let views = floats
+                    .iter()
+                    .map(|t| {
+                        t.to_plain_array_view::<f32>()
+                            .map_err(|e| fail(format!("feature tensor is not f32: {e}")))?
+                            .to_slice()
                             .ok_or_else(|| fail("feature tensor is not contiguous".into()))
                     })
                     .collect::<Result<Vec<_>>>()?;
@@ -141,7 +158,7 @@ impl Runner {
         let mut times: Vec<NodeTime> = Vec::new();
         let mut index = std::collections::HashMap::new();
         for _ in 0..runs {
-            let tensor = input_tensor(&self.input_shape, input, &self.model_path)?;
+            let tensor = input_tensor(state, &self.input_shape, input, &self.model_path)?;
             state
                 .run_plan_with_eval(tvec!(tensor.into()), |session, op_state, node, inputs| {
                     let started = std::time::Instant::now();

@@ -98,6 +98,13 @@ pub(crate) fn export(a: ExportArgs) -> Result<bool> {
             report.output,
             report.bytes
         );
+        if !report.data_files_inlined.is_empty() {
+            println!(
+                "the model's weights from {} are inside {}: one file, no data file to carry",
+                report.data_files_inlined.join(", "),
+                a.out.display()
+            );
+        }
     }
     Ok(true)
 }

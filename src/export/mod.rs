@@ -16,7 +16,7 @@ use tract_onnx::pb::{
     GraphProto, TensorShapeProto, TypeProto, ValueInfoProto, tensor_proto::DataType,
     tensor_shape_proto, type_proto,
 };
-use tract_onnx::prelude::{DatumExt, Framework, InferenceModelExt, TractResult, TypedModel};
+use tract_onnx::prelude::{Framework, InferenceModelExt, TractResult, TypedFact, TypedModel};
 
 use crate::error::{Error, Result};
 use crate::feature_recipe::FeatureRecipe;
@@ -43,6 +43,9 @@ pub struct ExportReport {
     pub hidden: Vec<usize>,
     pub bytes: usize,
     pub nodes_removed: usize,
+    /// The data files whose weights the model kept apart and the export holds inside (one
+    /// self-contained file).
+    pub data_files_inlined: Vec<String>,
 }
 
 /// Appends `Gemm(x, W, b)` (and the activation) for weights stored (inputs + 1) × outputs,
@@ -191,7 +194,11 @@ pub fn export_features_bytes(
         .hidden
         .first()
         .map_or(head.output_inputs(), |l| l.inputs);
-    let mut x = append_features(graph, features, head_inputs);
+    // A half-precision model: its features are widened for the f32 head, and its output is
+    // given back in the type it had.
+    let widen = crate::onnx::uses_float16(graph);
+    let output_type = crate::onnx::elem_type(&original).unwrap_or(DataType::Float);
+    let mut x = append_features(graph, features, head_inputs, widen);
     for (i, layer) in head.hidden.iter().enumerate() {
         let out = format!("fastretrain/hidden{i}");
         append_dense(graph, &format!("fastretrain/hidden{i}"), &x, layer, &out);
@@ -203,7 +210,16 @@ pub fn export_features_bytes(
         weights: head.weights.clone(),
         activation: Activation::Identity,
     };
-    append_dense(graph, "fastretrain/head", &x, &output_layer, &output);
+    if output_type == DataType::Float {
+        append_dense(graph, "fastretrain/head", &x, &output_layer, &output);
+    } else {
+        let scores = "fastretrain/head/float32";
+        append_dense(graph, "fastretrain/head", &x, &output_layer, scores);
+        let mut cast = node("Cast", "fastretrain/head/cast", &[scores], &output);
+        cast.attribute
+            .push(crate::onnx::build::int_attribute("to", output_type as i32 as i64));
+        graph.node.push(cast);
+    }
     // Batch dimension as the original output had it.
     let batch = original
         .r#type
@@ -221,7 +237,7 @@ pub fn export_features_bytes(
         name: output.clone(),
         r#type: Some(TypeProto {
             value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: DataType::Float as i32,
+                elem_type: output_type as i32,
                 shape: Some(TensorShapeProto {
                     dim: vec![
                         batch,
@@ -266,6 +282,7 @@ pub fn export_features_bytes(
         hidden: head.hidden.iter().map(|l| l.outputs).collect(),
         bytes: bytes.len(),
         nodes_removed,
+        data_files_inlined: Vec::new(),
     };
     Ok((bytes, report))
 }
@@ -330,7 +347,11 @@ pub fn export_with(
     let head = state.head().ok_or_else(|| {
         Error::Solver("the state has no head yet: run `learn` (or `fit`) first".into())
     })?;
-    let (bytes, sha) = read_model_file(model)?;
+    let crate::onnx::WholeModel {
+        bytes,
+        sha256: sha,
+        data_files,
+    } = crate::onnx::read_whole_model(model)?;
     if crate::pack::is_pack(&bytes) {
         return Err(Error::Model {
             path: model.into(),
@@ -378,7 +399,9 @@ pub fn export_with(
             flip_average: flip_average.then_some(width_axis),
         }
     };
-    write_export(&bytes, model, &features, head, out)
+    let mut report = write_export(&bytes, model, &features, head, out)?;
+    report.data_files_inlined = data_files;
+    Ok(report)
 }
 
 /// What `pack` wrote.
@@ -405,12 +428,27 @@ pub fn pack(model: &Path, feature_tensor: Option<&str>, out: &Path) -> Result<Pa
     let shape = backbone.input_shape().to_vec();
     let tensors = backbone.recipe().tensors.clone();
     drop(backbone);
-    let (bytes, _) = crate::onnx::read_model_file(model)?;
-    let proto = crate::onnx::parse_model(&bytes, model)?;
-    drop(bytes);
+    let (mut proto, _) = crate::onnx::read_model(model)?;
+    let graph = crate::onnx::graph_of(&proto, model)?;
+    if let Some(n) = graph
+        .node
+        .iter()
+        .find(|n| matches!(n.op_type.as_str(), "QuantizeLinear" | "DequantizeLinear"))
+    {
+        return Err(bad(format!(
+            "it is quantized (node '{}' is a {}), and tract's pack format (NNEF) has no \
+             quantize or dequantize operation: give the board the .onnx file itself (learn, \
+             predict and export take it as it is)",
+            n.name, n.op_type
+        )));
+    }
+    // As the backbone loads it: a symbolic batch recorded for inner tensors (PyTorch's dynamo
+    // exporter) would clash with the batch of one.
+    crate::onnx::forget_intermediate_shapes(crate::onnx::graph_of_mut(&mut proto, model)?);
+    let input_type = crate::onnx::input_datum_type(crate::onnx::graph_of(&proto, model)?, model)?;
     let typed = (|| -> TractResult<TypedModel> {
         let mut m = tract_onnx::onnx().model_for_proto_model(&proto)?;
-        m = m.with_input_fact(0, f32::fact(&shape).into())?;
+        m = m.with_input_fact(0, TypedFact::dt_shape(input_type, &shape).into())?;
         m.select_outputs_by_name(tensors.iter().map(String::as_str))?;
         m.into_typed()?.into_decluttered()
     })()

@@ -8,7 +8,7 @@ use tract_onnx::pb::GraphProto;
 use super::{ExportFeatures, ExportReport, write_export};
 use crate::error::{Error, Result};
 use crate::head::Head;
-use crate::onnx::{find_dense_head, float_values, parse_model, read_model_file};
+use crate::onnx::{find_dense_head, float_values, parse_model};
 
 /// The model's own final dense layer as a [`Head`] (labels "0", "1", … in output order) and
 /// its input tensor. Exporting it gives back the model's own outputs, which checks that
@@ -112,13 +112,15 @@ fn matmul_bias(graph: &GraphProto, matmul_output: &str, outputs: usize) -> Optio
 /// Exports `model` with its own dense head re-attached by the exporter (see
 /// [`original_head`]) to `out`, atomically.
 pub fn export_original(model: &Path, out: &Path) -> Result<ExportReport> {
-    let (bytes, _) = read_model_file(model)?;
-    let (head, feature_tensor) = original_head(&bytes, model)?;
-    write_export(
-        &bytes,
+    let whole = crate::onnx::read_whole_model(model)?;
+    let (head, feature_tensor) = original_head(&whole.bytes, model)?;
+    let mut report = write_export(
+        &whole.bytes,
         model,
         &ExportFeatures::plain(&feature_tensor),
         &head,
         out,
-    )
+    )?;
+    report.data_files_inlined = whole.data_files;
+    Ok(report)
 }

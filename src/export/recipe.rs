@@ -1,7 +1,7 @@
 //! The feature recipe written into the exported graph: each tensor pooled as the runner pools
 //! it, concatenated, transformed, and (for test-time flips) the input fed with its mirror.
 
-use tract_onnx::pb::GraphProto;
+use tract_onnx::pb::{GraphProto, tensor_proto::DataType};
 
 use crate::feature_recipe::{Pooling, Transform};
 use crate::onnx::build::{float_tensor, int_attribute, int64_tensor, ints_attribute, node};
@@ -32,16 +32,26 @@ impl ExportFeatures {
 }
 
 /// Appends the nodes that make the feature vector (pooling, concatenation, transform) and
-/// returns its tensor name.
+/// returns its tensor name. `widen`: the model computes in float16, and each tensor is cast to
+/// float32 first (the features are learned in f32; a Cast of an f32 tensor is a no-op).
 pub(super) fn append_features(
     graph: &mut GraphProto,
     features: &ExportFeatures,
     dim: usize,
+    widen: bool,
 ) -> String {
     let mut parts = Vec::new();
     for (i, (tensor, pooling)) in features.tensors.iter().enumerate() {
         let p = format!("fastretrain/features/{i}");
         let mut x = tensor.clone();
+        if widen {
+            let f = format!("{p}/float32");
+            let mut cast = node("Cast", &f, &[&x], &f);
+            cast.attribute
+                .push(int_attribute("to", DataType::Float as i32 as i64));
+            graph.node.push(cast);
+            x = f;
+        }
         if *pooling == Pooling::Nhwc {
             let t = format!("{p}/nchw");
             let mut transpose = node("Transpose", &t, &[&x], &t);

@@ -3,6 +3,9 @@
 //! the protobuf; running a model is [`crate::backbone`]'s.
 
 pub(crate) mod build;
+pub mod external;
+#[cfg(feature = "train")]
+pub(crate) mod qdq;
 
 use std::path::{Path, PathBuf};
 
@@ -71,12 +74,77 @@ pub fn find_dense_head(proto: &ModelProto) -> Option<DenseHeadInfo> {
         })
 }
 
-/// Reads a model file and its sha256 (what states and stores are tied to). A missing file is
-/// [`Error::ModelNotFound`], before anything else is said about it (its spec included).
+/// Reads a model file and its sha256 (what states and stores are tied to): the ONNX bytes with
+/// the weights of its data files inside, if it keeps them apart ([`external`]), or a pack's
+/// bytes as they are. A missing file is [`Error::ModelNotFound`], before anything else is said
+/// about it (its spec included).
 pub fn read_model_file(model: &Path) -> Result<(Vec<u8>, String)> {
+    let file = read_whole_model(model)?;
+    Ok((file.bytes, file.sha256))
+}
+
+/// A model file as [`read_model_file`] reads it, and the data files it took weights from.
+pub(crate) struct WholeModel {
+    pub bytes: Vec<u8>,
+    pub sha256: String,
+    /// As the model names them (relative to its folder); empty for a self-contained model.
+    pub data_files: Vec<String>,
+}
+
+/// [`read_model_file`], saying which data files were read into it.
+pub(crate) fn read_whole_model(model: &Path) -> Result<WholeModel> {
     let bytes = read_model_bytes(model)?;
-    let sha256 = model_sha256(&bytes);
-    Ok((bytes, sha256))
+    let alone = |bytes: Vec<u8>| {
+        let sha256 = model_sha256(&bytes);
+        WholeModel {
+            bytes,
+            sha256,
+            data_files: Vec::new(),
+        }
+    };
+    if crate::pack::is_pack(&bytes) {
+        return Ok(alone(bytes));
+    }
+    let mut proto = parse_model(&bytes, model)?;
+    if !external::has_external_data(&proto) {
+        return Ok(alone(bytes));
+    }
+    let data_files = external::data_files(&proto);
+    let sha256 = external::inline_external_data(&mut proto, &bytes, model)?;
+    let size = proto.encoded_len() as u64;
+    if size > external::PROTOBUF_LIMIT {
+        return Err(Error::Model {
+            path: model.into(),
+            reason: format!(
+                "with the weights of its data files it is {size} bytes, more than one ONNX \
+                 file can hold (2 GB): this command writes or rewrites the whole model, which \
+                 fastretrain does for models under 2 GB"
+            ),
+        });
+    }
+    Ok(WholeModel {
+        bytes: proto.encode_to_vec(),
+        sha256,
+        data_files,
+    })
+}
+
+/// Reads and parses an ONNX model file with the weights of its data files: the protobuf and
+/// the model's sha256 (see [`read_model_file`]).
+pub(crate) fn read_model(model: &Path) -> Result<(ModelProto, String)> {
+    parse_model_file(&read_model_bytes(model)?, model)
+}
+
+/// Parses a model file's `bytes` (read from `model`) and reads its data files' weights into it;
+/// with the model's sha256 (the file's bytes, then each data file's).
+pub(crate) fn parse_model_file(bytes: &[u8], model: &Path) -> Result<(ModelProto, String)> {
+    let mut proto = parse_model(bytes, model)?;
+    let sha256 = if external::has_external_data(&proto) {
+        external::inline_external_data(&mut proto, bytes, model)?
+    } else {
+        model_sha256(bytes)
+    };
+    Ok((proto, sha256))
 }
 
 /// A model file's bytes (a missing file named as such), without hashing them: for a caller
@@ -124,23 +192,37 @@ fn no_graph(model: &Path) -> Error {
     }
 }
 
-/// The values of a float initializer (raw little-endian bytes or `float_data`).
+/// The values of a floating-point initializer as f32 (raw little-endian bytes or the typed
+/// field): float32, and float16, bfloat16 and float64 converted (a half-precision model's
+/// weights are learned and solved in f32).
 pub(crate) fn float_values(t: &TensorProto) -> Option<Vec<f32>> {
-    if t.data_type != DataType::Float as i32 {
-        return None;
-    }
-    if !t.raw_data.is_empty() {
-        if !t.raw_data.len().is_multiple_of(4) {
-            return None;
+    let raw = &t.raw_data;
+    let from_raw = |width: usize, convert: fn(&[u8]) -> f32| {
+        raw.len()
+            .is_multiple_of(width)
+            .then(|| raw.chunks_exact(width).map(convert).collect())
+    };
+    // float16 and bfloat16 values without raw bytes are stored in int32_data, 16 bits each.
+    let from_bits = |convert: fn(u16) -> f32| t.int32_data.iter().map(|&v| convert(v as u16)).collect();
+    match DataType::try_from(t.data_type).ok()? {
+        DataType::Float if raw.is_empty() => Some(t.float_data.clone()),
+        DataType::Float => from_raw(4, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        DataType::Float16 if raw.is_empty() => {
+            Some(from_bits(|v| half::f16::from_bits(v).to_f32()))
         }
-        return Some(
-            t.raw_data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-        );
+        DataType::Float16 => from_raw(2, |b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        DataType::Bfloat16 if raw.is_empty() => {
+            Some(from_bits(|v| half::bf16::from_bits(v).to_f32()))
+        }
+        DataType::Bfloat16 => from_raw(2, |b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+        DataType::Double if raw.is_empty() => {
+            Some(t.double_data.iter().map(|&v| v as f32).collect())
+        }
+        DataType::Double => from_raw(8, |b| {
+            f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32
+        }),
+        _ => None,
     }
-    Some(t.float_data.clone())
 }
 
 /// A spec that names another model file (its `file` field) and has no sha256 to prove it
@@ -167,24 +249,96 @@ pub(crate) fn check_spec_file(spec: &ModelSpec, model: &Path, spec_path: &Path) 
     })
 }
 
-/// Makes `tensors` the graph's outputs, in order, as float tensors of unstated shape (what a
-/// runtime other than tract is asked to compute).
+/// Makes the graph take a float32 `input` and give `tensors` as its outputs, in order, as
+/// float32 (what a runtime other than tract is asked to compute): a float16 model's input and
+/// feature tensors pass through Cast nodes (a Cast to the type a tensor has is a no-op).
 #[cfg(feature = "onnxruntime")]
-pub(crate) fn set_float_outputs(graph: &mut GraphProto, tensors: &[String]) {
-    graph.output = tensors
-        .iter()
-        .map(|name| ValueInfoProto {
-            name: name.clone(),
-            r#type: Some(tract_onnx::pb::TypeProto {
-                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                    elem_type: DataType::Float as i32,
-                    shape: None,
-                })),
-                ..Default::default()
-            }),
+pub(crate) fn set_float_io(graph: &mut GraphProto, input: &str, tensors: &[String]) {
+    let float_info = |name: String| ValueInfoProto {
+        name,
+        r#type: Some(tract_onnx::pb::TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: DataType::Float as i32,
+                shape: None,
+            })),
             ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let cast = |from: &str, to: &str, dt: DataType| {
+        let mut node = build::node("Cast", to, &[from], to);
+        node.attribute.push(build::int_attribute("to", dt as i32 as i64));
+        node
+    };
+    if let Some(i) = graph.input.iter_mut().find(|i| i.name == input)
+        && elem_type(i) == Some(DataType::Float16)
+    {
+        let inner = format!("{input}.float16");
+        for name in graph.node.iter_mut().flat_map(|n| n.input.iter_mut()) {
+            if name == input {
+                name.clone_from(&inner);
+            }
+        }
+        *i = float_info(input.into());
+        graph.node.insert(0, cast(input, &inner, DataType::Float16));
+    }
+    graph.output = Vec::new();
+    for (k, tensor) in tensors.iter().enumerate() {
+        let output = format!("fastretrain.float32.{k}");
+        graph.node.push(cast(tensor, &output, DataType::Float));
+        graph.output.push(float_info(output));
+    }
+}
+
+/// The type the model's input is fed in: float32, or float16 for a model converted to half
+/// precision without keeping float32 inputs (preprocessed values are rounded to it). Inputs of
+/// other types (a quantized model taking uint8 pixels) are refused.
+pub(crate) fn input_datum_type(
+    graph: &GraphProto,
+    model: &Path,
+) -> Result<tract_onnx::prelude::DatumType> {
+    use tract_onnx::prelude::DatumType;
+    let input = image_input(graph, model)?;
+    match elem_type(input) {
+        None | Some(DataType::Float) | Some(DataType::Undefined) => Ok(DatumType::F32),
+        Some(DataType::Float16) => Ok(DatumType::F16),
+        Some(other) => Err(Error::Model {
+            path: model.into(),
+            reason: format!(
+                "input '{}' takes {} values; fastretrain feeds float32 or float16 tensors \
+                 (a quantized model must keep a float input, as onnxruntime's QDQ \
+                 quantization does)",
+                input.name,
+                other.as_str_name()
+            ),
+        }),
+    }
+}
+
+/// Whether the graph computes anything in float16: a float16 initializer, input or Cast (a
+/// model converted to half precision).
+pub(crate) fn uses_float16(graph: &GraphProto) -> bool {
+    let half = DataType::Float16 as i32;
+    graph.initializer.iter().any(|t| t.data_type == half)
+        || graph
+            .input
+            .iter()
+            .any(|i| elem_type(i) == Some(DataType::Float16))
+        || graph.node.iter().any(|n| {
+            n.op_type == "Cast"
+                && n
+                    .attribute
+                    .iter()
+                    .any(|a| a.name == "to" && a.i == i64::from(half))
         })
-        .collect();
+}
+
+/// The element type of a graph input or output, when it is a tensor of a known type.
+pub(crate) fn elem_type(value: &ValueInfoProto) -> Option<DataType> {
+    let Some(type_proto::Value::TensorType(t)) = value.r#type.as_ref()?.value.as_ref() else {
+        return None;
+    };
+    DataType::try_from(t.elem_type).ok()
 }
 
 /// The dimensions of a graph input or output: a number, or None when symbolic or unknown.

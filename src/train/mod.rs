@@ -84,9 +84,8 @@ impl LabelledSet {
 /// file's sha256 (what checkpoints and the output state are tied to).
 pub fn load_model(model: &Path) -> Result<(Graph, ModelSpec, String)> {
     let spec = ModelSpec::load(&ModelSpec::path_for_model(model))?;
-    let (bytes, sha256) = crate::onnx::read_model_file(model)?;
-    let proto = crate::onnx::parse_model(&bytes, model)?;
-    drop(bytes);
+    let (mut proto, sha256) = crate::onnx::read_model(model)?;
+    crate::onnx::qdq::dequantize(crate::onnx::graph_of_mut(&mut proto, model)?, model)?;
     Ok((Graph::from_proto(&proto, model)?, spec, sha256))
 }
 

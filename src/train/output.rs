@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tract_onnx::pb::{NodeProto, TensorProto, tensor_shape_proto, type_proto};
+use tract_onnx::pb::{NodeProto, TensorProto, tensor_proto::DataType, tensor_shape_proto, type_proto};
 
 use super::graph::{HeadForm, Param};
 use super::{EpochMetrics, RetrainJob, RetrainOptions, Trainer};
@@ -172,6 +172,8 @@ pub(super) fn write(
     let (bytes, _) = read_model_file(job.model)?;
     let mut proto = parse_model(&bytes, job.model)?;
     let graph = graph_of_mut(&mut proto, job.model)?;
+    // As the interpreter read it: a quantized model's weights in float32.
+    crate::onnx::qdq::dequantize(graph, job.model)?;
     // An Identity of an initializer (the legacy exporter's shared tensors) became a parameter
     // of its own, written as an initializer under the Identity's output name.
     let names: std::collections::HashSet<&str> = trainer
@@ -186,6 +188,18 @@ pub(super) fn write(
     for p in &trainer.graph.params {
         let tensor = float_initializer(p);
         match graph.initializer.iter_mut().find(|t| t.name == p.name) {
+            // A half-precision model keeps its weights' type (trained in f32, rounded back).
+            Some(t) if t.data_type == DataType::Float16 as i32 => {
+                *t = TensorProto {
+                    data_type: t.data_type,
+                    raw_data: p
+                        .values
+                        .iter()
+                        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                        .collect(),
+                    ..tensor
+                }
+            }
             Some(t) => *t = tensor,
             None => graph.initializer.push(tensor),
         }

@@ -165,6 +165,11 @@ pub fn python() -> PathBuf {
 pub fn zoo_model_with_spec(dir: &Path, name: &str) -> String {
     let file = format!("{name}.onnx");
     std::fs::copy(data("zoo").join(&file), dir.join(&file)).unwrap();
+    // A model that keeps its weights in a side file travels with it.
+    let weights = format!("{file}.data");
+    if data("zoo").join(&weights).exists() {
+        std::fs::copy(data("zoo").join(&weights), dir.join(&weights)).unwrap();
+    }
     let info = json("zoo/models.json")[name].clone();
     let mut args = vec![
         "spec".to_string(),

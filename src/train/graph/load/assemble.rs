@@ -28,12 +28,16 @@ impl Graph {
             .iter()
             .rposition(|n| matches!(n.op, Op::Gemm { .. }))
             .ok_or_else(|| Error::NoDenseHead { path: path.into() })?;
-        // After the head only a Softmax / LogSoftmax / Identity chain to the graph's output.
+        // After the head only a Softmax / LogSoftmax / Identity / Cast chain to the graph's
+        // output (a half-precision model casts its scores back to float32).
         let mut last = nodes[head_node].outputs[0].clone();
         let mut tail_outputs = Vec::new();
         for n in &nodes[head_node + 1..] {
             let chained = n.inputs.first() == Some(&last)
-                && matches!(n.op, Op::Softmax { .. } | Op::Unary(Unary::Identity));
+                && matches!(
+                    n.op,
+                    Op::Softmax { .. } | Op::Unary(Unary::Identity) | Op::CastToFloat
+                );
             if !chained {
                 return Err(bad(format!(
                     "node '{}' follows the last dense layer ('{}'): `retrain` needs the dense \

@@ -242,7 +242,10 @@ impl TypedOp for DequantizeLinearF32 {
                 .op
                 .axes_mapping(&input_facts, &output_facts)
                 .with_context(|| format!("Querying invariants for {quant}"))?;
-            if invariants.is_element_wise_unary() {
+            // The lookup table above maps each value alone: only ops that compute each value
+            // from its own input may join the chain. A Softmax also maps every axis to itself,
+            // but mixes the values along its axis (a table made of it scored every class 255).
+            if invariants.is_element_wise_unary() && quant.op_as::<ElementWiseOp>().is_some() {
                 current = quant;
             } else {
                 break;

@@ -67,8 +67,14 @@ impl Expansion for Gemm {
             EinSum::new(axes, model.outlet_fact(a)?.datum_type),
             [a, b].as_ref(),
         )?[0];
+        // alpha and beta are f32 attributes: cast to the operands' type, or a float16 Gemm's
+        // products would be promoted to f32 and no longer match the output it declares.
+        let dt = model.outlet_fact(wire)?.datum_type;
         if self.alpha != 1.0 {
-            let alpha = tensor0(self.alpha).broadcast_into_rank(model.outlet_fact(wire)?.rank())?;
+            let alpha = tensor0(self.alpha)
+                .cast_to_dt(dt)?
+                .into_owned()
+                .broadcast_into_rank(model.outlet_fact(wire)?.rank())?;
             let alpha = model.add_const(name.to_string() + ".alpha_ab.cst", alpha)?;
             wire = model.wire_node(
                 name.to_string() + ".alpha_ab",
@@ -85,7 +91,10 @@ impl Expansion for Gemm {
                     &[c],
                 )?[0];
             }
-            let beta = tensor0(self.beta).broadcast_into_rank(model.outlet_fact(wire)?.rank())?;
+            let beta = tensor0(self.beta)
+                .cast_to_dt(dt)?
+                .into_owned()
+                .broadcast_into_rank(model.outlet_fact(wire)?.rank())?;
             let beta = model.add_const(name.to_string() + ".beta_c.cst", beta)?;
             let beta_c =
                 model.wire_node(name.to_string() + ".beta_c", ops::math::mul(), &[beta, c])?[0];
