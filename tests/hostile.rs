@@ -669,7 +669,12 @@ fn a_models_data_file_is_checked_and_part_of_the_model() {
     // Missing: every command that takes the model names the data file.
     let err = common::refused(&dir, &["predict", "--state", "s.frs", s(&photo)], &data);
     assert!(err.contains("cannot be read"), "{err}");
-    common::refused(&dir, &["spec", "--model", &model, "--preset", "imagenet"], &data);
+    common::refused(&dir, &["spec", "--model", &model, "--check"], &data);
+    common::refused(
+        &dir,
+        &["spec", "--model", &model, "--preset", "imagenet", "--force"],
+        &data,
+    );
     common::refused(&dir, &["export", "--state", "s.frs", "--out", "x.onnx"], &data);
     // Truncated: the tensors past its end are named.
     std::fs::write(dir.join(&data), &weights[..weights.len() / 2]).unwrap();
@@ -682,6 +687,11 @@ fn a_models_data_file_is_checked_and_part_of_the_model() {
     common::refused(
         &dir,
         &["predict", "--state", "s.frs", s(&photo)],
+        "another backbone",
+    );
+    common::refused(
+        &dir,
+        &["predict", "--model", &model, s(&photo)],
         "its spec expects",
     );
     // Named outside the model's folder (a path with '..' of the same length in the protobuf).

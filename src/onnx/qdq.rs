@@ -1,6 +1,7 @@
 //! Quantized models (QDQ: the `QuantizeLinear`/`DequantizeLinear` pairs that
 //! onnxruntime.quantization writes) made retrainable: the weights are dequantized into float32
-//! initializers, and each quantize-dequantize pair on an activation becomes an Identity.
+//! initializers, and each quantize-dequantize pair on an activation is taken out (its readers
+//! read the tensor it quantized; an Identity keeps a graph output's name).
 //! Training then runs in float32 on the values the quantized model stands for; the retrained
 //! model is a float32 model (quantize it again for the board).
 
@@ -22,6 +23,7 @@ pub(crate) fn dequantize(graph: &mut GraphProto, model: &Path) -> Result<usize> 
     let mut rewritten = 0;
     let mut weights = Vec::new();
     let mut nodes = Vec::with_capacity(graph.node.len());
+    let mut renamed: HashMap<String, String> = HashMap::new();
     // Which nodes read each tensor: a QuantizeLinear whose output only DequantizeLinear nodes
     // read is a fake-quantization of an activation.
     let mut readers: HashMap<&str, Vec<&NodeProto>> = HashMap::new();
@@ -56,12 +58,24 @@ pub(crate) fn dequantize(graph: &mut GraphProto, model: &Path) -> Result<usize> 
                 rewritten += 1;
             }
             "DequantizeLinear" if n.input.first().is_some_and(|i| pairs.contains_key(i)) => {
+                // Its readers read the quantized tensor's source instead; a graph output keeps
+                // its name through an Identity.
                 let source = &pairs[&n.input[0]];
-                nodes.push(node("Identity", &n.name, &[source], &output));
+                if graph_outputs.contains(output.as_str()) {
+                    nodes.push(node("Identity", &n.name, &[source], &output));
+                } else {
+                    renamed.insert(output, source.clone());
+                }
                 rewritten += 1;
             }
             "QuantizeLinear" if pairs.contains_key(&output) => rewritten += 1,
             _ => nodes.push(n.clone()),
+        }
+    }
+    // (A pair may quantize what another pair gave back: followed to the end.)
+    for name in nodes.iter_mut().flat_map(|n| n.input.iter_mut()) {
+        while let Some(source) = renamed.get(name.as_str()) {
+            name.clone_from(source);
         }
     }
     graph.node = nodes;
