@@ -715,3 +715,185 @@ fn a_models_data_file_is_checked_and_part_of_the_model() {
     assert!(!dir.join("x.onnx").exists() && !dir.join("outside.json").exists());
     assert!(learn("s.frs").status.success());
 }
+
+/// Every numeric flag given 0, a negative number, NaN, infinities, a number past u64 and
+/// large ones: each is refused (exit 2, one message naming the flag or the value, no panic, the
+/// state and spec untouched) or has a documented meaning (listed per flag: it runs).
+#[test]
+fn numeric_flags_are_refused_or_mean_what_their_help_says() {
+    let dir = common::temp_dir("hostile-numbers");
+    let model = common::zoo_model_with_spec(&dir, "dynamic_hw");
+    let spec = dir.join("dynamic_hw.json");
+    let train = common::zoo("fashion/train");
+    // The test images of the two labels the state learns.
+    let test = dir.join("test");
+    for label in ["Ankle boot", "Bag"] {
+        std::fs::create_dir_all(test.join(label)).unwrap();
+        for image in std::fs::read_dir(common::zoo("fashion/test").join(label)).unwrap() {
+            let image = image.unwrap().path();
+            std::fs::copy(&image, test.join(label).join(image.file_name().unwrap())).unwrap();
+        }
+    }
+    let photo = common::zoo_image("test", "Bag");
+    let (train, test, photo) = (s(&train), s(&test), s(&photo));
+    // 100 images of the first two labels: a state, a store of its features.
+    let learn = ["learn", "--state", "s.frs", "--model", &model, "--data", train];
+    common::run_ok(&dir, &[&learn[..], &["--limit", "100"]].concat());
+    common::run_ok(
+        &dir,
+        &[
+            "extract", "--store", "st.frf", "--model", &model, "--data", train, "--limit", "100",
+        ],
+    );
+    let (state, spec_bytes) = (
+        std::fs::read(dir.join("s.frs")).unwrap(),
+        std::fs::read(&spec).unwrap(),
+    );
+    let values = [
+        "0",
+        "-1",
+        "NaN",
+        "inf",
+        "-inf",
+        "1e400",
+        "18446744073709551616",
+        "100000000",
+        "",
+        "two",
+    ];
+    let retrain_base = [
+        "retrain", "--model", &model, "--data", train, "--test-data", test, "--limit", "100",
+        "--out", "rt.onnx",
+    ];
+    let (epochs, test_limit) = (["--epochs", "1"], ["--test-limit", "10"]);
+    let retrain = [&retrain_base[..], &epochs, &test_limit].concat();
+    // (the command, its flag, another name the message may use, the values it accepts)
+    let table: Vec<(Vec<&str>, &str, &str, Vec<&str>)> = vec![
+        // More labels than there are: all of them.
+        (vec!["predict", "--state", "s.frs", photo], "--top-k", "", vec!["100000000"]),
+        // More samples than there are: all of them.
+        (learn.to_vec(), "--limit", "", vec!["100000000"]),
+        (vec!["fit", "--state", "s.frs", "--store", "st.frf"], "--folds", "", vec![]),
+        // λ ≥ 0: 0 is plain least squares, a huge λ a head near zero.
+        (
+            vec!["fit", "--state", "s.frs"],
+            "--lambda",
+            "λ",
+            vec!["0", "18446744073709551616", "100000000"],
+        ),
+        (
+            learn.to_vec(),
+            "--lambda",
+            "λ",
+            vec!["0", "18446744073709551616", "100000000"],
+        ),
+        (learn.to_vec(), "--decay", "μ", vec![]),
+        (
+            vec!["fit", "--state", "s.frs", "--store", "st.frf", "--method", "step"],
+            "--eta",
+            "η",
+            vec![],
+        ),
+        (
+            vec!["fit", "--state", "s.frs", "--store", "st.frf", "--method", "step"],
+            "--passes",
+            "",
+            vec![],
+        ),
+        (vec!["fit", "--state", "s.frs", "--store", "st.frf"], "--batch", "", vec![]),
+        (
+            vec!["spec", "--model", &model, "--preset", "unit", "--force"],
+            "--size",
+            "",
+            vec![],
+        ),
+        (
+            vec!["resize-input", "--model", &model, "--out", "r.onnx"],
+            "--size",
+            "",
+            vec![],
+        ),
+        // Less often than the samples there are: saved at the end only.
+        (learn.to_vec(), "--checkpoint-every", "", vec!["100000000"]),
+        (
+            vec!["extract", "--store", "x.frf", "--model", &model, "--data", train],
+            "--chunk-rows",
+            "",
+            vec![],
+        ),
+        (
+            [&retrain_base[..], &test_limit].concat(),
+            "--epochs",
+            "",
+            vec![],
+        ),
+        (retrain.to_vec(), "--batch", "", vec![]),
+        (retrain.to_vec(), "--size", "", vec![]),
+        // Momentum 0 is plain SGD; a learning rate of 0 leaves the layers as they are.
+        (retrain.to_vec(), "--momentum", "", vec!["0"]),
+        (retrain.to_vec(), "--lr", "", vec!["0"]),
+        (
+            [&retrain_base[..], &epochs].concat(),
+            "--test-limit",
+            "",
+            vec!["100000000"],
+        ),
+        (
+            vec!["eval", "--state", "s.frs", "--data", train, "--limit", "100"],
+            "--min-accuracy",
+            "",
+            vec!["0"],
+        ),
+        (
+            vec!["bench", "--model", &model, "--runs", "1"],
+            "--warmup",
+            "",
+            vec!["0"],
+        ),
+        (vec!["bench", "--model", &model], "--runs", "", vec![]),
+    ];
+    let mut cases = 0;
+    for (command, flag, alias, accepted) in &table {
+        for value in values {
+            let given = format!("{flag}={value}");
+            let args: Vec<&str> = command.iter().copied().chain([given.as_str()]).collect();
+            let out = run(&dir, &args);
+            let err = stderr(&out);
+            assert!(!err.contains("panicked"), "{args:?}: {err}");
+            assert!(!err.contains("multiple times"), "the table gives {flag} twice");
+            if accepted.contains(&value) {
+                assert!(out.status.success(), "{args:?} has a meaning: {err}");
+            } else {
+                assert_eq!(out.status.code(), Some(2), "{args:?} should be refused: {err}");
+                let message = err.lines().find(|l| l.starts_with("error:")).unwrap_or("");
+                assert!(
+                    message.contains(flag.trim_start_matches('-'))
+                        || (!value.is_empty() && message.contains(value))
+                        || (!alias.is_empty() && message.contains(alias)),
+                    "{args:?}: the message names neither the flag nor the value: {err}"
+                );
+                assert_eq!(std::fs::read(dir.join("s.frs")).unwrap(), state, "{args:?}");
+                assert_eq!(std::fs::read(&spec).unwrap(), spec_bytes, "{args:?}");
+                for written in ["x.frf", "r.onnx", "rt.onnx"] {
+                    assert!(!dir.join(written).exists(), "{args:?} wrote {written}");
+                }
+            }
+            // Every case starts from the same state and spec.
+            std::fs::write(dir.join("s.frs"), &state).unwrap();
+            std::fs::write(&spec, &spec_bytes).unwrap();
+            for written in ["x.frf", "r.onnx", "r.json", "rt.onnx", "rt.json", "rt.frs"] {
+                let _ = std::fs::remove_file(dir.join(written));
+            }
+            cases += 1;
+        }
+    }
+    // Shards: part i of k, from 0.
+    for shard in ["0/0", "2/2", "1/0", "-1/2", "1/-1", "NaN/2", "1/18446744073709551616", "1", ""] {
+        let given = format!("--shard={shard}");
+        let args: Vec<&str> = learn.iter().copied().chain([given.as_str()]).collect();
+        common::refused(&dir, &args, "shard");
+        assert_eq!(std::fs::read(dir.join("s.frs")).unwrap(), state, "{args:?}");
+        cases += 1;
+    }
+    eprintln!("{cases} numeric arguments: refused or run as documented, none panicked");
+}

@@ -23,10 +23,10 @@ pub(crate) struct BenchArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// Timed runs (the median is reported).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = super::common::parse_in::<1, 1_000_000>)]
     runs: usize,
     /// Untimed runs first.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = super::common::parse_in::<0, 1_000_000>)]
     warmup: usize,
     /// Run this many images at once, one thread each with tract single-threaded (how
     /// learn/extract/eval stream data); reports throughput per image. 1 to 256.
@@ -59,10 +59,10 @@ pub(crate) struct DemoArgs {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Training images to use.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = super::common::parse_positive)]
     train: usize,
     /// Test images to use.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = super::common::parse_positive)]
     test: usize,
     /// Keep the learned state here (default: not saved).
     #[arg(long)]

@@ -35,8 +35,8 @@ pub(crate) struct DataArgs {
     /// labels.txt beside the data).
     #[arg(long)]
     pub(crate) label_names: Option<PathBuf>,
-    /// Use at most this many samples.
-    #[arg(long)]
+    /// Use at most this many samples (1 or more).
+    #[arg(long, value_parser = parse_positive)]
     pub(crate) limit: Option<usize>,
     /// Read only part i of k (from 0) of the data: contiguous parts, after --limit. States
     /// learned from the k parts on k machines merge into the state of the whole, and each
@@ -49,14 +49,37 @@ pub(crate) use fastretrain::backbone::MAX_THREADS;
 
 /// A thread count in 1..=[`MAX_THREADS`] (`--threads`, `bench --parallel`).
 pub(crate) fn parse_thread_count(text: &str) -> std::result::Result<usize, String> {
-    match text.trim().parse::<usize>() {
-        Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(n),
-        Ok(n) => Err(format!("{n} is outside 1..={MAX_THREADS}")),
-        Err(_) => Err(format!(
-            "'{text}' is not a whole number in 1..={MAX_THREADS}"
-        )),
+    parse_in::<1, MAX_THREADS>(text)
+}
+
+/// A whole number in `MIN..=MAX` (a count or a size: `-k`, `--limit`, `--size`, …). A value
+/// outside is refused by the argument parser (exit 2, the range named) before anything runs.
+pub(crate) fn parse_in<const MIN: usize, const MAX: usize>(
+    text: &str,
+) -> std::result::Result<usize, String> {
+    let range = if MAX == usize::MAX {
+        format!("{MIN} or more")
+    } else {
+        format!("{MIN}..={MAX}")
+    };
+    match text.trim().parse::<u128>() {
+        Ok(n) if (MIN as u128..=MAX as u128).contains(&n) => Ok(n as usize),
+        Ok(n) => Err(format!("{n} is outside {range}")),
+        Err(_) => Err(format!("'{text}' is not a whole number in {range}")),
     }
 }
+
+/// At least one (`-k`, `--limit`, `--checkpoint-every`, …).
+pub(crate) fn parse_positive(text: &str) -> std::result::Result<usize, String> {
+    parse_in::<1, { usize::MAX }>(text)
+}
+
+/// A square input side in pixels: 1..=[`MAX_INPUT_SIDE`] (`spec`, `resize-input`, `retrain`).
+pub(crate) fn parse_input_side(text: &str) -> std::result::Result<usize, String> {
+    parse_in::<1, MAX_INPUT_SIDE>(text)
+}
+
+pub(crate) use fastretrain::spec::MAX_INPUT_SIDE;
 
 fn parse_shard(text: &str) -> std::result::Result<Shard, String> {
     Shard::parse(text).map_err(|e| e.to_string())

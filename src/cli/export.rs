@@ -54,8 +54,8 @@ pub(crate) struct ResizeInputArgs {
     /// The model to copy (its spec JSON must be beside it).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Side of the new square input, in pixels.
-    #[arg(long)]
+    /// Side of the new square input, in pixels (1 to 4096).
+    #[arg(long, value_parser = super::common::parse_input_side)]
     size: usize,
     /// The new ONNX file; its spec is written beside it (`.json`).
     #[arg(long)]

@@ -27,14 +27,16 @@ pub(crate) struct FitArgs {
     /// Ridge term λ (default: chosen by generalised cross-validation on the Gram statistics).
     #[arg(long)]
     lambda: Option<f64>,
-    /// Rows per batch for the streamed methods.
-    #[arg(long, default_value_t = fastretrain::fitting::DEFAULT_BATCH)]
+    /// Rows per batch for the streamed methods (1 to 65536).
+    #[arg(long, default_value_t = fastretrain::fitting::DEFAULT_BATCH,
+          value_parser = super::common::parse_in::<1, 65_536>)]
     batch: usize,
-    /// step: learning rate η.
+    /// step: learning rate η, 0 < η < 2 (each batch moves the head that share of the way to
+    /// the batch's own fit).
     #[arg(long, default_value_t = 0.5)]
     eta: f64,
     /// step: passes over the store.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::common::parse_in::<1, 10_000>)]
     passes: usize,
     /// recompute: hidden layer widths from the features up, e.g. 1024 or 512,256.
     #[arg(long, default_value = "1024")]
@@ -44,7 +46,7 @@ pub(crate) struct FitArgs {
     #[arg(long, default_value = "bsig")]
     activation: String,
     /// recompute: pull-back iterations.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = super::common::parse_in::<1, 10_000>)]
     iterations: usize,
     /// recompute: seed of the initial hidden weights.
     #[arg(long, default_value_t = 1)]

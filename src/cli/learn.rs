@@ -39,7 +39,7 @@ pub(crate) struct LearnArgs {
     relearn: bool,
     /// Save the state after about every N samples, so a killed run loses at most N
     /// (a later `learn` on the same data resumes). Default: save only at the end.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = super::common::parse_positive)]
     checkpoint_every: Option<usize>,
     /// Forgetting factor μ in (0, 1] for drift: before each batch of 64 samples, everything
     /// learned so far is multiplied by μ. A decayed state can no longer `forget`.
@@ -86,8 +86,8 @@ pub(crate) struct ExtractArgs {
     /// f16 (half the bytes) or f32; a new store defaults to f16.
     #[arg(long)]
     precision: Option<String>,
-    /// Rows per chunk of a new store (each chunk is checksummed and fsynced).
-    #[arg(long)]
+    /// Rows per chunk of a new store, 1 to 1048576 (each chunk is checksummed and fsynced).
+    #[arg(long, value_parser = super::common::parse_in::<1, 1_048_576>)]
     chunk_rows: Option<usize>,
     /// Skip undecodable images (listed in the report) instead of stopping.
     #[arg(long)]

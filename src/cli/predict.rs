@@ -28,8 +28,8 @@ pub(crate) struct PredictArgs {
     /// (default: classes are numbered 0, 1, …).
     #[arg(long, conflicts_with = "state")]
     label_names: Option<PathBuf>,
-    /// How many labels to show per image.
-    #[arg(long, short = 'k', default_value_t = 3)]
+    /// How many labels to show per image (1 or more; more than there are labels shows all).
+    #[arg(long, short = 'k', default_value_t = 3, value_parser = super::common::parse_positive)]
     top_k: usize,
     /// Test-time augmentation: `hflip` scores the mean of each image's features and its
     /// mirror's (twice the time); `none` (default) the image alone.

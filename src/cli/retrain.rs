@@ -32,10 +32,10 @@ pub struct RetrainArgs {
     #[arg(long)]
     test_data: PathBuf,
     /// Use at most this many test samples.
-    #[arg(long)]
+    #[arg(long, value_parser = super::common::parse_positive)]
     test_limit: Option<usize>,
-    /// Epochs of SGD (epoch 0, the edge-only refit, comes first).
-    #[arg(long, default_value_t = 8)]
+    /// Epochs of SGD, 1 to 10000 (epoch 0, the edge-only refit, comes first).
+    #[arg(long, default_value_t = 8, value_parser = super::common::parse_in::<1, 10_000>)]
     epochs: usize,
     /// fast (random conv layers + MP refit, the paper), sgd (all layers), sgd+mp (all layers +
     /// MP refit, Yang 2019).
@@ -49,11 +49,11 @@ pub struct RetrainArgs {
     lr: String,
     #[arg(long, default_value_t = 0.9)]
     momentum: f64,
-    /// Images per SGD step.
-    #[arg(long, default_value_t = 32)]
+    /// Images per SGD step (1 to 4096).
+    #[arg(long, default_value_t = 32, value_parser = super::common::parse_in::<1, 4096>)]
     batch: usize,
-    /// Square input size to train and export at (default: the model's).
-    #[arg(long)]
+    /// Square input size to train and export at, 1 to 4096 (default: the model's).
+    #[arg(long, value_parser = super::common::parse_input_side)]
     size: Option<usize>,
     /// Seed of the frozen-layer draws and the sample order.
     #[arg(long, default_value_t = 1)]

@@ -23,11 +23,11 @@ pub struct SpecArgs {
     preset: String,
     /// With --preset tensor: one sample's shape without the batch axis (e.g. 40,98), for a
     /// model whose input axes are not fixed in the graph.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = super::common::parse_positive)]
     shape: Option<Vec<usize>>,
     /// Input side in pixels, for a model whose input size is not fixed in the graph
     /// (default 224).
-    #[arg(long)]
+    #[arg(long, value_parser = super::common::parse_input_side)]
     size: Option<usize>,
     /// NCHW or NHWC, when the graph does not tell.
     #[arg(long)]

@@ -95,9 +95,12 @@ impl Method {
     pub fn validate(&self) -> Result<()> {
         match self {
             Method::Step { eta, passes } => {
-                if !(eta.is_finite() && *eta > 0.0) || *passes == 0 {
+                // Each step moves W a share η of the way to the batch's own fit: a relaxed
+                // projection, which converges for 0 < η < 2 and diverges beyond.
+                if !(*eta > 0.0 && *eta < 2.0) || *passes == 0 {
                     return Err(Error::InvalidArgument(format!(
-                        "step needs η > 0 and at least one pass (got η = {eta}, {passes} passes)"
+                        "step needs 0 < η < 2 (1 fits each batch exactly; larger diverges) and \
+                         at least one pass (got η = {eta}, {passes} passes)"
                     )));
                 }
             }

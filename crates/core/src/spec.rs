@@ -6,6 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
+/// The largest square input side a spec takes, in pixels (an image this size is 4096² pixels;
+/// a larger one is more likely a typo than a model).
+pub const MAX_INPUT_SIDE: usize = 4096;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -608,9 +612,9 @@ impl ModelSpec {
                 p.crop, input.height, input.width
             ));
         }
-        if p.crop == 0 || p.crop > 4096 || p.resize_short_side < p.crop {
+        if p.crop == 0 || p.crop > MAX_INPUT_SIDE || p.resize_short_side < p.crop {
             return Err(format!(
-                "need 0 < crop ({}) <= resize_short_side ({}) and crop <= 4096",
+                "need 0 < crop ({}) <= resize_short_side ({}) and crop <= {MAX_INPUT_SIDE}",
                 p.crop, p.resize_short_side
             ));
         }
