@@ -339,3 +339,144 @@ fn exported_own_models_fed_by_the_torchvision_pipeline_give_predict_scores() {
         eprintln!("{name}: onnxruntime with the torchvision pipeline vs predict {worst:e}");
     }
 }
+
+/// The shipped MobileNetV2 halved as people halve it for a board (float16 weights and
+/// activations, float32 input and output: scripts/models/convert_float16.py, onnxconverter-common)
+/// on the real photos: its features within float16's rounding of onnxruntime's (1 % of their
+/// size), its own float16 head giving onnxruntime's top-1, and the export of a head learned on
+/// it (a float32 head on the features cast to float32) run by onnxruntime giving predict's
+/// scores within the same rounding.
+#[test]
+fn a_float16_mobilenetv2_matches_onnxruntime_on_the_photos() {
+    let dir = common::temp_dir("export-ort-f16");
+    let f16 = dir.join("mobilenetv2_f16.onnx");
+    let converted = Command::new(common::python())
+        .arg(common::root().join("scripts/models/convert_float16.py"))
+        .args([&common::root().join("models/mobilenetv2.onnx"), &f16])
+        .output()
+        .expect("python runs");
+    assert!(converted.status.success(), "{}", common::stderr(&converted));
+    let report = json_of(&run(
+        &dir,
+        &[
+            "spec",
+            "--model",
+            s(&f16),
+            "--preset",
+            "imagenet",
+            "--feature-tensor",
+            "features",
+            "--json",
+        ],
+    ));
+    assert_eq!(report["feature_dim"], 1280);
+    let spec = dir.join("mobilenetv2_f16.json");
+    let mut photos: Vec<PathBuf> = std::fs::read_dir(common::data("images"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    photos.sort();
+    let scale = |v: &[f64]| v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+
+    // Features: ours (tract in float16, widened) against onnxruntime's float16 run, on the
+    // PNG photos (JPEG decoders round differently: PIL's libjpeg is not ours).
+    let pngs: Vec<PathBuf> = photos
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .cloned()
+        .collect();
+    let reference = onnxruntime_tensor(&spec, &f16, &pngs, "features");
+    let backbone = fastretrain::backbone::Backbone::load(&f16, None, None).unwrap();
+    let mut extractor = fastretrain::features::FeatureExtractor::new(backbone).unwrap();
+    let mut worst = 0.0f64;
+    assert_eq!(reference.len(), 8);
+    for (photo, expected) in pngs.iter().zip(&reference) {
+        let ours = extractor.sample_file(photo).unwrap();
+        let diff = ours
+            .iter()
+            .zip(expected)
+            .map(|(a, b)| (f64::from(*a) - b).abs())
+            .fold(0.0, f64::max);
+        let relative = diff / scale(expected);
+        assert!(relative <= 1e-2, "{}: max |Δ| {diff}", photo.display());
+        worst = worst.max(relative);
+    }
+    eprintln!(
+        "float16 MobileNetV2: features vs onnxruntime on {} photos, max |Δ| {:.2e} of their size",
+        pngs.len(),
+        worst
+    );
+
+    // The model's own float16 head: onnxruntime's top-1 on every photo.
+    let own = &onnxruntime_scores_with(&spec, &[&f16], &photos, "torchvision")[0]["scores"];
+    let mut args = vec!["predict", "--model", s(&f16), "-k", "1", "--json"];
+    args.extend(photos.iter().map(|p| s(p)));
+    let predicted = json_of(&run(&dir, &args));
+    for ((p, scores), photo) in predicted.as_array().unwrap().iter().zip(own.as_array().unwrap()).zip(&photos) {
+        let scores = common::f64s(scores);
+        assert_eq!(
+            p["top"][0]["label"].as_str().unwrap(),
+            argmax(&scores).to_string(),
+            "{}",
+            photo.display()
+        );
+    }
+
+    // A head learned on it, exported: onnxruntime runs it as predict scores it.
+    let train = common::root().join("data/fashion-mnist/train-images-idx3-ubyte.gz");
+    let learn = ["learn", "--state", "s.frs", "--model", s(&f16), "--data", s(&train), "--limit", "60"];
+    common::run_ok(&dir, &learn);
+    common::run_ok(&dir, &["export", "--state", "s.frs", "--out", "adapted.onnx"]);
+    let adapted = dir.join("adapted.onnx");
+    let exported = &onnxruntime_scores_with(&spec, &[&adapted], &photos, "torchvision")[0];
+    let labels: Vec<String> = exported["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    let mut args = vec!["predict", "--state", "s.frs", "-k", "10", "--json"];
+    args.extend(photos.iter().map(|p| s(p)));
+    let by_state = json_of(&run(&dir, &args));
+    let mut worst = 0.0f64;
+    for (p, scores) in by_state.as_array().unwrap().iter().zip(exported["scores"].as_array().unwrap()) {
+        let scores = common::f64s(scores);
+        for scored in p["top"].as_array().unwrap() {
+            let class = labels.iter().position(|l| l == scored["label"].as_str().unwrap()).unwrap();
+            let diff = (scored["score"].as_f64().unwrap() - scores[class]).abs();
+            assert!(diff <= 1e-4 + 1e-2 * scale(&scores), "{}: {diff}", scored["label"]);
+            worst = worst.max(diff);
+        }
+    }
+    eprintln!("float16 MobileNetV2: export in onnxruntime vs predict, max |Δ| {worst:.2e}");
+}
+
+/// An inner tensor of `model` on each image per onnxruntime (PIL's 8-bit resize, as a
+/// torchvision user feeds it), as f64.
+fn onnxruntime_tensor(spec: &Path, model: &Path, images: &[PathBuf], tensor: &str) -> Vec<Vec<f64>> {
+    let out = Command::new(common::python())
+        .arg(common::root().join("scripts/reference/onnxruntime_run.py"))
+        .args(["--pipeline", "torchvision", "--tensor", tensor, "--spec", s(spec), "--models"])
+        .arg(model)
+        .arg("--images")
+        .args(images)
+        .output()
+        .expect("python runs");
+    json_of(&out)["models"][0]["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let mut flat = Vec::new();
+            flatten(v, &mut flat);
+            flat
+        })
+        .collect()
+}
+
+fn flatten(v: &serde_json::Value, out: &mut Vec<f64>) {
+    match v {
+        serde_json::Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
+        other => out.push(other.as_f64().unwrap()),
+    }
+}

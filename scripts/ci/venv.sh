@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 VENV="${FASTRETRAIN_VENV:-$PWD/.venv}"
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import numpy, onnx, onnxruntime, PIL, sklearn, matplotlib, pytest, maturin' 2>/dev/null; then
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import numpy, onnx, onnxruntime, onnxconverter_common, PIL, sklearn, matplotlib, pytest, maturin' 2>/dev/null; then
   python3 -m venv "$VENV" >&2
   # No bytecode at install (half its CPU time): Python compiles what it imports, when it does.
   "$VENV/bin/pip" install -q --no-compile -r scripts/ci/requirements.txt >&2

@@ -8,6 +8,11 @@ spec says). Used by tests/export_onnxruntime.rs to check exported models.
     python scripts/reference/onnxruntime_run.py --spec models/mobilenetv2.json \
         --models adapted.onnx models/mobilenetv2.onnx --images a.png b.jpg
     python scripts/reference/onnxruntime_run.py --models adapted.onnx --tensors a.npy b.npy
+    python scripts/reference/onnxruntime_run.py --spec s.json --models m.onnx --tensor features \
+        --images a.png
+
+--tensor reads an inner tensor (in whatever float type the model computes it) instead of the
+first output.
 
 With --tensors each .npy file is one sample fed as it is (float32), no spec: a model that is not
 fed images.
@@ -33,6 +38,7 @@ def main():
     group.add_argument("--images", nargs="+")
     group.add_argument("--tensors", nargs="+")
     ap.add_argument("--pipeline", choices=["float", "torchvision"], default="float")
+    ap.add_argument("--tensor", help="read this tensor instead of the first output (any float type)")
     args = ap.parse_args()
     if args.tensors:
         batch = np.stack([np.load(p).astype(np.float32) for p in args.tensors])
@@ -46,7 +52,16 @@ def main():
     opts.intra_op_num_threads = 2
     result = []
     for path in args.models:
-        session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        model = path
+        if args.tensor:
+            import onnx
+            proto = onnx.load(path)
+            inferred = onnx.shape_inference.infer_shapes(proto).graph.value_info
+            elem = next((v.type.tensor_type.elem_type for v in inferred if v.name == args.tensor),
+                        onnx.TensorProto.FLOAT)
+            proto.graph.output.insert(0, onnx.helper.make_tensor_value_info(args.tensor, elem, None))
+            model = proto.SerializeToString()
+        session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
         meta = session.get_modelmeta().custom_metadata_map
         labels = json.loads(meta["fastretrain.labels"]) if "fastretrain.labels" in meta else None
         name = session.get_inputs()[0].name
