@@ -412,7 +412,13 @@ fn a_float16_mobilenetv2_matches_onnxruntime_on_the_photos() {
     let mut args = vec!["predict", "--model", s(&f16), "-k", "1", "--json"];
     args.extend(photos.iter().map(|p| s(p)));
     let predicted = json_of(&run(&dir, &args));
-    for ((p, scores), photo) in predicted.as_array().unwrap().iter().zip(own.as_array().unwrap()).zip(&photos) {
+    for ((p, scores), photo) in predicted
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(own.as_array().unwrap())
+        .zip(&photos)
+    {
         let scores = common::f64s(scores);
         assert_eq!(
             p["top"][0]["label"].as_str().unwrap(),
@@ -424,9 +430,22 @@ fn a_float16_mobilenetv2_matches_onnxruntime_on_the_photos() {
 
     // A head learned on it, exported: onnxruntime runs it as predict scores it.
     let train = common::root().join("data/fashion-mnist/train-images-idx3-ubyte.gz");
-    let learn = ["learn", "--state", "s.frs", "--model", s(&f16), "--data", s(&train), "--limit", "60"];
+    let learn = [
+        "learn",
+        "--state",
+        "s.frs",
+        "--model",
+        s(&f16),
+        "--data",
+        s(&train),
+        "--limit",
+        "60",
+    ];
     common::run_ok(&dir, &learn);
-    common::run_ok(&dir, &["export", "--state", "s.frs", "--out", "adapted.onnx"]);
+    common::run_ok(
+        &dir,
+        &["export", "--state", "s.frs", "--out", "adapted.onnx"],
+    );
     let adapted = dir.join("adapted.onnx");
     let exported = &onnxruntime_scores_with(&spec, &[&adapted], &photos, "torchvision")[0];
     let labels: Vec<String> = exported["labels"]
@@ -439,12 +458,24 @@ fn a_float16_mobilenetv2_matches_onnxruntime_on_the_photos() {
     args.extend(photos.iter().map(|p| s(p)));
     let by_state = json_of(&run(&dir, &args));
     let mut worst = 0.0f64;
-    for (p, scores) in by_state.as_array().unwrap().iter().zip(exported["scores"].as_array().unwrap()) {
+    for (p, scores) in by_state
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(exported["scores"].as_array().unwrap())
+    {
         let scores = common::f64s(scores);
         for scored in p["top"].as_array().unwrap() {
-            let class = labels.iter().position(|l| l == scored["label"].as_str().unwrap()).unwrap();
+            let class = labels
+                .iter()
+                .position(|l| l == scored["label"].as_str().unwrap())
+                .unwrap();
             let diff = (scored["score"].as_f64().unwrap() - scores[class]).abs();
-            assert!(diff <= 1e-4 + 1e-2 * scale(&scores), "{}: {diff}", scored["label"]);
+            assert!(
+                diff <= 1e-4 + 1e-2 * scale(&scores),
+                "{}: {diff}",
+                scored["label"]
+            );
             worst = worst.max(diff);
         }
     }
@@ -453,10 +484,23 @@ fn a_float16_mobilenetv2_matches_onnxruntime_on_the_photos() {
 
 /// An inner tensor of `model` on each image per onnxruntime (PIL's 8-bit resize, as a
 /// torchvision user feeds it), as f64.
-fn onnxruntime_tensor(spec: &Path, model: &Path, images: &[PathBuf], tensor: &str) -> Vec<Vec<f64>> {
+fn onnxruntime_tensor(
+    spec: &Path,
+    model: &Path,
+    images: &[PathBuf],
+    tensor: &str,
+) -> Vec<Vec<f64>> {
     let out = Command::new(common::python())
         .arg(common::root().join("scripts/reference/onnxruntime_run.py"))
-        .args(["--pipeline", "torchvision", "--tensor", tensor, "--spec", s(spec), "--models"])
+        .args([
+            "--pipeline",
+            "torchvision",
+            "--tensor",
+            tensor,
+            "--spec",
+            s(spec),
+            "--models",
+        ])
         .arg(model)
         .arg("--images")
         .args(images)

@@ -648,7 +648,14 @@ fn a_models_data_file_is_checked_and_part_of_the_model() {
         run(
             &dir,
             &[
-                "learn", "--state", state, "--model", &model, "--data", s(&train), "--limit",
+                "learn",
+                "--state",
+                state,
+                "--model",
+                &model,
+                "--data",
+                s(&train),
+                "--limit",
                 "20",
             ],
         )
@@ -657,12 +664,20 @@ fn a_models_data_file_is_checked_and_part_of_the_model() {
     let state = std::fs::read(dir.join("s.frs")).unwrap();
     // The export is one file: it runs without the data file.
     let out = common::run_ok(&dir, &["export", "--state", "s.frs", "--out", "one.onnx"]);
-    assert!(out.contains(&format!("weights from {data} are inside")), "{out}");
+    assert!(
+        out.contains(&format!("weights from {data} are inside")),
+        "{out}"
+    );
     let weights = std::fs::read(dir.join(&data)).unwrap();
     std::fs::remove_file(dir.join(&data)).unwrap();
     let photo = common::zoo_image("test", "Bag");
     let mut spec = ModelSpec::load(&dir.join(format!("{name}.json"))).unwrap();
-    (spec.file, spec.sha256, spec.feature_tensor, spec.feature_dim) = (None, None, None, None);
+    (
+        spec.file,
+        spec.sha256,
+        spec.feature_tensor,
+        spec.feature_dim,
+    ) = (None, None, None, None);
     std::fs::write(dir.join("one.json"), spec.to_json()).unwrap();
     common::run_ok(&dir, &["predict", "--model", "one.onnx", s(&photo)]);
 
@@ -675,10 +690,18 @@ fn a_models_data_file_is_checked_and_part_of_the_model() {
         &["spec", "--model", &model, "--preset", "imagenet", "--force"],
         &data,
     );
-    common::refused(&dir, &["export", "--state", "s.frs", "--out", "x.onnx"], &data);
+    common::refused(
+        &dir,
+        &["export", "--state", "s.frs", "--out", "x.onnx"],
+        &data,
+    );
     // Truncated: the tensors past its end are named.
     std::fs::write(dir.join(&data), &weights[..weights.len() / 2]).unwrap();
-    let err = common::refused(&dir, &["predict", "--state", "s.frs", s(&photo)], "truncated");
+    let err = common::refused(
+        &dir,
+        &["predict", "--state", "s.frs", s(&photo)],
+        "truncated",
+    );
     assert!(err.contains(&data), "{err}");
     // Changed (the same size, one weight different): another model, for the state and spec.
     let mut changed = weights.clone();
@@ -737,7 +760,9 @@ fn numeric_flags_are_refused_or_mean_what_their_help_says() {
     let photo = common::zoo_image("test", "Bag");
     let (train, test, photo) = (s(&train), s(&test), s(&photo));
     // 100 images of the first two labels: a state, a store of its features.
-    let learn = ["learn", "--state", "s.frs", "--model", &model, "--data", train];
+    let learn = [
+        "learn", "--state", "s.frs", "--model", &model, "--data", train,
+    ];
     common::run_ok(&dir, &[&learn[..], &["--limit", "100"]].concat());
     common::run_ok(
         &dir,
@@ -762,18 +787,37 @@ fn numeric_flags_are_refused_or_mean_what_their_help_says() {
         "two",
     ];
     let retrain_base = [
-        "retrain", "--model", &model, "--data", train, "--test-data", test, "--limit", "100",
-        "--out", "rt.onnx",
+        "retrain",
+        "--model",
+        &model,
+        "--data",
+        train,
+        "--test-data",
+        test,
+        "--limit",
+        "100",
+        "--out",
+        "rt.onnx",
     ];
     let (epochs, test_limit) = (["--epochs", "1"], ["--test-limit", "10"]);
     let retrain = [&retrain_base[..], &epochs, &test_limit].concat();
     // (the command, its flag, another name the message may use, the values it accepts)
     let table: Vec<(Vec<&str>, &str, &str, Vec<&str>)> = vec![
         // More labels than there are: all of them.
-        (vec!["predict", "--state", "s.frs", photo], "--top-k", "", vec!["100000000"]),
+        (
+            vec!["predict", "--state", "s.frs", photo],
+            "--top-k",
+            "",
+            vec!["100000000"],
+        ),
         // More samples than there are: all of them.
         (learn.to_vec(), "--limit", "", vec!["100000000"]),
-        (vec!["fit", "--state", "s.frs", "--store", "st.frf"], "--folds", "", vec![]),
+        (
+            vec!["fit", "--state", "s.frs", "--store", "st.frf"],
+            "--folds",
+            "",
+            vec![],
+        ),
         // λ ≥ 0: 0 is plain least squares, a huge λ a head near zero.
         (
             vec!["fit", "--state", "s.frs"],
@@ -789,18 +833,27 @@ fn numeric_flags_are_refused_or_mean_what_their_help_says() {
         ),
         (learn.to_vec(), "--decay", "μ", vec![]),
         (
-            vec!["fit", "--state", "s.frs", "--store", "st.frf", "--method", "step"],
+            vec![
+                "fit", "--state", "s.frs", "--store", "st.frf", "--method", "step",
+            ],
             "--eta",
             "η",
             vec![],
         ),
         (
-            vec!["fit", "--state", "s.frs", "--store", "st.frf", "--method", "step"],
+            vec![
+                "fit", "--state", "s.frs", "--store", "st.frf", "--method", "step",
+            ],
             "--passes",
             "",
             vec![],
         ),
-        (vec!["fit", "--state", "s.frs", "--store", "st.frf"], "--batch", "", vec![]),
+        (
+            vec!["fit", "--state", "s.frs", "--store", "st.frf"],
+            "--batch",
+            "",
+            vec![],
+        ),
         (
             vec!["spec", "--model", &model, "--preset", "unit", "--force"],
             "--size",
@@ -816,7 +869,9 @@ fn numeric_flags_are_refused_or_mean_what_their_help_says() {
         // Less often than the samples there are: saved at the end only.
         (learn.to_vec(), "--checkpoint-every", "", vec!["100000000"]),
         (
-            vec!["extract", "--store", "x.frf", "--model", &model, "--data", train],
+            vec![
+                "extract", "--store", "x.frf", "--model", &model, "--data", train,
+            ],
             "--chunk-rows",
             "",
             vec![],
@@ -839,7 +894,9 @@ fn numeric_flags_are_refused_or_mean_what_their_help_says() {
             vec!["100000000"],
         ),
         (
-            vec!["eval", "--state", "s.frs", "--data", train, "--limit", "100"],
+            vec![
+                "eval", "--state", "s.frs", "--data", train, "--limit", "100",
+            ],
             "--min-accuracy",
             "",
             vec!["0"],
@@ -860,11 +917,18 @@ fn numeric_flags_are_refused_or_mean_what_their_help_says() {
             let out = run(&dir, &args);
             let err = stderr(&out);
             assert!(!err.contains("panicked"), "{args:?}: {err}");
-            assert!(!err.contains("multiple times"), "the table gives {flag} twice");
+            assert!(
+                !err.contains("multiple times"),
+                "the table gives {flag} twice"
+            );
             if accepted.contains(&value) {
                 assert!(out.status.success(), "{args:?} has a meaning: {err}");
             } else {
-                assert_eq!(out.status.code(), Some(2), "{args:?} should be refused: {err}");
+                assert_eq!(
+                    out.status.code(),
+                    Some(2),
+                    "{args:?} should be refused: {err}"
+                );
                 let message = err.lines().find(|l| l.starts_with("error:")).unwrap_or("");
                 assert!(
                     message.contains(flag.trim_start_matches('-'))
@@ -888,7 +952,17 @@ fn numeric_flags_are_refused_or_mean_what_their_help_says() {
         }
     }
     // Shards: part i of k, from 0.
-    for shard in ["0/0", "2/2", "1/0", "-1/2", "1/-1", "NaN/2", "1/18446744073709551616", "1", ""] {
+    for shard in [
+        "0/0",
+        "2/2",
+        "1/0",
+        "-1/2",
+        "1/-1",
+        "NaN/2",
+        "1/18446744073709551616",
+        "1",
+        "",
+    ] {
         let given = format!("--shard={shard}");
         let args: Vec<&str> = learn.iter().copied().chain([given.as_str()]).collect();
         common::refused(&dir, &args, "shard");

@@ -221,7 +221,8 @@ impl Backbone {
                 let plan = (move || -> TractResult<_> {
                     let mut m = tract_onnx::onnx().model_for_proto_model(&proto)?;
                     drop(proto);
-                    m = m.with_input_fact(0, TypedFact::dt_shape(input_type, &input_shape).into())?;
+                    m =
+                        m.with_input_fact(0, TypedFact::dt_shape(input_type, &input_shape).into())?;
                     m.select_outputs_by_name(tensors.iter().map(String::as_str))?;
                     m.into_optimized()?.into_runnable()
                 })()

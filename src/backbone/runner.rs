@@ -22,7 +22,12 @@ pub struct Runner {
 
 /// One run's input as tract's tensor, in the type the plan takes (float16 for a half-precision
 /// model's input; `model` for the message).
-fn input_tensor(state: &TypedSimpleState, shape: &[usize], input: &[f32], model: &Path) -> Result<Tensor> {
+fn input_tensor(
+    state: &TypedSimpleState,
+    shape: &[usize],
+    input: &[f32],
+    model: &Path,
+) -> Result<Tensor> {
     let bad = |e: TractError| Error::Model {
         path: model.into(),
         reason: format!("bad input tensor: {e}"),

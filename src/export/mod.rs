@@ -216,8 +216,10 @@ pub fn export_features_bytes(
         let scores = "fastretrain/head/float32";
         append_dense(graph, "fastretrain/head", &x, &output_layer, scores);
         let mut cast = node("Cast", "fastretrain/head/cast", &[scores], &output);
-        cast.attribute
-            .push(crate::onnx::build::int_attribute("to", output_type as i32 as i64));
+        cast.attribute.push(crate::onnx::build::int_attribute(
+            "to",
+            output_type as i32 as i64,
+        ));
         graph.node.push(cast);
     }
     // Batch dimension as the original output had it.

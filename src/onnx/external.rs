@@ -139,7 +139,9 @@ fn inline(
             })
             .transpose()
     };
-    let bytes = files.get(&location).ok_or_else(|| bad("no data file".into()))?;
+    let bytes = files
+        .get(&location)
+        .ok_or_else(|| bad("no data file".into()))?;
     let offset = number("offset")?.unwrap_or(0);
     let available = (bytes.len() as u64).saturating_sub(offset);
     let length = number("length")?.unwrap_or(available);
@@ -152,10 +154,9 @@ fn inline(
         )));
     }
     if let Some(width) = element_bytes(t.data_type) {
-        let elements = t
-            .dims
-            .iter()
-            .try_fold(1u64, |n, &d| u64::try_from(d).ok().and_then(|d| n.checked_mul(d)));
+        let elements = t.dims.iter().try_fold(1u64, |n, &d| {
+            u64::try_from(d).ok().and_then(|d| n.checked_mul(d))
+        });
         let expected = elements.and_then(|n| n.checked_mul(width));
         if expected != Some(length) {
             return Err(bad(format!(
@@ -199,7 +200,11 @@ fn for_each_tensor(graph: &GraphProto, f: &mut dyn FnMut(&TensorProto)) {
 }
 
 fn each_attribute_tensor(attribute: &AttributeProto, f: &mut dyn FnMut(&TensorProto)) {
-    attribute.t.iter().chain(&attribute.tensors).for_each(&mut *f);
+    attribute
+        .t
+        .iter()
+        .chain(&attribute.tensors)
+        .for_each(&mut *f);
     for graph in attribute.g.iter().chain(&attribute.graphs) {
         for_each_tensor(graph, f);
     }

@@ -203,7 +203,8 @@ pub(crate) fn float_values(t: &TensorProto) -> Option<Vec<f32>> {
             .then(|| raw.chunks_exact(width).map(convert).collect())
     };
     // float16 and bfloat16 values without raw bytes are stored in int32_data, 16 bits each.
-    let from_bits = |convert: fn(u16) -> f32| t.int32_data.iter().map(|&v| convert(v as u16)).collect();
+    let from_bits =
+        |convert: fn(u16) -> f32| t.int32_data.iter().map(|&v| convert(v as u16)).collect();
     match DataType::try_from(t.data_type).ok()? {
         DataType::Float if raw.is_empty() => Some(t.float_data.clone()),
         DataType::Float => from_raw(4, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
@@ -267,7 +268,8 @@ pub(crate) fn set_float_io(graph: &mut GraphProto, input: &str, tensors: &[Strin
     };
     let cast = |from: &str, to: &str, dt: DataType| {
         let mut node = build::node("Cast", to, &[from], to);
-        node.attribute.push(build::int_attribute("to", dt as i32 as i64));
+        node.attribute
+            .push(build::int_attribute("to", dt as i32 as i64));
         node
     };
     if let Some(i) = graph.input.iter_mut().find(|i| i.name == input)
@@ -326,8 +328,7 @@ pub(crate) fn uses_float16(graph: &GraphProto) -> bool {
             .any(|i| elem_type(i) == Some(DataType::Float16))
         || graph.node.iter().any(|n| {
             n.op_type == "Cast"
-                && n
-                    .attribute
+                && n.attribute
                     .iter()
                     .any(|a| a.name == "to" && a.i == i64::from(half))
         })

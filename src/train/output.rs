@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tract_onnx::pb::{NodeProto, TensorProto, tensor_proto::DataType, tensor_shape_proto, type_proto};
+use tract_onnx::pb::{
+    NodeProto, TensorProto, tensor_proto::DataType, tensor_shape_proto, type_proto,
+};
 
 use super::graph::{HeadForm, Param};
 use super::{EpochMetrics, RetrainJob, RetrainOptions, Trainer};
