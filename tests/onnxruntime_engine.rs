@@ -122,6 +122,41 @@ fn another_family_and_layout_runs_on_both_engines() {
     );
 }
 
+/// The onnxruntime engine on the models carried to boards: a float16 model (its input and
+/// features cast by nodes the engine adds) within float16's rounding of tract's, a model with
+/// its weights in a side file as tract. An int8 QDQ model runs, but on onnxruntime's fused
+/// int8 kernels, which are not the ONNX operators' definition that tract computes (docs/SPEC.md):
+/// only its shape is compared.
+#[test]
+fn models_in_float16_int8_and_side_files_run_on_the_onnxruntime_engine() {
+    for (name, tolerance) in [
+        ("torch_dynamo_resnet_f16", Some(1e-2)),
+        ("torch_legacy_vgg_external", Some(1e-4)),
+        ("keras_nhwc_int8", None),
+    ] {
+        let dir = common::temp_dir(&format!("ort-{name}"));
+        let model = dir.join(common::zoo_model_with_spec(&dir, name));
+        let photo = common::zoo_image("test", "Sneaker");
+        let mut tract = extractor(&model, Engine::Tract, None);
+        let mut ort = extractor(&model, Engine::OnnxRuntime, None);
+        let (a, b) = (
+            tract.sample_file(&photo).unwrap(),
+            ort.sample_file(&photo).unwrap(),
+        );
+        assert_eq!(a.len(), b.len(), "{name}");
+        assert!(b.iter().all(|v| v.is_finite()), "{name}");
+        if let Some(tolerance) = tolerance {
+            let scale = a.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let d = max_diff(&a, &b);
+            assert!(
+                d <= tolerance * scale.max(1.0),
+                "{name}: max |tract − onnxruntime engine| = {d}"
+            );
+            eprintln!("{name}: max |tract − onnxruntime engine| = {d:e}");
+        }
+    }
+}
+
 #[test]
 fn a_state_learned_by_one_engine_is_used_by_the_other() {
     let dir = common::temp_dir("ort-state");

@@ -544,3 +544,54 @@ fn predict_with_the_model_own_head_agrees_with_onnxruntime() {
     assert_eq!(by_name["accuracy"], 0.5);
     assert_eq!(by_number["samples"], 6);
 }
+
+/// A quantized model's dense head is a MatMul of a DequantizeLinear'd int8 weight: `spec`
+/// finds it (its input, dequantized, is the feature tensor) without being told, and
+/// `export --original-head` says why it cannot re-attach it instead of failing inside.
+#[test]
+fn a_quantized_models_head_is_found_without_naming_the_features() {
+    let dir = common::temp_dir("zoo-int8-head");
+    std::fs::copy(zoo("keras_nhwc_int8.onnx"), dir.join("m.onnx")).unwrap();
+    let report = json_of(&run(
+        &dir,
+        &[
+            "spec",
+            "--model",
+            "m.onnx",
+            "--preset",
+            "inception",
+            "--json",
+        ],
+    ));
+    assert_eq!(
+        report["feature_tensor"],
+        "model/global_average_pooling2d/Mean_DequantizeLinear_Output"
+    );
+    assert_eq!(report["feature_dim"], 48);
+    let train = zoo("fashion/train");
+    ok(
+        &dir,
+        &[
+            "learn",
+            "--state",
+            "s.frs",
+            "--data",
+            s(&train),
+            "--model",
+            "m.onnx",
+        ],
+    );
+    common::refused(
+        &dir,
+        &[
+            "export",
+            "--model",
+            "m.onnx",
+            "--original-head",
+            "--out",
+            "o.onnx",
+        ],
+        "is quantized",
+    );
+    assert!(!dir.join("o.onnx").exists());
+}

@@ -43,9 +43,19 @@ pub fn original_head(model: &[u8], model_path: &Path) -> Result<(Head, String)> 
         )));
     }
     let initializer = |name: &str| graph.initializer.iter().find(|t| t.name == name);
-    let weight = initializer(&info.weight).expect("find_dense_head checked the initializer");
-    let values = float_values(weight)
-        .ok_or_else(|| bad(format!("dense weight '{}' is not float32", info.weight)))?;
+    let weight = initializer(&info.weight).ok_or_else(|| {
+        bad(format!(
+            "the dense head's weight '{}' is quantized (a DequantizeLinear of int8 values): \
+             its own head is re-attached from a float model",
+            info.weight
+        ))
+    })?;
+    let values = float_values(weight).ok_or_else(|| {
+        bad(format!(
+            "dense weight '{}' is not a float tensor",
+            info.weight
+        ))
+    })?;
     let (rows, cols) = match weight.dims[..] {
         [r, c] if r > 0 && c > 0 && (r * c) as usize == values.len() => (r as usize, c as usize),
         _ => {

@@ -52,10 +52,19 @@ pub struct DenseHeadInfo {
     pub output: String,
 }
 
-/// Finds the last Gemm/MatMul whose weight (second input) is an initializer.
+/// Finds the last Gemm/MatMul whose weight (second input) is an initializer, or an
+/// initializer's DequantizeLinear (a quantized model's head).
 pub fn find_dense_head(proto: &ModelProto) -> Option<DenseHeadInfo> {
     let graph = proto.graph.as_ref()?;
-    let is_init = |name: &str| graph.initializer.iter().any(|t| t.name == name);
+    let initializer = |name: &str| graph.initializer.iter().any(|t| t.name == name);
+    let is_init = |name: &str| {
+        initializer(name)
+            || graph.node.iter().any(|n| {
+                n.op_type == "DequantizeLinear"
+                    && n.output.first().is_some_and(|o| o == name)
+                    && n.input.first().is_some_and(|i| initializer(i))
+            })
+    };
     graph
         .node
         .iter()
