@@ -249,7 +249,7 @@ fn exported_models_give_predict_scores_and_bad_input_leaves_nothing() {
             "--out",
             s(&out),
         ],
-        "input size 0",
+        "0 is outside 1..=4096",
     );
     let lonely = dir.join("lonely.onnx");
     std::fs::copy(&model, &lonely).unwrap();

@@ -45,8 +45,9 @@ pub(crate) struct FitArgs {
     /// (no inverse: only with --iterations 0).
     #[arg(long, default_value = "bsig")]
     activation: String,
-    /// recompute: pull-back iterations.
-    #[arg(long, default_value_t = 2, value_parser = super::common::parse_in::<1, 10_000>)]
+    /// recompute: pull-back iterations, 0 to 10000 (0: the random hidden layers stay, only the
+    /// output layer is solved).
+    #[arg(long, default_value_t = 2, value_parser = super::common::parse_in::<0, 10_000>)]
     iterations: usize,
     /// recompute: seed of the initial hidden weights.
     #[arg(long, default_value_t = 1)]
