@@ -482,6 +482,131 @@ fn a_float16_mobilenetv2_matches_onnxruntime_on_the_photos() {
     eprintln!("float16 MobileNetV2: export in onnxruntime vs predict, max |Δ| {worst:.2e}");
 }
 
+/// The shipped MobileNetV2 quantized to int8 as onnxruntime documents it (QDQ, per channel,
+/// calibrated on the photos: scripts/models/quantize_int8.py): `spec` finds its dense head
+/// (a MatMul of a dequantized int8 weight) by itself, its own head gives onnxruntime's top-1
+/// on every photo, and a head learned on it is exported and run by onnxruntime (its operators
+/// as ONNX defines them) with predict's scores.
+#[test]
+fn an_int8_mobilenetv2_predicts_as_onnxruntime_on_the_photos() {
+    let dir = common::temp_dir("export-ort-int8");
+    let int8 = dir.join("mobilenetv2_int8.onnx");
+    let mut photos: Vec<PathBuf> = std::fs::read_dir(common::data("images"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    photos.sort();
+    let root = common::root();
+    let quantized = Command::new(common::python())
+        .arg(root.join("scripts/models/quantize_int8.py"))
+        .args([
+            &root.join("models/mobilenetv2.onnx"),
+            &root.join("models/mobilenetv2.json"),
+            &int8,
+        ])
+        .args(&photos)
+        .output()
+        .expect("python runs");
+    assert!(quantized.status.success(), "{}", common::stderr(&quantized));
+    let report = json_of(&run(
+        &dir,
+        &[
+            "spec",
+            "--model",
+            s(&int8),
+            "--preset",
+            "imagenet",
+            "--json",
+        ],
+    ));
+    assert_eq!(report["feature_dim"], 1280);
+    let spec = dir.join("mobilenetv2_int8.json");
+
+    let own = &onnxruntime_scores_with(&spec, &[&int8], &photos, "torchvision")[0]["scores"];
+    let mut args = vec!["predict", "--model", s(&int8), "-k", "1", "--json"];
+    args.extend(photos.iter().map(|p| s(p)));
+    let predicted = json_of(&run(&dir, &args));
+    for ((p, scores), photo) in predicted
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(own.as_array().unwrap())
+        .zip(&photos)
+    {
+        assert_eq!(
+            p["top"][0]["label"].as_str().unwrap(),
+            argmax(&common::f64s(scores)).to_string(),
+            "{}",
+            photo.display()
+        );
+    }
+
+    let train = root.join("data/fashion-mnist/train-images-idx3-ubyte.gz");
+    common::run_ok(
+        &dir,
+        &[
+            "learn",
+            "--state",
+            "s.frs",
+            "--model",
+            s(&int8),
+            "--data",
+            s(&train),
+            "--limit",
+            "60",
+        ],
+    );
+    common::run_ok(
+        &dir,
+        &["export", "--state", "s.frs", "--out", "adapted.onnx"],
+    );
+    let adapted = dir.join("adapted.onnx");
+    // Against onnxruntime running the operators as ONNX defines them, on the PNG photos (PIL's
+    // libjpeg rounds JPEG pixels differently from our decoder): predict's scores are as close
+    // as onnxruntime's own fused int8 kernels are. Both round to int8 on the way, each in its
+    // own way (tract fuses some pairs into integer kernels too), so neither is exact.
+    let mut args = vec!["predict", "--state", "s.frs", "-k", "10", "--json"];
+    args.extend(photos.iter().map(|p| s(p)));
+    let by_state = json_of(&run(&dir, &args));
+    let onnxruntime = |definition: bool| {
+        let mut cmd = Command::new(common::python());
+        cmd.arg(root.join("scripts/reference/onnxruntime_run.py"))
+            .args(["--pipeline", "torchvision", "--spec", s(&spec), "--models"])
+            .arg(&adapted);
+        if definition {
+            cmd.arg("--no-optimization");
+        }
+        json_of(&cmd.arg("--images").args(&photos).output().unwrap())["models"][0].clone()
+    };
+    let (definition, fused) = (onnxruntime(true), onnxruntime(false));
+    let labels = definition["labels"].as_array().unwrap().clone();
+    let (mut ours, mut theirs) = (0.0f64, 0.0f64);
+    for ((p, exact), fused) in by_state
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(definition["scores"].as_array().unwrap())
+        .zip(fused["scores"].as_array().unwrap())
+    {
+        if !p["file"].as_str().unwrap().ends_with(".png") {
+            continue;
+        }
+        let (exact, fused) = (common::f64s(exact), common::f64s(fused));
+        for scored in p["top"].as_array().unwrap() {
+            let class = labels.iter().position(|l| *l == scored["label"]).unwrap();
+            ours = ours.max((scored["score"].as_f64().unwrap() - exact[class]).abs());
+            theirs = theirs.max((fused[class] - exact[class]).abs());
+        }
+    }
+    eprintln!(
+        "int8 MobileNetV2: own head = onnxruntime's top-1 on {} photos; exported head's scores \
+         vs onnxruntime's operators as defined, max |Δ|: predict {ours:.2e}, onnxruntime's fused \
+         int8 kernels {theirs:.2e}",
+        photos.len()
+    );
+    assert!(ours <= theirs, "predict {ours} vs fused {theirs}");
+}
+
 /// An inner tensor of `model` on each image per onnxruntime (PIL's 8-bit resize, as a
 /// torchvision user feeds it), as f64.
 fn onnxruntime_tensor(

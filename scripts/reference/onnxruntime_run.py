@@ -39,6 +39,9 @@ def main():
     group.add_argument("--tensors", nargs="+")
     ap.add_argument("--pipeline", choices=["float", "torchvision"], default="float")
     ap.add_argument("--tensor", help="read this tensor instead of the first output (any float type)")
+    ap.add_argument("--no-optimization", action="store_true",
+                    help="run each operator as ONNX defines it (a QDQ model's QuantizeLinear and "
+                         "DequantizeLinear as written, not fused into onnxruntime's int8 kernels)")
     args = ap.parse_args()
     if args.tensors:
         batch = np.stack([np.load(p).astype(np.float32) for p in args.tensors])
@@ -50,6 +53,8 @@ def main():
         batch = np.stack([prepare(Image.open(p), spec) for p in args.images])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
+    if args.no_optimization:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     result = []
     for path in args.models:
         model = path
