@@ -482,6 +482,104 @@ fn a_float16_mobilenetv2_matches_onnxruntime_on_the_photos() {
     eprintln!("float16 MobileNetV2: export in onnxruntime vs predict, max |Δ| {worst:.2e}");
 }
 
+/// A model halved with its input and output in float16 too (`keep_io_types=False`): the
+/// preprocessed values are rounded to float16 as they are fed, learning gives the float32
+/// model's accuracy on the zoo folder within a point, and the export keeps the float16 input
+/// and output, which onnxruntime runs with predict's scores within float16's rounding.
+#[test]
+fn a_model_with_float16_input_and_output_learns_and_exports() {
+    let dir = common::temp_dir("export-ort-f16-io");
+    let root = common::root();
+    let converted = Command::new(common::python())
+        .arg(root.join("scripts/models/convert_float16.py"))
+        .arg("--float16-io")
+        .args([
+            &common::zoo("torch_dynamo_resnet.onnx"),
+            &dir.join("m.onnx"),
+        ])
+        .output()
+        .expect("python runs");
+    assert!(converted.status.success(), "{}", common::stderr(&converted));
+    common::run_ok(
+        &dir,
+        &[
+            "spec",
+            "--model",
+            "m.onnx",
+            "--preset",
+            "imagenet",
+            "--feature-tensor",
+            "view",
+        ],
+    );
+    let (train, test) = (common::zoo("fashion/train"), common::zoo("fashion/test"));
+    common::run_ok(
+        &dir,
+        &[
+            "learn",
+            "--state",
+            "s.frs",
+            "--model",
+            "m.onnx",
+            "--data",
+            s(&train),
+            "--lambda",
+            "1",
+        ],
+    );
+    let eval = json_of(&run(
+        &dir,
+        &["eval", "--state", "s.frs", "--data", s(&test), "--json"],
+    ));
+    let float32 =
+        common::json("zoo/reference.json")["models"]["torch_dynamo_resnet"]["test_accuracy"]
+            .as_f64()
+            .unwrap();
+    let accuracy = eval["accuracy"].as_f64().unwrap();
+    assert!(
+        (accuracy - float32).abs() <= 0.01,
+        "{accuracy} vs {float32}"
+    );
+    common::run_ok(
+        &dir,
+        &["export", "--state", "s.frs", "--out", "adapted.onnx"],
+    );
+    let photos: Vec<PathBuf> = ["Bag", "Sneaker", "Trouser"]
+        .iter()
+        .map(|l| common::zoo_image("test", l))
+        .collect();
+    let exported = &onnxruntime_scores_with(
+        &dir.join("m.json"),
+        &[&dir.join("adapted.onnx")],
+        &photos,
+        "torchvision",
+    )[0];
+    let labels = exported["labels"].as_array().unwrap();
+    let mut args = vec!["predict", "--state", "s.frs", "-k", "10", "--json"];
+    args.extend(photos.iter().map(|p| s(p)));
+    let by_state = json_of(&run(&dir, &args));
+    let mut worst = 0.0f64;
+    for (p, scores) in by_state
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(exported["scores"].as_array().unwrap())
+    {
+        let scores = common::f64s(scores);
+        let scale = scores.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        for scored in p["top"].as_array().unwrap() {
+            let class = labels.iter().position(|l| *l == scored["label"]).unwrap();
+            let diff = (scored["score"].as_f64().unwrap() - scores[class]).abs();
+            assert!(diff <= 1e-4 + 1e-2 * scale, "{}: {diff}", scored["label"]);
+            worst = worst.max(diff);
+        }
+    }
+    eprintln!(
+        "float16 input and output: accuracy {accuracy:.4} (float32 model {float32:.4}), export \
+         in onnxruntime vs predict max |Δ| {worst:.2e}"
+    );
+}
+
 /// The shipped MobileNetV2 quantized to int8 as onnxruntime documents it (QDQ, per channel,
 /// calibrated on the photos: scripts/models/quantize_int8.py): `spec` finds its dense head
 /// (a MatMul of a dequantized int8 weight) by itself, its own head gives onnxruntime's top-1

@@ -71,8 +71,10 @@ def main():
         labels = json.loads(meta["fastretrain.labels"]) if "fastretrain.labels" in meta else None
         name = session.get_inputs()[0].name
         output = session.get_outputs()[0].name
+        # A model converted with a float16 input takes the same values rounded to float16.
+        feed = batch.astype(np.float16) if session.get_inputs()[0].type == "tensor(float16)" else batch
         # One image at a time: the exported batch dimension is whatever the original had.
-        scores = [session.run([output], {name: x[None]})[0][0].astype(float).tolist() for x in batch]
+        scores = [session.run([output], {name: x[None]})[0][0].astype(float).tolist() for x in feed]
         result.append({"path": path, "output": output, "labels": labels, "scores": scores})
     print(json.dumps({"models": result}))
 
