@@ -24,9 +24,7 @@ pub use crate::feature_recipe::Pooling;
 use crate::head::{Activation, DenseLayer, Head};
 use crate::onnx::build::{float_tensor, node, proto_opset};
 pub use crate::onnx::{LABELS_KEY, ResizeReport};
-use crate::onnx::{
-    graph_of_mut, parse_model, read_model_file, set_input_size, set_metadata, write_model_with_spec,
-};
+use crate::onnx::{graph_of_mut, parse_model, set_input_size, set_metadata, write_model_with_spec};
 use crate::pack::PackMeta;
 use crate::spec::ModelSpec;
 use crate::state::{State, write_atomically};
@@ -312,8 +310,7 @@ pub(super) fn write_export(
 pub fn resize_input(model: &Path, size: usize, out: &Path) -> Result<ResizeReport> {
     let spec = ModelSpec::load(&ModelSpec::path_for_model(model))?;
     let resized = spec.at_input_size(size)?;
-    let (bytes, _) = read_model_file(model)?;
-    let mut proto = parse_model(&bytes, model)?;
+    let (mut proto, _) = crate::onnx::read_model(model)?;
     set_input_size(&mut proto, spec.input.layout(), size, model)?;
     let report = write_model_with_spec(&proto, resized, size, out)?;
     // A graph whose layers hard-code the spatial size (a dense layer on a flattened feature

@@ -103,23 +103,23 @@ pub(crate) struct WholeModel {
 /// [`read_model_file`], saying which data files were read into it.
 pub(crate) fn read_whole_model(model: &Path) -> Result<WholeModel> {
     let bytes = read_model_bytes(model)?;
-    let alone = |bytes: Vec<u8>| {
+    if crate::pack::is_pack(&bytes) {
         let sha256 = model_sha256(&bytes);
-        WholeModel {
+        return Ok(WholeModel {
             bytes,
             sha256,
             data_files: Vec::new(),
-        }
-    };
-    if crate::pack::is_pack(&bytes) {
-        return Ok(alone(bytes));
+        });
     }
-    let mut proto = parse_model(&bytes, model)?;
-    if !external::has_external_data(&proto) {
-        return Ok(alone(bytes));
+    let (proto, sha256, data_files) = parse_with_data_files(&bytes, model)?;
+    if data_files.is_empty() {
+        // Self-contained: the file's own bytes, not a re-encoding of them.
+        return Ok(WholeModel {
+            bytes,
+            sha256,
+            data_files,
+        });
     }
-    let data_files = external::data_files(&proto);
-    let sha256 = external::inline_external_data(&mut proto, &bytes, model)?;
     let size = proto.encoded_len() as u64;
     if size > external::PROTOBUF_LIMIT {
         return Err(Error::Model {
@@ -147,13 +147,19 @@ pub(crate) fn read_model(model: &Path) -> Result<(ModelProto, String)> {
 /// Parses a model file's `bytes` (read from `model`) and reads its data files' weights into it;
 /// with the model's sha256 (the file's bytes, then each data file's).
 pub(crate) fn parse_model_file(bytes: &[u8], model: &Path) -> Result<(ModelProto, String)> {
-    let mut proto = parse_model(bytes, model)?;
-    let sha256 = if external::has_external_data(&proto) {
-        external::inline_external_data(&mut proto, bytes, model)?
-    } else {
-        model_sha256(bytes)
-    };
+    let (proto, sha256, _) = parse_with_data_files(bytes, model)?;
     Ok((proto, sha256))
+}
+
+/// [`parse_model_file`], with the data files it read (empty for a self-contained model).
+fn parse_with_data_files(bytes: &[u8], model: &Path) -> Result<(ModelProto, String, Vec<String>)> {
+    let mut proto = parse_model(bytes, model)?;
+    if !external::has_external_data(&proto) {
+        return Ok((proto, model_sha256(bytes), Vec::new()));
+    }
+    let data_files = external::data_files(&proto);
+    let sha256 = external::inline_external_data(&mut proto, bytes, model)?;
+    Ok((proto, sha256, data_files))
 }
 
 /// A model file's bytes (a missing file named as such), without hashing them: for a caller

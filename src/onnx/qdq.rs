@@ -15,10 +15,10 @@ use crate::error::{Error, Result};
 
 /// Rewrites `graph` as described in the module docs; returns how many nodes it rewrote.
 pub(crate) fn dequantize(graph: &mut GraphProto, model: &Path) -> Result<usize> {
-    let initializers: HashMap<String, TensorProto> = graph
+    let initializers: HashMap<&str, &TensorProto> = graph
         .initializer
         .iter()
-        .map(|t| (t.name.clone(), t.clone()))
+        .map(|t| (t.name.as_str(), t))
         .collect();
     let mut rewritten = 0;
     let mut weights = Vec::new();
@@ -48,12 +48,16 @@ pub(crate) fn dequantize(graph: &mut GraphProto, model: &Path) -> Result<usize> 
     for n in &graph.node {
         let output = n.output.first().cloned().unwrap_or_default();
         match n.op_type.as_str() {
-            "DequantizeLinear" if n.input.iter().all(|i| initializers.contains_key(i)) => {
+            "DequantizeLinear"
+                if n.input
+                    .iter()
+                    .all(|i| initializers.contains_key(i.as_str())) =>
+            {
                 let values = dequantized(n, &initializers).map_err(|reason| Error::Model {
                     path: model.into(),
                     reason: format!("node '{}' (DequantizeLinear): {reason}", n.name),
                 })?;
-                let dims = initializers[&n.input[0]].dims.clone();
+                let dims = initializers[n.input[0].as_str()].dims.clone();
                 weights.push(float_tensor(&output, &dims, values.into_iter()));
                 rewritten += 1;
             }
@@ -96,13 +100,16 @@ pub(crate) fn dequantize(graph: &mut GraphProto, model: &Path) -> Result<usize> 
 /// `(x - zero_point) * scale`, per tensor or per channel along `axis`.
 fn dequantized(
     n: &NodeProto,
-    initializers: &HashMap<String, TensorProto>,
+    initializers: &HashMap<&str, &TensorProto>,
 ) -> std::result::Result<Vec<f32>, String> {
-    let x = &initializers[&n.input[0]];
+    let x = initializers[n.input[0].as_str()];
     let q = integer_values(x).ok_or("its input is not an integer tensor")?;
-    let scale = super::float_values(&initializers[&n.input[1]]).ok_or("its scale is not float")?;
+    let scale =
+        super::float_values(initializers[n.input[1].as_str()]).ok_or("its scale is not float")?;
     let zero = match n.input.get(2).filter(|z| !z.is_empty()) {
-        Some(z) => integer_values(&initializers[z]).ok_or("its zero point is not an integer")?,
+        Some(z) => {
+            integer_values(initializers[z.as_str()]).ok_or("its zero point is not an integer")?
+        }
         None => vec![0],
     };
     if scale.is_empty() || zero.is_empty() {

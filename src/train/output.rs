@@ -13,9 +13,7 @@ use super::graph::{HeadForm, Param};
 use super::{EpochMetrics, RetrainJob, RetrainOptions, Trainer};
 use crate::error::{Error, Result};
 use crate::onnx::build::{float_tensor, int_attribute};
-use crate::onnx::{
-    graph_of_mut, parse_model, read_model_file, set_input_size, set_metadata, write_model_with_spec,
-};
+use crate::onnx::{graph_of_mut, set_input_size, set_metadata, write_model_with_spec};
 use crate::state::{State, write_atomically};
 
 /// Format 02 added the device memory to each epoch's metrics.
@@ -171,8 +169,7 @@ pub(super) fn write(
     mut state: State,
     metrics: Vec<EpochMetrics>,
 ) -> Result<RetrainOutput> {
-    let (bytes, _) = read_model_file(job.model)?;
-    let mut proto = parse_model(&bytes, job.model)?;
+    let (mut proto, _) = crate::onnx::read_model(job.model)?;
     let graph = graph_of_mut(&mut proto, job.model)?;
     // As the interpreter read it: a quantized model's weights in float32.
     crate::onnx::qdq::dequantize(graph, job.model)?;
