@@ -94,6 +94,26 @@ fn a_state_finds_its_model_from_another_directory_and_after_a_move() {
         "model file not found: mdoel.onnx",
     );
     assert!(!err.contains("spec"), "{err}");
+    // The same for retrain, which reads the spec for the input size.
+    #[cfg(feature = "train")]
+    {
+        let err = common::refused(
+            &elsewhere,
+            &[
+                "retrain",
+                "--model",
+                "mdoel.onnx",
+                "--data",
+                s(&train),
+                "--test-data",
+                s(&train),
+                "--out",
+                "r.onnx",
+            ],
+            "model file not found: mdoel.onnx",
+        );
+        assert!(!err.contains("spec"), "{err}");
+    }
 }
 
 #[test]

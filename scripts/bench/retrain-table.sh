@@ -4,7 +4,8 @@
 # metrics, the plot docs/retrain.svg and the table docs/TRAINING-table.md.
 # Environment: N (training images, default 2000), TEST_N (1000), SIZE (input size, 64),
 # EPOCHS (8), LR, RA (the demo schedules by default), SEED (1), MODES ("fast sgd sgd+mp"),
-# OUT (work folder). The table and plot are written only when all three modes ran.
+# OUT (work folder), BIN (a `--features train` binary to use instead of building one). The table
+# and plot are written only when all three modes ran.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${N:-2000}
@@ -19,8 +20,12 @@ OUT=${OUT:-/var/tmp/fastretrain-retrain}
 F=/usr/share/datasets/fashion-mnist
 [ -e "$F/train-images-idx3-ubyte.gz" ] || { echo "install dataset-fashion-mnist" >&2; exit 2; }
 PY=$(scripts/ci/venv.sh)
-cargo build --release --locked --features train >&2
-B="$(realpath "${CARGO_TARGET_DIR:-target}")/release/fastretrain"
+if [ -n "${BIN:-}" ]; then
+  B=$(realpath "$BIN")
+else
+  cargo build --release --locked --features train >&2
+  B="$(realpath "${CARGO_TARGET_DIR:-target}")/release/fastretrain"
+fi
 mkdir -p "$OUT"
 for mode in $MODES; do
   name=${mode/+/-}

@@ -83,8 +83,9 @@ impl LabelledSet {
 /// Reads `model` for retraining: the interpreter graph, the model's spec (beside it) and the
 /// file's sha256 (what checkpoints and the output state are tied to).
 pub fn load_model(model: &Path) -> Result<(Graph, ModelSpec, String)> {
-    let spec = ModelSpec::load(&ModelSpec::path_for_model(model))?;
+    // The model first: a missing model is "model file not found", not "its spec is missing".
     let (mut proto, sha256) = crate::onnx::read_model(model)?;
+    let spec = ModelSpec::load(&ModelSpec::path_for_model(model))?;
     crate::onnx::qdq::dequantize(crate::onnx::graph_of_mut(&mut proto, model)?, model)?;
     Ok((Graph::from_proto(&proto, model)?, spec, sha256))
 }
