@@ -107,7 +107,36 @@ pub fn flag_hint(error: &anyhow::Error) -> String {
         (Error::Setting { setting, .. }, _) => format!(" (--{setting})"),
         (_, Error::NoDenseHead { .. }) => " (--feature-tensor NAME)".into(),
         (_, Error::Locked { .. }) => " (or drop --no-wait to wait for it)".into(),
+        // An installed binary run outside the project's folder: the default model is not there.
+        (
+            _,
+            Error::ModelNotFound {
+                path,
+                recorded_in: None,
+            },
+        ) if path.as_path() == std::path::Path::new(common::DEFAULT_MODEL) => {
+            " (the shipped model, looked for in the current folder: run from the project's \
+             folder or give --model)"
+                .into()
+        }
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_default_model_says_where_it_was_looked_for() {
+        let missing = |path: &str| {
+            anyhow::Error::from(fastretrain::Error::ModelNotFound {
+                path: path.into(),
+                recorded_in: None,
+            })
+        };
+        assert!(flag_hint(&missing(common::DEFAULT_MODEL)).contains("give --model"));
+        assert_eq!(flag_hint(&missing("mine.onnx")), "");
     }
 }
 
