@@ -123,23 +123,6 @@ pub fn flag_hint(error: &anyhow::Error) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_missing_default_model_says_where_it_was_looked_for() {
-        let missing = |path: &str| {
-            anyhow::Error::from(fastretrain::Error::ModelNotFound {
-                path: path.into(),
-                recorded_in: None,
-            })
-        };
-        assert!(flag_hint(&missing(common::DEFAULT_MODEL)).contains("give --model"));
-        assert_eq!(flag_hint(&missing("mine.onnx")), "");
-    }
-}
-
 pub fn run(cli: Cli) -> Result<bool> {
     let threads = cli
         .threads
@@ -164,5 +147,22 @@ pub fn run(cli: Cli) -> Result<bool> {
         Command::Retrain(a) => retrain::run(a),
         Command::Spec(a) => spec::run(a),
         Command::Pack(a) => pack(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_default_model_says_where_it_was_looked_for() {
+        let missing = |path: &str| {
+            anyhow::Error::from(fastretrain::Error::ModelNotFound {
+                path: path.into(),
+                recorded_in: None,
+            })
+        };
+        assert!(flag_hint(&missing(common::DEFAULT_MODEL)).contains("give --model"));
+        assert_eq!(flag_hint(&missing("mine.onnx")), "");
     }
 }
