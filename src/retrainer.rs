@@ -1,7 +1,7 @@
 //! The edge retrainer: stream samples through the frozen backbone into a state, refit the
 //! head, evaluate and predict. The CLI is a thin shell over this.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -103,6 +103,9 @@ pub struct Retrainer {
     state: State,
     /// Classifying with the model's own outputs (see [`Retrainer::model_as_is`]).
     as_is: bool,
+    /// The statistics digests of the states merged in (and their paths): a second merge of one
+    /// of them is refused (see [`Retrainer::merge`]).
+    merged: Vec<(String, PathBuf)>,
 }
 
 impl Retrainer {
@@ -114,6 +117,7 @@ impl Retrainer {
             extractor: FeatureExtractor::new(backbone)?,
             state,
             as_is: false,
+            merged: Vec::new(),
         })
     }
 
@@ -213,6 +217,7 @@ impl Retrainer {
             extractor: FeatureExtractor::new(backbone)?,
             state,
             as_is: false,
+            merged: Vec::new(),
         })
     }
 
@@ -241,6 +246,7 @@ impl Retrainer {
             extractor: FeatureExtractor::new(backbone)?,
             state,
             as_is: true,
+            merged: Vec::new(),
         })
     }
 
@@ -248,9 +254,20 @@ impl Retrainer {
         &self.state
     }
 
-    /// The state, for changes that need no backbone (a head fit from a store, a merge).
+    /// The state, for changes that need no backbone (a head fit from a store).
     pub fn state_mut(&mut self) -> &mut State {
         &mut self.state
+    }
+
+    /// Adds another state's statistics ([`State::merge`], which drops the head: refit after).
+    /// Beyond its refusals, a state whose statistics are those of one merged into this
+    /// retrainer before is refused too, also with `distinct_sources`, as `merge` of the CLI
+    /// refuses a file listed twice.
+    pub fn merge(&mut self, other: &State, path: &Path, distinct_sources: bool) -> Result<()> {
+        let digest = other.not_among(&self.merged, path)?;
+        self.state.merge(other, path, distinct_sources)?;
+        self.merged.push((digest, path.to_path_buf()));
+        Ok(())
     }
 
     pub fn into_state(self) -> State {

@@ -824,7 +824,7 @@ pub unsafe extern "C" fn fastretrain_merge(
     with_retrainer(retrainer, |r| {
         let path = PathBuf::from(text(other, "other")?);
         let other = State::load(&path)?;
-        r.inner.state_mut().merge(&other, &path, false)?;
+        r.inner.merge(&other, &path, false)?;
         Ok(())
     })
 }

@@ -145,9 +145,13 @@ class Retrainer:
                                  paths=_paths(paths), images=_images(images),
                                  tensors=_tensors(tensors), labels=_labels(labels), lam=lam)
 
-    def merge(self, other, *, lam=None):
-        """Adds the statistics of another state file (same backbone), then refits."""
-        return self._core.merge(str(other), lam=lam)
+    def merge(self, other, *, lam=None, distinct_sources=False):
+        """Adds the statistics of another state file (same backbone), then refits. A source
+        both states learned is refused (its samples would count twice) unless
+        ``distinct_sources`` says they are different data under the same name (two devices'
+        folders with the same path); a state merged into this retrainer before is refused
+        either way."""
+        return self._core.merge(str(other), lam=lam, distinct_sources=bool(distinct_sources))
 
     def export(self, out, *, model=None):
         """Writes the adapted model as a standard ONNX file (backbone + refit head)."""

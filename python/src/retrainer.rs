@@ -249,7 +249,8 @@ impl Retrainer {
 
     /// Adds the statistics of another state file (same backbone), then refits. A source both
     /// states learned is refused (its samples would count twice) unless `distinct_sources`
-    /// says they are different data under the same name.
+    /// says they are different data under the same name; a state merged into this retrainer
+    /// before is refused either way.
     #[pyo3(signature = (other, *, lam=None, distinct_sources=false))]
     fn merge<'py>(
         &self,
@@ -260,9 +261,8 @@ impl Retrainer {
     ) -> PyResult<Bound<'py, PyAny>> {
         let report = self.with(py, |r| {
             let theirs = State::load(&other)?;
-            let state = r.state_mut();
-            state.merge(&theirs, &other, distinct_sources)?;
-            state.fit(lam)
+            r.merge(&theirs, &other, distinct_sources)?;
+            r.state_mut().fit(lam)
         })?;
         json_to_py(py, &report)
     }

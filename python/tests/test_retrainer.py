@@ -104,10 +104,17 @@ def test_forget_merge_save_export(tmp_path):
     b.save(tmp_path / "b.frs")
     a.merge(tmp_path / "b.frs", lam=1.0)
     assert a.statistics()["samples"] == 192
-    # b's images again: they would count twice.
-    with pytest.raises(ValueError, match="both states learned"):
-        a.merge(tmp_path / "b.frs")
+    # b again: its samples would count twice, also where the sources are said to be distinct.
+    for distinct_sources in (False, True):
+        with pytest.raises(ValueError, match="bit for bit those of .*b.frs"):
+            a.merge(tmp_path / "b.frs", distinct_sources=distinct_sources)
     assert a.statistics()["samples"] == 192
+    # Another state that learned b's images too.
+    c = fastretrain.Retrainer(model=MODEL)
+    c.learn(images=images[:10], labels=labels[:10])
+    c.learn(images=images[128:], labels=labels[128:])
+    with pytest.raises(ValueError, match="both states learned"):
+        c.merge(tmp_path / "b.frs")
     out = tmp_path / "adapted.onnx"
     a.export(out)
     import onnxruntime as ort

@@ -308,25 +308,33 @@ impl State {
             return Err(Error::InvalidArgument("no states to merge".into()));
         };
         let mut merged = State::load(first)?;
-        let mut digests = vec![(merged.statistics_digest(), first)];
+        let mut digests = vec![(merged.statistics_digest(), first.clone())];
         for path in rest {
             let state = State::load(path)?;
-            let digest = state.statistics_digest();
-            if state.stats.samples() > 0.0
-                && let Some((_, earlier)) = digests.iter().find(|(d, _)| *d == digest)
-            {
-                return Err(Error::InvalidArgument(format!(
-                    "{}: its statistics are bit for bit those of {} (the same state, or a copy \
-                     of it): merging would count its {} samples twice",
-                    path.display(),
-                    earlier.display(),
-                    state.stats.samples()
-                )));
-            }
+            let digest = state.not_among(&digests, path)?;
             merged.merge(&state, path, distinct_sources)?;
-            digests.push((digest, path));
+            digests.push((digest, path.clone()));
         }
         Ok(merged)
+    }
+
+    /// This state's [`Self::statistics_digest`], refusing it when it is that of a state merged
+    /// earlier (`earlier`: digests and the paths they came from): its samples would count twice,
+    /// and `distinct_sources` drops the source check that would otherwise catch it.
+    pub fn not_among(&self, earlier: &[(String, PathBuf)], path: &Path) -> Result<String> {
+        let digest = self.statistics_digest();
+        if self.stats.samples() > 0.0
+            && let Some((_, first)) = earlier.iter().find(|(d, _)| *d == digest)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "{}: its statistics are bit for bit those of {} (the same state, or a copy \
+                 of it): merging would count its {} samples twice",
+                path.display(),
+                first.display(),
+                self.stats.samples()
+            )));
+        }
+        Ok(digest)
     }
 
     /// Adds another state's statistics and source counts (same backbone required; `path`
