@@ -42,17 +42,70 @@ fn argmax(v: &[f64]) -> usize {
     (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap()
 }
 
+/// The real photos of tests/data/images, in name order.
+fn photos() -> Vec<PathBuf> {
+    let mut photos: Vec<PathBuf> = std::fs::read_dir(common::data("images"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    photos.sort();
+    photos
+}
+
+/// `predict --model` (the model's own head) gives onnxruntime's top-1 on every photo.
+fn assert_own_head_top1_is_onnxruntimes(dir: &Path, model: &Path, spec: &Path, photos: &[PathBuf]) {
+    let own = &onnxruntime_scores_with(spec, &[model], photos, "torchvision")[0]["scores"];
+    let mut args = vec!["predict", "--model", s(model), "-k", "1", "--json"];
+    args.extend(photos.iter().map(|p| s(p)));
+    let predicted = json_of(&run(dir, &args));
+    for ((p, scores), photo) in predicted
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(own.as_array().unwrap())
+        .zip(photos)
+    {
+        assert_eq!(
+            p["top"][0]["label"].as_str().unwrap(),
+            argmax(&common::f64s(scores)).to_string(),
+            "{}",
+            photo.display()
+        );
+    }
+}
+
+/// A head learned on `model` from 60 Fashion-MNIST images into `dir/s.frs` and exported as
+/// `dir/adapted.onnx` (returned).
+fn learn_and_export(dir: &Path, model: &Path) -> PathBuf {
+    let train = common::root().join("data/fashion-mnist/train-images-idx3-ubyte.gz");
+    common::run_ok(
+        dir,
+        &[
+            "learn",
+            "--state",
+            "s.frs",
+            "--model",
+            s(model),
+            "--data",
+            s(&train),
+            "--limit",
+            "60",
+        ],
+    );
+    common::run_ok(
+        dir,
+        &["export", "--state", "s.frs", "--out", "adapted.onnx"],
+    );
+    dir.join("adapted.onnx")
+}
+
 #[test]
 fn onnxruntime_runs_exported_models_like_predict() {
     let dir = common::temp_dir("export-ort");
     let root = common::root();
     let model = root.join("models/mobilenetv2.onnx");
     let train = root.join("data/fashion-mnist/train-images-idx3-ubyte.gz");
-    let mut photos: Vec<PathBuf> = std::fs::read_dir(common::data("images"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    photos.sort();
+    let photos = photos();
 
     // Two adapted heads: linear (learn) and one hidden bsig layer (fit --method recompute).
     let linear = dir.join("linear.frs");
@@ -371,11 +424,7 @@ fn a_float16_mobilenetv2_matches_onnxruntime_on_the_photos() {
     ));
     assert_eq!(report["feature_dim"], 1280);
     let spec = dir.join("mobilenetv2_f16.json");
-    let mut photos: Vec<PathBuf> = std::fs::read_dir(common::data("images"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    photos.sort();
+    let photos = photos();
     let scale = |v: &[f64]| v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
 
     // Features: ours (tract in float16, widened) against onnxruntime's float16 run, on the
@@ -408,45 +457,10 @@ fn a_float16_mobilenetv2_matches_onnxruntime_on_the_photos() {
     );
 
     // The model's own float16 head: onnxruntime's top-1 on every photo.
-    let own = &onnxruntime_scores_with(&spec, &[&f16], &photos, "torchvision")[0]["scores"];
-    let mut args = vec!["predict", "--model", s(&f16), "-k", "1", "--json"];
-    args.extend(photos.iter().map(|p| s(p)));
-    let predicted = json_of(&run(&dir, &args));
-    for ((p, scores), photo) in predicted
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(own.as_array().unwrap())
-        .zip(&photos)
-    {
-        let scores = common::f64s(scores);
-        assert_eq!(
-            p["top"][0]["label"].as_str().unwrap(),
-            argmax(&scores).to_string(),
-            "{}",
-            photo.display()
-        );
-    }
+    assert_own_head_top1_is_onnxruntimes(&dir, &f16, &spec, &photos);
 
     // A head learned on it, exported: onnxruntime runs it as predict scores it.
-    let train = common::root().join("data/fashion-mnist/train-images-idx3-ubyte.gz");
-    let learn = [
-        "learn",
-        "--state",
-        "s.frs",
-        "--model",
-        s(&f16),
-        "--data",
-        s(&train),
-        "--limit",
-        "60",
-    ];
-    common::run_ok(&dir, &learn);
-    common::run_ok(
-        &dir,
-        &["export", "--state", "s.frs", "--out", "adapted.onnx"],
-    );
-    let adapted = dir.join("adapted.onnx");
+    let adapted = learn_and_export(&dir, &f16);
     let exported = &onnxruntime_scores_with(&spec, &[&adapted], &photos, "torchvision")[0];
     let worst = assert_predict_matches_export(&dir, &photos, exported, 1e-2);
     eprintln!("float16 MobileNetV2: export in onnxruntime vs predict, max |Δ| {worst:.2e}");
@@ -540,11 +554,7 @@ fn a_model_with_float16_input_and_output_learns_and_exports() {
 fn an_int8_mobilenetv2_predicts_as_onnxruntime_on_the_photos() {
     let dir = common::temp_dir("export-ort-int8");
     let int8 = dir.join("mobilenetv2_int8.onnx");
-    let mut photos: Vec<PathBuf> = std::fs::read_dir(common::data("images"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    photos.sort();
+    let photos = photos();
     let root = common::root();
     let quantized = Command::new(common::python())
         .arg(root.join("scripts/models/quantize_int8.py"))
@@ -571,45 +581,9 @@ fn an_int8_mobilenetv2_predicts_as_onnxruntime_on_the_photos() {
     assert_eq!(report["feature_dim"], 1280);
     let spec = dir.join("mobilenetv2_int8.json");
 
-    let own = &onnxruntime_scores_with(&spec, &[&int8], &photos, "torchvision")[0]["scores"];
-    let mut args = vec!["predict", "--model", s(&int8), "-k", "1", "--json"];
-    args.extend(photos.iter().map(|p| s(p)));
-    let predicted = json_of(&run(&dir, &args));
-    for ((p, scores), photo) in predicted
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(own.as_array().unwrap())
-        .zip(&photos)
-    {
-        assert_eq!(
-            p["top"][0]["label"].as_str().unwrap(),
-            argmax(&common::f64s(scores)).to_string(),
-            "{}",
-            photo.display()
-        );
-    }
+    assert_own_head_top1_is_onnxruntimes(&dir, &int8, &spec, &photos);
 
-    let train = root.join("data/fashion-mnist/train-images-idx3-ubyte.gz");
-    common::run_ok(
-        &dir,
-        &[
-            "learn",
-            "--state",
-            "s.frs",
-            "--model",
-            s(&int8),
-            "--data",
-            s(&train),
-            "--limit",
-            "60",
-        ],
-    );
-    common::run_ok(
-        &dir,
-        &["export", "--state", "s.frs", "--out", "adapted.onnx"],
-    );
-    let adapted = dir.join("adapted.onnx");
+    let adapted = learn_and_export(&dir, &int8);
     // Against onnxruntime running the operators as ONNX defines them, on the PNG photos (PIL's
     // libjpeg rounds JPEG pixels differently from our decoder): predict's scores are as close
     // as onnxruntime's own fused int8 kernels are. Both round to int8 on the way, each in its
